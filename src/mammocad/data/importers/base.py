@@ -1,0 +1,252 @@
+"""The import runner shared by every format.
+
+An importer is a function ``importer(ctx: ImportContext, **options) -> None`` that walks its
+source and calls ``ctx.add(record)`` for each image and ``ctx.skip(item, reason)`` for each thing
+it cannot use. The runner does everything common: it checks every image file (readable, not
+truncated, sane size), drops duplicates, assigns labels, writes the manifest, ``classes.json`` and
+the import summary, and commits the dataset directory atomically (all or nothing, never over an
+existing one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammocad.data.images import DEFAULT_MAX_PIXELS, probe_image
+from mammocad.data.manifest import (
+    CLASSES_NAME,
+    SUMMARY_NAME,
+    SUMMARY_TEXT_NAME,
+    ImageRecord,
+    class_order,
+    records_to_table,
+    resolve_path,
+    write_manifest,
+)
+from mammocad.errors import DatasetError, ImageReadError
+from mammocad.io import atomic_write_json, atomic_write_png, atomic_write_text, staging_dir
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class Skipped:
+    """Something an import could not use, and why."""
+
+    item: str
+    reason: str
+
+
+@dataclass
+class ImportContext:
+    """What an importer works with: its source, a scratch dataset dir, and where results go."""
+
+    source: Path
+    dataset_dir: Path
+    records: list[ImageRecord] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def add(self, record: ImageRecord) -> None:
+        self.records.append(record)
+
+    def skip(self, item: str | Path, reason: str) -> None:
+        self.skipped.append(Skipped(str(item), reason))
+
+    def write_mask(self, name: str, mask: np.ndarray) -> str:
+        """Save a binary mask as ``masks/<name>.png`` (0/255) and return its dataset-relative path."""
+        rel = f"masks/{name}.png"
+        atomic_write_png(self.dataset_dir / rel, np.where(mask > 0, 255, 0).astype(np.uint8))
+        return rel
+
+    def write_image(self, name: str, pixels: np.ndarray) -> str:
+        """Save extracted pixels as ``images/<name>.png`` and return the dataset-relative path."""
+        rel = f"images/{name}.png"
+        atomic_write_png(self.dataset_dir / rel, pixels)
+        return rel
+
+
+@dataclass
+class ImportSummary:
+    """What an import produced; also written as ``import_summary.json`` next to the manifest."""
+
+    format: str
+    source: str
+    dataset_dir: str
+    n_images: int
+    n_patients: int
+    classes: list[str]
+    per_class: dict[str, int]
+    images_per_patient: dict[str, float]
+    per_official_split: dict[str, int]
+    n_lesions: int
+    n_with_mask: int
+    skipped: list[Skipped]
+    skipped_by_reason: dict[str, int]
+
+    def to_text(self) -> str:
+        lines = [
+            f"mammocad import ({self.format}) from {self.source}",
+            f"dataset: {self.dataset_dir}",
+            f"images: {self.n_images}   patients: {self.n_patients}   lesions: {self.n_lesions}"
+            f"   images with masks: {self.n_with_mask}",
+            "per class: " + ", ".join(f"{k}={v}" for k, v in self.per_class.items()),
+            "images per patient: " + ", ".join(f"{k}={v:g}" for k, v in self.images_per_patient.items()),
+        ]
+        if self.per_official_split:
+            lines.append("official split: " + ", ".join(f"{k}={v}" for k, v in self.per_official_split.items()))
+        lines.append(f"skipped: {len(self.skipped)}")
+        lines += [f"  - {s.item}: {s.reason}" for s in self.skipped]
+        return "\n".join(lines) + "\n"
+
+
+def pseudonymous_id(raw: str, namespace: str) -> str:
+    """A stable pseudonym for a patient identifier: the raw value never reaches the manifest."""
+    digest = hashlib.blake2b(f"{namespace}:{raw.strip()}".encode(), digest_size=6).hexdigest()
+    return f"{namespace}-{digest}"
+
+
+def file_fingerprint(path: Path, chunk: int = 1 << 16) -> str:
+    """Content key for duplicate detection: size + hash of the first and last 64 KiB."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=12)
+    with path.open("rb") as handle:
+        digest.update(handle.read(chunk))
+        if size > chunk:
+            handle.seek(max(chunk, size - chunk))
+            digest.update(handle.read(chunk))
+    return digest.hexdigest()
+
+
+def run_import(
+    fmt: str,
+    importer: Callable[..., None],
+    source: str | Path,
+    out: str | Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    keep_duplicates: bool = False,
+    workers: int = 4,
+    progress: ProgressFn | None = None,
+    **options: Any,
+) -> ImportSummary:
+    """Run ``importer`` on ``source`` and write a complete dataset directory at ``out``."""
+    source = Path(source).expanduser().resolve()
+    out = Path(out).expanduser().resolve()
+    if not source.exists():
+        raise DatasetError(f"{source}: source does not exist")
+    with staging_dir(out) as scratch:
+        ctx = ImportContext(source=source, dataset_dir=scratch)
+        importer(ctx, **options)
+        records = _check_files(ctx, max_pixels=max_pixels, workers=workers, progress=progress)
+        if not keep_duplicates:
+            records = _drop_duplicates(records, ctx, scratch)
+        if not records:
+            reasons = "; ".join(f"{s.item}: {s.reason}" for s in ctx.skipped[:5])
+            raise DatasetError(f"{source}: no usable images found" + (f" ({reasons} ...)" if reasons else ""))
+        classes = class_order({r.label_name for r in records})
+        write_manifest(records_to_table(records, classes), scratch)
+        atomic_write_json(scratch / CLASSES_NAME, {"classes": classes, "source": fmt})
+        summary = _summarise(fmt, source, out, records, classes, ctx.skipped)
+        atomic_write_json(scratch / SUMMARY_NAME, asdict(summary))
+        atomic_write_text(scratch / SUMMARY_TEXT_NAME, summary.to_text())
+    return summary
+
+
+def _check_files(ctx: ImportContext, max_pixels: int, workers: int, progress: ProgressFn | None) -> list[ImageRecord]:
+    """Probe every image (and mask); skip the unreadable ones with the reason."""
+    records = ctx.records
+
+    def check(rec: ImageRecord) -> str | None:
+        path = resolve_path(ctx.dataset_dir, rec.image_path)
+        try:
+            info = probe_image(path, max_pixels=max_pixels)
+            for mask in [rec.mask_path] + [lesion.mask_path for lesion in rec.lesions]:
+                if mask is not None:
+                    probe_image(resolve_path(ctx.dataset_dir, mask), max_pixels=max_pixels)
+        except ImageReadError as exc:
+            return str(exc)
+        rec.width, rec.height = info.width, info.height
+        rec.bits_stored, rec.file_format = info.bits_stored, info.file_format
+        rec.fingerprint = file_fingerprint(path)
+        return None
+
+    kept: list[ImageRecord] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for done, (rec, error) in enumerate(zip(records, pool.map(check, records), strict=True), start=1):
+            if error is None:
+                kept.append(rec)
+            else:
+                ctx.skip(rec.image_path, error.split(": ", 1)[-1] if error.startswith(str(rec.image_path)) else error)
+            if progress is not None:
+                progress(done, len(records))
+    return kept
+
+
+def _drop_duplicates(records: list[ImageRecord], ctx: ImportContext, scratch: Path) -> list[ImageRecord]:
+    by_id: dict[str, str] = {}
+    by_path: dict[Path, str] = {}
+    by_content: dict[str, str] = {}
+    kept = []
+    for rec in records:
+        path = resolve_path(scratch, rec.image_path)
+        if rec.image_id in by_id:
+            ctx.skip(rec.image_path, f"duplicate image id {rec.image_id!r} (first: {by_id[rec.image_id]})")
+        elif path in by_path:
+            ctx.skip(rec.image_path, f"file listed twice (as {by_path[path]} and {rec.image_id})")
+        elif rec.fingerprint in by_content:
+            ctx.skip(rec.image_path, f"duplicate file: same content as {by_content[rec.fingerprint]}")
+        else:
+            by_id[rec.image_id] = rec.image_path
+            by_path[path] = rec.image_id
+            by_content[rec.fingerprint or rec.image_id] = rec.image_path
+            kept.append(rec)
+    return kept
+
+
+def _summarise(
+    fmt: str, source: Path, out: Path, records: list[ImageRecord], classes: list[str], skipped: list[Skipped]
+) -> ImportSummary:
+    per_patient = Counter(r.patient_id for r in records)
+    counts = list(per_patient.values())
+    per_class = Counter(r.label_name for r in records)
+    splits = Counter(r.official_split for r in records if r.official_split)
+    reasons = Counter(_reason_kind(s.reason) for s in skipped)
+    return ImportSummary(
+        format=fmt,
+        source=str(source),
+        dataset_dir=str(out),
+        n_images=len(records),
+        n_patients=len(per_patient),
+        classes=classes,
+        per_class={c: per_class[c] for c in classes},
+        images_per_patient={
+            "min": min(counts),
+            "median": float(statistics.median(counts)),
+            "max": max(counts),
+        },
+        per_official_split=dict(sorted(splits.items())),
+        n_lesions=sum(len(r.lesions) for r in records),
+        n_with_mask=sum(1 for r in records if r.mask_path or any(lesion.mask_path for lesion in r.lesions)),
+        skipped=skipped,
+        skipped_by_reason=dict(reasons.most_common()),
+    )
+
+
+def _reason_kind(reason: str) -> str:
+    """Group reasons for the summary's counts (drop the specifics after a parenthesis or colon)."""
+    return reason.split(" (", 1)[0].split(":", 1)[0].strip()
+
+
+def summary_from_json(path: str | Path) -> dict[str, Any]:
+    """Read a written import summary."""
+    return json.loads(Path(path).read_text())
