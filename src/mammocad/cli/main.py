@@ -1,3 +1,24 @@
+"""The ``mammocad`` command line: one subcommand per stage (nnU-Net style)."""
+
+from __future__ import annotations
+
 import typer
 
-app = typer.Typer()
+from mammocad.cli import data
+
+app = typer.Typer(
+    name="mammocad",
+    help="Mammography CAD: ingest datasets, preprocess, train, evaluate, explain, serve.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(data.app, name="data")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,54 +1,134 @@
 """DICOM reading done right for mammography.
 
-- modality LUT (rescale slope/intercept), then the VOI LUT or window when present;
+- modality LUT (rescale slope/intercept, or a Modality LUT table), then the VOI LUT table or the
+  window (LINEAR, LINEAR_EXACT or SIGMOID) when present and ``apply_voi`` is set;
+- the result is mapped onto ``[0, max_value]`` with ``max_value = 2**BitsStored - 1`` (BitsStored
+  clamped to 8..16), using the *nominal* output range of the last LUT (never the image's own
+  min/max), so the same acquisition always maps the same way; stored values of an unsigned image
+  without any LUT are kept exactly;
 - MONOCHROME1 inverted so dense tissue is bright, as in every other format;
 - 16-bit values kept (uint16) until preprocessing chooses the conversion;
-- RLE, JPEG (baseline, lossless, 2000) decoded through pydicom's pixel backends and pylibjpeg;
+- RLE, JPEG (baseline, extended, lossless, LS, 2000) decoded through pydicom's pixel backends and
+  pylibjpeg;
 - laterality and view read from tags.
 
-Patient identifiers (name, ID, birth date...) are never returned, logged or put into errors:
-``extra`` carries only acquisition facts.
+Patient identifiers (name, ID, birth date...) are never returned, logged or put into errors: only
+the tags listed in ``_PIXEL_TAGS``/``_HEADER_TAGS`` are parsed at all (``specific_tags``), so an
+identifier cannot leak through a value, a warning or an exception message; ``extra`` carries only
+acquisition facts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from mammocad.data.images import DEFAULT_MAX_PIXELS, ImageInfo, MammoImage, _check_size
+from mammocad.data.images import DEFAULT_MAX_PIXELS, ImageInfo, MammoImage, _check_size, _to_grey
 from mammocad.errors import ImageReadError
 
 # Acquisition facts safe to carry along; nothing here identifies a person.
 _SAFE_TAGS = ("Modality", "PhotometricInterpretation", "BitsStored", "Manufacturer", "PresentationIntentType")
 
+# What the size/completeness probe needs.
+_HEADER_TAGS = (
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "SamplesPerPixel",
+    "NumberOfFrames",
+    "PixelRepresentation",
+)
 
-def _open(path: Path, stop_before_pixels: bool):
+# Everything decoding, the LUTs, laterality/view and ``extra`` need -- and nothing else.
+_PIXEL_TAGS = (
+    *_HEADER_TAGS,
+    *_SAFE_TAGS,
+    "HighBit",
+    "PlanarConfiguration",
+    "PixelData",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "ModalityLUTSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "VOILUTSequence",
+    "ImageLaterality",
+    "Laterality",
+    "FrameLaterality",
+    "ViewPosition",
+    "ViewCodeSequence",
+    "PatientOrientation",
+)
+
+# Encapsulated (compressed) pixel data ends with a Sequence Delimitation Item, always little endian.
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_TAIL_BYTES = 1 << 16
+
+# Codes seen in ViewPosition (and, in CBIS-DDSM, misplaced in PatientOrientation).
+_VIEW_CODES = {"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO", "AT", "CV", "RCC", "LCC"}
+
+
+def _open(path: Path, stop_before_pixels: bool, tags: tuple[str, ...]) -> Any:
+    """Parse only ``tags`` (plus the file meta); every failure becomes an :class:`ImageReadError`."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, specific_tags=list(tags))
     except InvalidDicomError as exc:
         raise ImageReadError(path, f"not a valid DICOM file ({exc})") from exc
-    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+    except FileNotFoundError as exc:
+        raise ImageReadError(path, "file does not exist") from exc
+    except IsADirectoryError as exc:
+        raise ImageReadError(path, "is a directory, not an image file") from exc
+    except Exception as exc:  # the parser raises many types on damaged files; the message is what matters
         raise ImageReadError(path, f"DICOM header is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
 
 
+def _transfer_syntax(ds: Any) -> Any:
+    meta = getattr(ds, "file_meta", None)
+    return meta.get("TransferSyntaxUID") if meta is not None else None
+
+
+def _encapsulated_is_truncated(path: Path) -> bool:
+    """True when compressed pixel data lacks its closing delimiter (the file was cut short)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        handle.seek(max(0, size - _TAIL_BYTES))
+        tail = handle.read()
+    return _SEQUENCE_DELIMITER not in tail
+
+
 def probe_dicom(path: str | Path) -> ImageInfo:
-    """Read the header only and check the pixel data is plausibly complete."""
+    """Read the header only and check the pixel data is plausibly complete.
+
+    Input: a DICOM file path. Output: :class:`ImageInfo` (size, bits stored, samples per pixel).
+    Raises :class:`ImageReadError` for a file that is not DICOM, has no image size, or is truncated
+    (uncompressed: shorter than the pixel data needs; compressed: no closing delimiter).
+    """
     path = Path(path)
-    ds = _open(path, stop_before_pixels=True)
+    ds = _open(path, stop_before_pixels=True, tags=_HEADER_TAGS)
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         bits_allocated = int(ds.get("BitsAllocated", 16))
         bits_stored = int(ds.get("BitsStored", bits_allocated))
         samples = int(ds.get("SamplesPerPixel", 1))
         frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, ValueError, TypeError) as exc:
-        raise ImageReadError(path, f"DICOM has no usable image size tags ({exc})") from exc
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if syntax is not None and not syntax.is_compressed:
+    except Exception as exc:  # missing or malformed size tags
+        raise ImageReadError(path, f"DICOM has no usable image size tags ({type(exc).__name__}: {exc})") from exc
+    syntax = _transfer_syntax(ds)
+    if syntax is not None and syntax.is_encapsulated:
+        if _encapsulated_is_truncated(path):
+            raise ImageReadError(path, "DICOM pixel data is truncated (compressed data has no end delimiter)")
+    else:
         expected = rows * cols * samples * frames * bits_allocated // 8
         if path.stat().st_size < expected:
             raise ImageReadError(
@@ -58,31 +138,52 @@ def probe_dicom(path: str | Path) -> ImageInfo:
 
 
 def read_dicom(path: str | Path, apply_voi: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> MammoImage:
-    """Decode a DICOM mammogram to display-ready grey values (see module docstring)."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    """Decode a DICOM mammogram to display-ready grey values (see module docstring).
 
+    Input: a DICOM file path; ``apply_voi`` applies the VOI LUT/window when the file has one.
+    Output: :class:`MammoImage` with uint8/uint16 ``pixels`` (bright = dense), ``max_value``,
+    laterality/view from the tags, and ``extra`` (acquisition facts plus ``voi``: which VOI
+    transform was applied: ``lut``, ``window`` or ``none``).
+    Raises :class:`ImageReadError` naming the file for anything unreadable.
+    """
     path = Path(path)
-    ds = _open(path, stop_before_pixels=False)
+    ds = _open(path, stop_before_pixels=False, tags=_PIXEL_TAGS)
     if "PixelData" not in ds:
+        syntax = _transfer_syntax(ds)
+        if syntax is not None and syntax.is_encapsulated and _encapsulated_is_truncated(path):
+            raise ImageReadError(path, "DICOM pixel data is truncated (compressed data has no end delimiter)")
         raise ImageReadError(path, "DICOM has no pixel data")
-    _check_size(path, int(ds.Columns), int(ds.Rows), max_pixels)
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception as exc:
+        raise ImageReadError(path, f"DICOM has no usable image size tags ({type(exc).__name__}: {exc})") from exc
+    _check_size(path, cols, rows, max_pixels)
+    syntax = _transfer_syntax(ds)
+    if syntax is not None and not syntax.is_encapsulated:
+        expected = rows * cols * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.get("NumberOfFrames", 1) or 1)
+        expected = expected * int(ds.get("BitsAllocated", 16) or 16) // 8
+        if len(ds.PixelData) < expected:
+            raise ImageReadError(path, f"DICOM pixel data is truncated: {len(ds.PixelData)} bytes, {expected} needed")
     try:
         raw = ds.pixel_array
     except Exception as exc:  # decoders raise many types; the message is what matters
         raise ImageReadError(path, f"DICOM pixel data could not be decoded ({type(exc).__name__}: {exc})") from exc
-    if raw.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) == 1:
+    samples = int(ds.get("SamplesPerPixel", 1))
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         raw = raw[0]  # multi-frame: first frame
+    if raw.ndim == 3 and samples == 3:
+        raw = _to_grey(raw)  # secondary captures are sometimes stored as RGB
     if raw.ndim != 2:
         raise ImageReadError(path, f"expected a grey image, got pixel array of shape {raw.shape}")
 
-    bits_stored = int(ds.get("BitsStored", 16))
-    values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
-    if apply_voi and ("WindowCenter" in ds or "VOILUTSequence" in ds):
-        values = np.asarray(apply_voi_lut(values, ds, prefer_lut=True), dtype=np.float64)
-    pixels, max_value = _to_unsigned(values, bits_stored)
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+    try:
+        pixels, max_value, voi = _display_values(raw, ds, apply_voi)
+    except Exception as exc:  # malformed LUT/window tags
+        raise ImageReadError(path, f"DICOM LUT tags are invalid ({type(exc).__name__}: {exc})") from exc
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
         pixels = (max_value - pixels).astype(pixels.dtype)
     extra = {tag: str(ds.get(tag)) for tag in _SAFE_TAGS if tag in ds}
+    extra["voi"] = voi
     return MammoImage(
         pixels=np.ascontiguousarray(pixels),
         max_value=max_value,
@@ -93,22 +194,88 @@ def read_dicom(path: str | Path, apply_voi: bool = True, max_pixels: int = DEFAU
     )
 
 
-def _to_unsigned(values: np.ndarray, bits_stored: int) -> tuple[np.ndarray, int]:
-    """Map LUT output to uint8/uint16 without losing precision.
+def _display_values(raw: np.ndarray, ds: Any, apply_voi: bool) -> tuple[np.ndarray, int, str]:
+    """Apply the modality and VOI transforms; return (uint8/uint16 pixels, max_value, voi kind)."""
+    from pydicom.pixels import apply_modality_lut
+    from pydicom.pixels import apply_voi as apply_voi_table
 
-    Values already inside [0, 2^bits - 1] are kept as they are (the common case); anything else
-    (negative Hounsfield-like output, rescaled floats) is shifted and scaled into that range.
-    """
+    bits_stored = int(ds.get("BitsStored", raw.dtype.itemsize * 8))
     bits = max(8, min(16, bits_stored))
     top = (1 << bits) - 1
-    lo, hi = float(values.min()), float(values.max())
-    if lo < 0 or hi > top:
-        values = (values - lo) * (top / max(hi - lo, 1e-9))
     dtype = np.uint8 if bits == 8 else np.uint16
-    return np.rint(values).clip(0, top).astype(dtype), top
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    stored_lo, stored_hi = (
+        (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, (1 << bits_stored) - 1)
+    )
+
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    modality_lut = ds.get("ModalityLUTSequence")
+    has_window = "WindowCenter" in ds and "WindowWidth" in ds
+    use_lut = apply_voi and bool(ds.get("VOILUTSequence"))
+    use_window = apply_voi and not use_lut and has_window
+
+    # Fast path, and the common case (e.g. CBIS-DDSM): nothing to apply, keep the stored values exactly.
+    untouched = not modality_lut and slope == 1 and intercept == 0 and not signed
+    if untouched and not use_lut and not use_window and bits_stored == bits:
+        return raw.astype(dtype, copy=False), top, "none"
+
+    if modality_lut:
+        values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
+        out_lo, out_hi = 0.0, float((1 << int(modality_lut[0].LUTDescriptor[2])) - 1)
+    else:
+        values = raw.astype(np.float64) * slope + intercept
+        out_lo, out_hi = sorted((stored_lo * slope + intercept, stored_hi * slope + intercept))
+
+    voi = "none"
+    if use_lut:
+        # The VOI LUT table is indexed by the (integer) modality output.
+        values = np.asarray(apply_voi_table(np.rint(values).astype(np.int64), ds), dtype=np.float64)
+        out_lo, out_hi = 0.0, float((1 << int(ds.VOILUTSequence[0].LUTDescriptor[2])) - 1)
+        voi = "lut"
+    elif use_window:
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+        windowed = window(values, center, width, function)
+        if windowed is None:
+            voi = "invalid window ignored"  # a bad window must not lose the image; stay on the modality range
+        else:
+            values, out_lo, out_hi = windowed, 0.0, 1.0
+            voi = "window"
+
+    if (out_lo, out_hi) != (0.0, float(top)):
+        values = (values - out_lo) * (top / max(out_hi - out_lo, 1e-12))
+    return np.rint(values).clip(0, top).astype(dtype), top, voi
 
 
-def _laterality(ds) -> str | None:  # noqa: ANN001 - pydicom Dataset
+def _first(value: Any) -> float:
+    """The first of a multi-valued window tag (alternatives are offered in order of preference)."""
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        value = value[0]
+    return float(value)
+
+
+def window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray | None:
+    """DICOM VOI window (PS3.3 C.11.2.1.2) mapped onto ``[0, 1]``; ``None`` for an invalid width.
+
+    ``function`` is ``LINEAR`` (the default), ``LINEAR_EXACT`` or ``SIGMOID``.
+    """
+    if function == "SIGMOID":
+        if width <= 0:
+            return None
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        if width <= 0:
+            return None
+        return np.clip((values - center) / width + 0.5, 0.0, 1.0)
+    if width < 1:
+        return None
+    if width == 1:  # a threshold at the centre
+        return (values > center - 0.5).astype(np.float64)
+    return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
+def _laterality(ds: Any) -> str | None:
     for tag in ("ImageLaterality", "Laterality", "FrameLaterality"):
         value = str(ds.get(tag, "") or "").strip().upper()
         if value in ("L", "R"):
@@ -116,7 +283,7 @@ def _laterality(ds) -> str | None:  # noqa: ANN001 - pydicom Dataset
     return None
 
 
-def _view(ds) -> str | None:  # noqa: ANN001 - pydicom Dataset
+def _view(ds: Any) -> str | None:
     value = str(ds.get("ViewPosition", "") or "").strip().upper()
     if value:
         return value
@@ -127,4 +294,6 @@ def _view(ds) -> str | None:  # noqa: ANN001 - pydicom Dataset
             return "CC"
         if "medio-lateral oblique" in meaning:
             return "MLO"
-    return None
+    # CBIS-DDSM writes the view into PatientOrientation; accept it only when it is a view code.
+    orientation = str(ds.get("PatientOrientation", "") or "").strip().upper()
+    return orientation if orientation in _VIEW_CODES else None

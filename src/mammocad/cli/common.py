@@ -1,0 +1,51 @@
+"""Helpers shared by the CLI commands: one console, one way to report errors."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+
+from mammocad.errors import MammocadError
+
+console = Console(stderr=False, highlight=False)
+error_console = Console(stderr=True, highlight=False)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can act on into one red line and exit code 2 (no traceback)."""
+    try:
+        yield
+    except (MammocadError, FileExistsError, FileNotFoundError) as exc:
+        error_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    except ValidationError as exc:
+        error_console.print(f"[bold red]error:[/] invalid configuration\n{format_validation_error(exc)}")
+        raise typer.Exit(code=2) from exc
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per bad field: ``field.path: reason (got value)``."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(config)"
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        lines.append(f"  {where}: {err['msg']}{got}")
+    return "\n".join(lines)
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, Any]:
+    """Parse repeated ``--set key=value`` options; values are read as YAML scalars (``true``, ``3``...)."""
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise MammocadError(f"--set expects key=value, got {item!r}")
+        result[key.strip().replace("-", "_")] = yaml.safe_load(value) if value else None
+    return result

@@ -1,0 +1,117 @@
+"""``mammocad data ...``: import sources into a manifest, split it, describe it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mammocad.cli.common import console, parse_assignments, user_errors
+from mammocad.data.images import DEFAULT_MAX_PIXELS
+from mammocad.data.importers import IMPORTERS, import_dataset
+from mammocad.data.manifest import read_classes, read_manifest
+from mammocad.data.split import DEFAULT_BLIND_SIZE, SplitSpec, split_dataset
+
+app = typer.Typer(help="Import datasets into one manifest table, split them, describe them.", no_args_is_help=True)
+
+FORMATS_HELP = "one of: " + ", ".join(IMPORTERS)
+
+
+@app.command("import")
+def import_command(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help=FORMATS_HELP),
+    source: Path = typer.Argument(..., help="The dataset as downloaded (folder or file, per format)."),
+    out: Path = typer.Option(..., "-o", "--out", help="New dataset directory to create (never overwritten)."),
+    patient_regex: str | None = typer.Option(None, help="folders: regex on file names; group 1 = patient id."),
+    include_birads2: bool = typer.Option(False, help="kaumds: keep BI-RADS 2 images (excluded by default)."),
+    abnormality: str | None = typer.Option(None, help="cbis-ddsm: mass, calc or both."),
+    label_field: str | None = typer.Option(None, help="ddsm-tfrecord: label_normal (default) or label."),
+    option: list[str] | None = typer.Option(None, "--set", help="Any other importer option, as key=value."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, help="Refuse images with more pixels than this."),
+    keep_duplicates: bool = typer.Option(False, help="Keep files whose content duplicates another file."),
+    workers: int = typer.Option(4, help="Threads that check the image files."),
+) -> None:
+    """Import a dataset in FORMAT from SOURCE into a new dataset directory with one manifest."""
+    with user_errors():
+        options = parse_assignments(option)
+        named = {
+            "patient_regex": patient_regex,
+            "include_birads2": include_birads2 or None,
+            "abnormality": abnormality,
+            "label_field": label_field,
+        }
+        options.update({k: v for k, v in named.items() if v is not None})
+        with _progress() as progress:
+            task = progress.add_task("checking images", total=None)
+            summary = import_dataset(
+                fmt,
+                source,
+                out,
+                max_pixels=max_pixels,
+                keep_duplicates=keep_duplicates,
+                workers=workers,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+                **options,
+            )
+        console.print(summary.to_text().rstrip())
+        console.print(f"[green]wrote[/] {out}/manifest.parquet")
+
+
+@app.command("split")
+def split_command(
+    dataset: Path = typer.Argument(..., help="Dataset directory (from `mammocad data import`)."),
+    test_size: float = typer.Option(0.2, "--test", help="Fraction of images for the test split."),
+    val_size: float = typer.Option(0.2, "--val", help="Fraction of the remaining images for validation."),
+    blind: bool = typer.Option(False, "--blind", help=f"Hold out a blind-test set ({DEFAULT_BLIND_SIZE} images)."),
+    blind_size: int | None = typer.Option(None, help="Size of the blind-test holdout (implies --blind)."),
+    folds: int = typer.Option(0, help="Also assign k patient-grouped stratified folds (0 = none)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    name: str = typer.Option("default", help="Name of the split (splits/<name>.parquet)."),
+) -> None:
+    """Split a dataset by patient, stratified by label: train/val/test [+ blind] [+ k folds]."""
+    with user_errors():
+        size = blind_size if blind_size is not None else (DEFAULT_BLIND_SIZE if blind else 0)
+        spec = SplitSpec(test_size=test_size, val_size=val_size, blind_size=size, folds=folds, seed=seed)
+        path = split_dataset(dataset, spec, name=name)
+        summary = json.loads(path.with_suffix(".json").read_text())
+        table = Table(title=f"split {name!r} (no patient on two sides)")
+        classes = read_classes(dataset)
+        table.add_column("split")
+        table.add_column("patients", justify="right")
+        for cls in classes:
+            table.add_column(cls, justify="right")
+        for split, counts in summary["images"].items():
+            table.add_row(split, str(summary["patients"][split]), *(str(counts.get(c, 0)) for c in classes))
+        console.print(table)
+        console.print(f"[green]wrote[/] {path}")
+
+
+@app.command("info")
+def info_command(dataset: Path = typer.Argument(..., help="Dataset directory.")) -> None:
+    """Describe a dataset: classes, counts, patients, sources, lesions, splits."""
+    with user_errors():
+        frame = read_manifest(dataset)
+        classes = read_classes(dataset)
+        console.print(f"[bold]{dataset}[/]: {len(frame)} images, {frame['patient_id'].nunique()} patients")
+        counts = frame["label_name"].value_counts()
+        console.print("classes: " + ", ".join(f"{c}={int(counts.get(c, 0))}" for c in classes))
+        console.print("sources: " + ", ".join(f"{k}={v}" for k, v in frame["source"].value_counts().items()))
+        console.print(
+            f"lesions: {int(frame['n_lesions'].sum())}, images with masks: {int(frame['mask_path'].notna().sum())}"
+        )
+        splits = sorted(p.stem for p in (Path(dataset) / "splits").glob("*.parquet"))
+        console.print("splits: " + (", ".join(splits) if splits else "none (run `mammocad data split`)"))
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
