@@ -150,6 +150,7 @@ def run_import(
         records = _check_files(ctx, max_pixels=max_pixels, workers=workers, progress=progress)
         if not keep_duplicates:
             records = _drop_duplicates(records, ctx, scratch)
+        _discard_unused_outputs(ctx.records, records, scratch)
         if not records:
             reasons = "; ".join(f"{s.item}: {s.reason}" for s in ctx.skipped[:5])
             raise DatasetError(f"{source}: no usable images found" + (f" ({reasons} ...)" if reasons else ""))
@@ -190,6 +191,20 @@ def _check_files(ctx: ImportContext, max_pixels: int, workers: int, progress: Pr
             if progress is not None:
                 progress(done, len(records))
     return kept
+
+
+def _record_files(rec: ImageRecord) -> set[str]:
+    """Dataset-relative files a record refers to (files the importer wrote)."""
+    values = [rec.image_path, rec.mask_path, *(lesion.mask_path for lesion in rec.lesions)]
+    return {v for v in values if v and not Path(v).is_absolute()}
+
+
+def _discard_unused_outputs(written: list[ImageRecord], kept: list[ImageRecord], scratch: Path) -> None:
+    """Delete files the importer wrote for records the runner dropped, unless a kept record uses them."""
+    used = set().union(*(_record_files(rec) for rec in kept)) if kept else set()
+    for rec in written:
+        for rel in _record_files(rec) - used:
+            (scratch / rel).unlink(missing_ok=True)
 
 
 def _drop_duplicates(records: list[ImageRecord], ctx: ImportContext, scratch: Path) -> list[ImageRecord]:

@@ -1,0 +1,315 @@
+"""Generic CSV table: one row per image, ``path,label[,patient_id,mask_path,...]``.
+
+- Column names match case-insensitively, with spaces and hyphens read as underscores
+  (``Patient ID`` = ``patient_id``).
+- Required: the image path and label columns. Optional known columns: ``patient_id``,
+  ``mask_path``, ``image_id``, ``study_id``, ``laterality``, ``view``, ``birads``, ``density``,
+  ``pathology``, ``lesion_type`` and ``split`` (-> ``official_split``). Any other column goes into
+  ``meta``, except columns whose names suggest a personal identifier (name, birth date, MRN, ...),
+  which are dropped.
+- Relative paths resolve against ``base_dir`` or else the CSV's own folder.
+- Labels are stripped and lower-cased; ``pathology`` is inferred when the label is ``normal``,
+  ``benign`` or ``malignant`` and the table has no pathology value.
+- Patients: pseudonymised from the patient column; without one (or with an empty cell) each image
+  is its own patient, which cannot keep images of one person on one side of a split.
+- Masks: read, checked against the image size, re-written as 0/255 PNG under ``masks/``, and turned
+  into one :class:`Lesion` with the bounding box of the nonzero pixels.
+- Bad rows are skipped with their row number (the header is row 1, as in a spreadsheet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammocad.data.images import probe_image, read_image
+from mammocad.data.importers.base import ImportContext, pseudonymous_id
+from mammocad.data.manifest import PATHOLOGIES, ImageRecord, Lesion
+from mammocad.errors import DatasetError, ImageReadError
+
+SOURCE_NAME = "csv"
+DEFAULT_PATIENT_COLUMN = "patient_id"
+DEFAULT_MASK_COLUMN = "mask_path"
+KNOWN_COLUMNS = (
+    "image_id",
+    "study_id",
+    "laterality",
+    "view",
+    "birads",
+    "density",
+    "pathology",
+    "lesion_type",
+    "split",
+)
+# Free-form extra columns may hold personal data; these never reach ``meta``.
+IDENTIFIER_COLUMN = re.compile(
+    r"name|birth|dob|mrn|accession|ssn|social|address|phone|email|patient_?(id|no|num)", re.IGNORECASE
+)
+BIRADS_PATTERN = re.compile(r"^(?:bi-?rads)?[\s_-]*([0-6])(?:\.0+)?([a-c])?$", re.IGNORECASE)
+LATERALITIES = {"l": "L", "left": "L", "r": "R", "right": "R"}
+SPLITS = {"training": "train", "testing": "test", "val": "validation", "valid": "validation"}
+SNIFF_BYTES = 64 * 1024
+
+
+def import_csv(
+    ctx: ImportContext,
+    path_column: str = "path",
+    label_column: str = "label",
+    patient_column: str | None = DEFAULT_PATIENT_COLUMN,
+    mask_column: str | None = DEFAULT_MASK_COLUMN,
+    base_dir: str | None = None,
+) -> None:
+    """Import the images listed in the CSV file ``ctx.source``.
+
+    Inputs: the names of the path/label/patient/mask columns (matched case-insensitively;
+    ``None`` ignores that column; a non-default patient or mask column that is absent is an
+    error) and ``base_dir`` for relative paths (default: the CSV's folder).
+    Output: one :class:`ImageRecord` per good row through ``ctx.add``; bad rows go through
+    ``ctx.skip`` as ``<csv name> row <n>`` with the reason. Raises :class:`DatasetError` when the
+    file is not a readable CSV or lacks the required columns.
+    """
+    csv_path = ctx.source
+    table = read_table(csv_path)
+    columns = {_normalise(name): name for name in table.columns}
+    found = list(table.columns)
+
+    required = {"path": path_column, "label": label_column}
+    missing = [name for name in required.values() if _normalise(name) not in columns]
+    if missing:
+        raise DatasetError(f"{csv_path}: missing required column(s) {missing}; columns found: {_short(found)}")
+    chosen: dict[str, str | None] = {
+        "path": columns[_normalise(path_column)],
+        "label": columns[_normalise(label_column)],
+        "patient": _optional_column(csv_path, columns, patient_column, DEFAULT_PATIENT_COLUMN, found),
+        "mask": _optional_column(csv_path, columns, mask_column, DEFAULT_MASK_COLUMN, found),
+    }
+    for key in KNOWN_COLUMNS:
+        # May be the label column too (a BI-RADS label column also fills ``birads``).
+        chosen[key] = columns.get(key)
+    used = {c for c in chosen.values() if c}
+    extras = [c for c in table.columns if c not in used and not IDENTIFIER_COLUMN.search(_normalise(c))]
+
+    base = Path(base_dir).expanduser().resolve() if base_dir else csv_path.parent
+    seen_ids: dict[str, int] = {}  # image_id -> row: a repeated id would overwrite the first row's mask file
+    for index, row in enumerate(table.to_dict("records")):
+        item = f"{csv_path.name} row {index + 2}"
+        try:
+            record = _row_record(ctx, row, chosen, extras, base, index + 2, seen_ids)
+        except _BadRow as exc:
+            ctx.skip(item, str(exc))
+            continue
+        ctx.add(record)
+
+
+class _BadRow(Exception):
+    """A row that cannot become a record; the message is the reason."""
+
+
+def read_table(csv_path: Path) -> pd.DataFrame:
+    """Read a CSV as strings (empty cells as ``""``), with a clear error for anything that is not one."""
+    if csv_path.is_dir():
+        raise DatasetError(f"{csv_path}: is a folder; the csv format expects the CSV file itself")
+    with csv_path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if not head.strip():
+        raise DatasetError(f"{csv_path}: file is empty, not a CSV table")
+    if b"\x00" in head:
+        raise DatasetError(f"{csv_path}: binary content, not a CSV text table")
+    encoding = "utf-8-sig"
+    try:
+        head.decode(encoding)
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # a cut multi-byte character at the sniff boundary is fine
+            encoding = "latin-1"  # spreadsheets often export Windows-1252/Latin-1
+    first_line = head.decode(encoding, errors="replace").splitlines()[0]
+    separator = max([",", ";", "\t"], key=first_line.count)
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, sep=separator, encoding=encoding)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise DatasetError(f"{csv_path}: not a readable CSV table ({exc})") from exc
+    table.columns = [str(c).strip() for c in table.columns]
+    if table.empty:
+        raise DatasetError(f"{csv_path}: CSV has a header but no rows; columns found: {_short(list(table.columns))}")
+    return table
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+
+
+def _short(names: list[str], limit: int = 20) -> str:
+    shown = [str(n)[:40] for n in names[:limit]]
+    return repr(shown) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _optional_column(
+    csv_path: Path, columns: dict[str, str], wanted: str | None, default: str, found: list[str]
+) -> str | None:
+    """The actual column for an optional role; an explicitly named column must exist."""
+    if wanted is None:
+        return None
+    actual = columns.get(_normalise(wanted))
+    if actual is None and _normalise(wanted) != _normalise(default):
+        raise DatasetError(f"{csv_path}: column {wanted!r} not found; columns found: {_short(found)}")
+    return actual
+
+
+def _cell(row: dict[str, Any], column: str | None) -> str:
+    if column is None:
+        return ""
+    value = row.get(column)
+    return "" if value is None else str(value).strip()
+
+
+def _row_record(
+    ctx: ImportContext,
+    row: dict[str, Any],
+    chosen: dict[str, str | None],
+    extras: list[str],
+    base: Path,
+    row_no: int,
+    seen_ids: dict[str, int],
+) -> ImageRecord:
+    raw_path = _cell(row, chosen["path"])
+    if not raw_path:
+        raise _BadRow("empty image path")
+    label = _cell(row, chosen["label"]).lower()
+    if not label:
+        raise _BadRow("empty label")
+    path = _resolve(base, raw_path)
+    if not path.is_file():
+        raise _BadRow(f"image file not found: {path}")
+
+    birads_raw = _cell(row, chosen["birads"])
+    birads = _parse_birads(birads_raw)
+    meta: dict[str, Any] = {"csv_row": row_no}
+    if birads_raw and not birads_raw.isdigit():
+        meta["birads_raw"] = birads_raw
+
+    pathology_raw = _cell(row, chosen["pathology"]).lower()
+    pathology = _parse_pathology(pathology_raw) if pathology_raw else (label if label in PATHOLOGIES else None)
+    if pathology_raw and pathology is None:
+        meta["pathology_raw"] = pathology_raw
+
+    laterality_raw = _cell(row, chosen["laterality"])
+    laterality = LATERALITIES.get(laterality_raw.lower())
+    if laterality_raw and laterality is None:
+        meta["laterality_raw"] = laterality_raw
+
+    image_id = _cell(row, chosen["image_id"])
+    if not image_id:
+        image_id = _derived_id(base, path)
+        if image_id in seen_ids:  # e.g. a.png and a.jpg side by side: keep the extension to tell them apart
+            image_id = _derived_id(base, path, keep_suffix=True)
+    if image_id in seen_ids:
+        raise _BadRow(f"duplicate image id {image_id!r} (first: row {seen_ids[image_id]})")
+    patient_raw = _cell(row, chosen["patient"])
+    if not patient_raw:
+        meta["patient_unknown"] = True  # each image its own patient: no leakage protection here
+    study_raw = _cell(row, chosen["study_id"])
+    split = _cell(row, chosen["split"]).lower()
+
+    record = ImageRecord(
+        image_id=image_id,
+        image_path=str(path),
+        label_name=label,
+        pathology=pathology,
+        birads=birads,
+        density=_cell(row, chosen["density"]) or None,
+        # Source sheets may hold real identifiers: only pseudonyms reach the manifest.
+        patient_id=pseudonymous_id(patient_raw or f"image:{path}", SOURCE_NAME),
+        study_id=pseudonymous_id(study_raw, f"{SOURCE_NAME}-study") if study_raw else None,
+        laterality=laterality,
+        view=_cell(row, chosen["view"]).upper() or None,
+        official_split=SPLITS.get(split, split) or None,
+        source=SOURCE_NAME,
+        meta=meta,
+    )
+    for column in extras:
+        value = _cell(row, column)
+        if value:
+            meta[column] = value
+
+    mask_raw = _cell(row, chosen["mask"])
+    if mask_raw:
+        _attach_mask(ctx, record, _resolve(base, mask_raw), lesion_type=_cell(row, chosen["lesion_type"]) or None)
+    seen_ids[image_id] = row_no
+    return record
+
+
+def _resolve(base: Path, raw: str) -> Path:
+    path = Path(raw).expanduser()
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+def _derived_id(base: Path, path: Path, keep_suffix: bool = False) -> str:
+    """Path below ``base`` (``/`` -> ``__``; extension dropped unless ``keep_suffix``): equal names in two folders differ."""
+    try:
+        rel = path.relative_to(base)
+    except ValueError:
+        rel = Path(*path.parts[1:])  # outside base: the whole path, minus its root
+    return "__".join((rel if keep_suffix else rel.with_suffix("")).parts)
+
+
+def _parse_birads(raw: str) -> int | None:
+    if not raw:
+        return None
+    match = BIRADS_PATTERN.match(raw.strip())
+    if not match:
+        raise _BadRow(f"unparseable BI-RADS value {raw!r} (expected 0-6)")
+    return int(match.group(1))
+
+
+def _parse_pathology(raw: str) -> str | None:
+    """``BENIGN_WITHOUT_CALLBACK`` -> benign, ``negative`` -> normal; unknown values -> ``None``."""
+    for name in PATHOLOGIES:
+        if raw.startswith(name):
+            return name
+    return "normal" if raw in ("negative", "healthy") else None
+
+
+def _attach_mask(ctx: ImportContext, record: ImageRecord, mask_path: Path, lesion_type: str | None) -> None:
+    """Read the mask, check it fits the image, store it as 0/255 PNG and add its lesion box."""
+    try:
+        mask = read_image(mask_path).pixels
+    except ImageReadError as exc:
+        raise _BadRow(f"mask unreadable: {exc}") from exc
+    try:
+        info = probe_image(record.image_path)
+    except ImageReadError as exc:
+        raise _BadRow(f"image unreadable: {exc.reason}") from exc
+    if mask.shape != (info.height, info.width):
+        raise _BadRow(
+            f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but the image is {info.width}x{info.height}"
+        )
+    name = _safe_name(record.image_id)
+    record.mask_path = ctx.write_mask(name, mask)
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        record.meta["mask_empty"] = True  # a valid "no lesion" mask: keep it, no box
+        return
+    record.lesions.append(
+        Lesion(
+            lesion_type=lesion_type,
+            pathology=record.pathology,
+            x0=int(cols[0]),
+            y0=int(rows[0]),
+            x1=int(cols[-1]) + 1,
+            y1=int(rows[-1]) + 1,
+            mask_path=record.mask_path,
+        )
+    )
+
+
+def _safe_name(image_id: str) -> str:
+    """A file name for ``image_id`` that stays inside ``masks/`` (and is unique even after cleaning)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id).strip("._") or "mask"
+    if cleaned == image_id:
+        return cleaned
+    return f"{cleaned[:100]}-{hashlib.blake2b(image_id.encode(), digest_size=4).hexdigest()}"

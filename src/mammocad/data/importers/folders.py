@@ -1,0 +1,150 @@
+"""Class folders: one sub-folder per class, images inside (e.g. Kaggle "Mammography dataset from
+INbreast, MIAS and DDSM": ``Normal/``, ``benign/``, ``MALIGNANT/``).
+
+- Class = the name of the top-level folder an image sits in (at any depth below it), stripped and
+  lower-cased, optionally renamed through ``class_map``; ``pathology`` is set when the class is
+  ``normal``, ``benign`` or ``malignant``. Folders whose names differ only in case merge.
+- Every file that looks like an image (by extension, or by content for files without a known
+  extension) is recorded; the import runner probes them and skips corrupt or truncated ones.
+  Hidden/system files and non-images are skipped with the reason, as are loose files in the root.
+- Patients: this layout has none. Without ``patient_regex`` each image is its own patient, which
+  cannot keep pre-augmented near-duplicates (the Kaggle set contains flipped/rotated copies of the
+  same mammogram) on one side of a split. When the file names encode the original image or
+  patient, pass ``patient_regex`` so that all images sharing that key form one patient.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from mammocad.data.images import sniff_format
+from mammocad.data.importers.base import ImportContext, pseudonymous_id
+from mammocad.data.manifest import PATHOLOGIES, ImageRecord
+from mammocad.errors import DatasetError, ImageReadError
+
+SOURCE_NAME = "folders"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".pgm", ".pnm", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"}
+# Files that OS tools scatter into folders; never images, so they are skipped without sniffing.
+SYSTEM_FILES = {"thumbs.db", "desktop.ini", ".ds_store"}
+# Archive-extraction debris that is not a class (macOS zips add __MACOSX/ with "._" copies).
+IGNORED_FOLDERS = {"__macosx"}
+
+
+def import_folders(
+    ctx: ImportContext,
+    patient_regex: str | None = None,
+    class_map: dict[str, str] | None = None,
+) -> None:
+    """Import a folder with one sub-folder per class.
+
+    Inputs: ``ctx.source`` is the root folder; ``patient_regex`` (optional) is searched in each
+    file's stem and its named group ``patient`` (else its first group) is the patient key;
+    ``class_map`` (optional) renames folder names to label names, matched case-insensitively.
+    Output: one :class:`ImageRecord` per image file through ``ctx.add``; everything unusable goes
+    through ``ctx.skip`` with the reason. ``image_id`` is the path below the root without its
+    extension (kept when two files differ only by it), ``/`` replaced by ``__`` (so equal file
+    names in two classes never collide).
+    """
+    root = ctx.source
+    if not root.is_dir():
+        raise DatasetError(f"{root}: expected a folder with one sub-folder per class, got a file")
+    pattern = _compile_patient_regex(patient_regex)
+    renames = {key.strip().lower(): value.strip().lower() for key, value in (class_map or {}).items()}
+    used_ids: set[str] = set()
+
+    for entry in sorted(root.iterdir()):
+        if entry.is_file():
+            ctx.skip(entry, "not inside a class folder")
+            continue
+        if not entry.is_dir():
+            ctx.skip(entry, "neither a file nor a folder")
+            continue
+        if entry.name.startswith(".") or entry.name.lower() in IGNORED_FOLDERS:
+            ctx.skip(entry, "hidden or system folder, not a class")
+            continue
+        label = renames.get(entry.name.strip().lower(), entry.name.strip().lower())
+        if not label:
+            ctx.skip(entry, "class folder name is empty")
+            continue
+        found = 0
+        for path in _walk_files(entry):
+            reason = _not_an_image(path)
+            if reason is not None:
+                ctx.skip(path, reason)
+                continue
+            record = _record(ctx, root, path, label, pattern, used_ids)
+            if record is not None:
+                ctx.add(record)
+                found += 1
+        if found == 0:
+            ctx.skip(entry, "class folder contains no images")
+
+
+def _compile_patient_regex(patient_regex: str | None) -> re.Pattern[str] | None:
+    if patient_regex is None:
+        return None
+    try:
+        pattern = re.compile(patient_regex)
+    except re.error as exc:
+        raise DatasetError(f"patient_regex {patient_regex!r} is not a valid regular expression ({exc})") from exc
+    if pattern.groups == 0:
+        raise DatasetError(f"patient_regex {patient_regex!r} needs a group (or a group named 'patient')")
+    return pattern
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    """All files below ``folder``, in a stable order; symlinked folders are not followed (no loops)."""
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d.lower() not in IGNORED_FOLDERS)
+        files.extend(Path(dirpath) / name for name in sorted(filenames))
+    return files
+
+
+def _not_an_image(path: Path) -> str | None:
+    """Why ``path`` is not worth recording as an image, or ``None`` when it may be one."""
+    name = path.name.lower()
+    if name in SYSTEM_FILES or name.startswith("."):
+        return "hidden or system file, not an image"
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return None  # the runner probes it and reports corruption precisely
+    try:
+        sniff_format(path)  # e.g. DICOM files often have no extension
+    except ImageReadError as exc:
+        return f"not an image file ({exc.reason})"
+    return None
+
+
+def _record(
+    ctx: ImportContext, root: Path, path: Path, label: str, pattern: re.Pattern[str] | None, used_ids: set[str]
+) -> ImageRecord | None:
+    rel = path.relative_to(root)
+    image_id = "__".join(rel.with_suffix("").parts)
+    if image_id in used_ids:  # a.png next to a.jpg: keep the extension so both stay (the runner drops true duplicates)
+        image_id = "__".join(rel.parts)
+    if pattern is None:
+        patient_key = rel.as_posix()
+    else:
+        match = pattern.search(path.stem)
+        patient_key = _patient_group(match) if match else None
+        if not patient_key:
+            ctx.skip(path, f"file name does not match patient_regex {pattern.pattern!r} (no patient id)")
+            return None
+    used_ids.add(image_id)
+    return ImageRecord(
+        image_id=image_id,
+        image_path=str(path.resolve()),
+        label_name=label,
+        pathology=label if label in PATHOLOGIES else None,
+        # File names may carry real identifiers: only a pseudonym reaches the manifest.
+        patient_id=pseudonymous_id(patient_key, SOURCE_NAME),
+        source=SOURCE_NAME,
+        meta={"class_folder": rel.parts[0]},
+    )
+
+
+def _patient_group(match: re.Match[str]) -> str | None:
+    value = match.groupdict().get("patient") if "patient" in match.re.groupindex else match.group(1)
+    return value.strip() if value else None
