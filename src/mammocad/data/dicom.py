@@ -155,21 +155,22 @@ def read_dicom(path: str | Path, apply_voi: bool = True, max_pixels: int = DEFAU
         raise ImageReadError(path, "DICOM has no pixel data")
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
-    except Exception as exc:
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        bits_allocated = int(ds.get("BitsAllocated", 16) or 16)
+    except Exception as exc:  # missing or malformed size tags
         raise ImageReadError(path, f"DICOM has no usable image size tags ({type(exc).__name__}: {exc})") from exc
     _check_size(path, cols, rows, max_pixels)
     syntax = _transfer_syntax(ds)
     if syntax is not None and not syntax.is_encapsulated:
-        expected = rows * cols * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.get("NumberOfFrames", 1) or 1)
-        expected = expected * int(ds.get("BitsAllocated", 16) or 16) // 8
+        expected = rows * cols * samples * frames * bits_allocated // 8
         if len(ds.PixelData) < expected:
             raise ImageReadError(path, f"DICOM pixel data is truncated: {len(ds.PixelData)} bytes, {expected} needed")
     try:
         raw = ds.pixel_array
     except Exception as exc:  # decoders raise many types; the message is what matters
         raise ImageReadError(path, f"DICOM pixel data could not be decoded ({type(exc).__name__}: {exc})") from exc
-    samples = int(ds.get("SamplesPerPixel", 1))
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+    if frames > 1:
         raw = raw[0]  # multi-frame: first frame
     if raw.ndim == 3 and samples == 3:
         raw = _to_grey(raw)  # secondary captures are sometimes stored as RGB
