@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from mammocad.cli import data
+from mammocad.cli.synth import synth
 
 app = typer.Typer(
     name="mammocad",
@@ -13,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(data.app, name="data")
+app.command("synth")(synth)
 
 
 def main() -> None:
