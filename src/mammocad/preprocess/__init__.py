@@ -1,0 +1,24 @@
+"""The ``preprocess`` stage: breast crop, CLAHE, resize, mass-centred ROIs, cached by config."""
+
+from mammocad.preprocess.cache import (
+    PreprocessResult,
+    cache_dir_for,
+    load_preprocessed,
+    preprocess_dataset,
+    read_sample,
+)
+from mammocad.preprocess.config import PreprocessConfig
+from mammocad.preprocess.pipeline import Geometry, Preprocessed, preprocess_image, preprocess_roi
+
+__all__ = [
+    "Geometry",
+    "PreprocessConfig",
+    "PreprocessResult",
+    "Preprocessed",
+    "cache_dir_for",
+    "load_preprocessed",
+    "preprocess_dataset",
+    "preprocess_image",
+    "preprocess_roi",
+    "read_sample",
+]
