@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from mammocad.cli import data
+from mammocad.cli import bench, data
+from mammocad.cli.preprocess import preprocess
 from mammocad.cli.synth import synth
 
 app = typer.Typer(
@@ -15,6 +16,8 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.command("synth")(synth)
+app.command("preprocess")(preprocess)
+app.add_typer(bench.app, name="bench")
 
 
 def main() -> None:

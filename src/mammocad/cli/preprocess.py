@@ -1,0 +1,77 @@
+"""``mammocad preprocess``: breast crop, CLAHE, resize / mass-centred ROIs into the dataset's cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mammocad.cli.common import console, user_errors
+from mammocad.errors import ConfigError
+from mammocad.preprocess import PreprocessConfig, preprocess_dataset
+
+
+def load_preprocess_config(path: Path | None, overrides: dict[str, Any]) -> PreprocessConfig:
+    """Config from a YAML/JSON file (its ``preprocess:`` section, or plain keys), then CLI overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        if not path.exists():
+            raise ConfigError(f"{path}: config file does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML/JSON ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+        values = dict(loaded.get("preprocess", loaded))
+    values.update(overrides)
+    return PreprocessConfig(**values)
+
+
+def preprocess(
+    dataset: Path = typer.Argument(..., help="Dataset directory (from `mammocad data import`)."),
+    config: Path | None = typer.Option(None, "--config", help="YAML/JSON with a `preprocess:` section."),
+    mode: str | None = typer.Option(None, help="full (whole breast) or roi (mass-centred crops)."),
+    image_size: int | None = typer.Option(None, help="Output side in pixels (square)."),
+    crop: bool | None = typer.Option(None, "--crop/--no-crop", help="Crop to the breast region."),
+    clahe: bool | None = typer.Option(None, "--clahe/--no-clahe", help="Apply CLAHE."),
+    clahe_clip_limit: float | None = typer.Option(None, help="CLAHE clip limit."),
+    flip_to: str | None = typer.Option(None, help="left, right or none: side for every chest wall."),
+    roi_min_size: int | None = typer.Option(None, help="Minimum ROI side before resizing."),
+    output_bits: int | None = typer.Option(None, help="8 or 16."),
+    workers: int = typer.Option(2, min=1, help="Worker processes."),
+) -> None:
+    """Preprocess DATASET into DATASET/cache/<config key>/ (reused on the next call)."""
+    with user_errors():
+        overrides = {
+            "mode": mode,
+            "image_size": image_size,
+            "crop_breast": crop,
+            "clahe": clahe,
+            "clahe_clip_limit": clahe_clip_limit,
+            "roi_min_size": roi_min_size,
+            "output_bits": output_bits,
+        }
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if flip_to is not None:
+            overrides["flip_to"] = None if flip_to.lower() == "none" else flip_to
+        cfg = load_preprocess_config(config, overrides)
+        columns = (TextColumn("preprocessing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("preprocess", total=None)
+            result = preprocess_dataset(
+                dataset,
+                cfg,
+                workers=workers,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        console.print(
+            f"{result.n_samples} samples ({result.n_processed} processed now, {result.n_from_cache} from cache), "
+            f"{len(result.skipped)} skipped"
+        )
+        for item in result.skipped:
+            console.print(f"  - {item['item']}: {item['reason']}")
+        console.print(f"[green]cache[/] {result.cache_dir}")
