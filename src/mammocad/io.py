@@ -13,6 +13,12 @@ from typing import Any
 
 import numpy as np
 
+# mkstemp/mkdtemp create private (0600/0700) entries; finished files get the usual umask modes.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
@@ -24,6 +30,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -78,6 +85,7 @@ def staging_dir(final: str | Path) -> Iterator[Path]:
         yield scratch
         if final.exists():
             raise FileExistsError(f"{final}: appeared while it was being written; not overwriting")
+        os.chmod(scratch, DIR_MODE)
         os.rename(scratch, final)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from mammocad.cli import bench, data
+from mammocad.cli.demo import demo
 from mammocad.cli.preprocess import preprocess
 from mammocad.cli.synth import synth
 
@@ -18,6 +19,7 @@ app.add_typer(data.app, name="data")
 app.command("synth")(synth)
 app.command("preprocess")(preprocess)
 app.add_typer(bench.app, name="bench")
+app.command("demo")(demo)
 
 
 def main() -> None:
