@@ -69,12 +69,18 @@ def power_law_noise(rng: np.random.Generator, shape: tuple[int, int], beta: floa
     return ((field_ - field_.mean()) / (field_.std() + 1e-12)).astype(np.float32)
 
 
-def _breast_silhouette(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Half-ellipse-like breast against the left edge; returns (mask, depth-from-skin in px)."""
+def _breast_silhouette(rng: np.random.Generator, height: int, width: int, view: str) -> tuple[np.ndarray, np.ndarray]:
+    """Half-ellipse-like breast against the left edge; returns (mask, depth-from-skin in px).
+
+    On MLO views the breast reaches the top of the image along the chest wall (the axilla), where
+    the pectoral muscle lies.
+    """
     yy, xx = np.mgrid[:height, :width].astype(np.float32)
-    cy = height * rng.uniform(0.45, 0.55)
+    if view == "MLO":
+        cy, half_height = height * rng.uniform(0.38, 0.45), height * rng.uniform(0.5, 0.58)
+    else:
+        cy, half_height = height * rng.uniform(0.45, 0.55), height * rng.uniform(0.36, 0.46)
     depth = width * rng.uniform(0.62, 0.85)
-    half_height = height * rng.uniform(0.36, 0.46)
     angle = np.arctan2((yy - cy) / half_height, xx / depth)
     # Low-order harmonics make each outline a little different (no two breasts are ellipses).
     wobble = 1 + sum(rng.normal(0, 0.03) * np.cos(k * angle + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4))
@@ -222,7 +228,7 @@ def generate_case(
     if view not in ("CC", "MLO") or laterality not in ("L", "R") or bits not in (8, 16):
         raise ValueError(f"bad view/laterality/bits: {view!r}, {laterality!r}, {bits!r}")
     rng = np.random.default_rng(seed)
-    breast, inside = _breast_silhouette(rng, height, width)
+    breast, inside = _breast_silhouette(rng, height, width, view)
     depth = inside.max()
     density_level = rng.uniform(0.0, 1.0)
     density = "ABCD"[min(3, int(density_level * 4))]
