@@ -12,7 +12,7 @@ from mammocad.cli.common import console, user_errors
 
 def demo(
     out: Path | None = typer.Option(None, "-o", "--out", help="Run directory (default: demo-output/demo-<time>)."),
-    n_per_class: int = typer.Option(40, min=4, help="Synthetic images per class."),
+    n_per_class: int = typer.Option(40, min=10, help="Synthetic images per class (two per patient; 5 folds need 10)."),
     seed: int = typer.Option(0, help="Seed of the synthetic data and the splits."),
     source_format: str = typer.Option("csv", "--format", help="Format the synthetic source is written in."),
     workers: int = typer.Option(2, min=1, help="Worker processes for preprocessing."),

@@ -1,0 +1,120 @@
+"""The command line, stage by stage, including its error messages and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from mammocad.cli.main import app
+
+runner = CliRunner()
+
+
+def invoke(*args: object):
+    """Run the CLI; ``.text`` is the output with rich's line wrapping undone."""
+    result = runner.invoke(app, [str(a) for a in args])
+    result.text = " ".join(result.output.split())
+    return result
+
+
+def test_synth_import_split_info_preprocess(tmp_path):
+    result = invoke(
+        "synth",
+        "-o",
+        tmp_path / "src",
+        "--format",
+        "mias",
+        "--normal",
+        "4",
+        "--benign",
+        "4",
+        "--malignant",
+        "4",
+        "--height",
+        "128",
+    )
+    assert result.exit_code == 0, result.output
+    result = invoke("data", "import", "mias", tmp_path / "src", "-o", tmp_path / "ds")
+    assert result.exit_code == 0, result.output
+    assert "per class: normal=4, benign=4, malignant=4" in result.text
+    assert (tmp_path / "ds" / "import_summary.txt").read_text().startswith("mammocad import (mias)")
+    result = invoke("data", "split", tmp_path / "ds", "--folds", "2", "--test", "0.34", "--val", "0.5")
+    assert result.exit_code == 0, result.output
+    splits = pd.read_parquet(tmp_path / "ds" / "splits" / "default.parquet")
+    assert set(splits["fold"]) == {0, 1} and (splits.groupby("patient_id")["split"].nunique() == 1).all()
+    result = invoke("data", "info", tmp_path / "ds")
+    assert result.exit_code == 0 and "12 images, 6 patients" in result.text and "splits: default" in result.text
+    result = invoke("preprocess", tmp_path / "ds", "--image-size", "32", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "12 samples (12 processed now, 0 from cache)" in result.text
+    result = invoke("preprocess", tmp_path / "ds", "--image-size", "32", "--workers", "1")
+    assert "(0 processed now, 12 from cache)" in result.text
+
+
+def test_preprocess_config_file_and_overrides(tmp_path):
+    invoke(
+        "synth",
+        "-o",
+        tmp_path / "src",
+        "--normal",
+        "2",
+        "--benign",
+        "2",
+        "--malignant",
+        "2",
+        "--height",
+        "96",
+        "--width",
+        "96",
+    )
+    invoke("data", "import", "csv", tmp_path / "src" / "labels.csv", "-o", tmp_path / "ds")
+    config = tmp_path / "run.yaml"
+    config.write_text("preprocess:\n  image_size: 40\n  clahe: false\n")
+    result = invoke("preprocess", tmp_path / "ds", "--config", config, "--flip-to", "none", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    (cache,) = (tmp_path / "ds" / "cache").iterdir()
+    saved = json.loads((cache / "config.json").read_text())["config"]
+    assert saved["image_size"] == [40, 40] and saved["clahe"] is False and saved["flip_to"] is None
+    config.write_text("preprocess:\n  image_size: 40\n  clahe_clip: 3\n")
+    result = invoke("preprocess", tmp_path / "ds", "--config", config)
+    assert result.exit_code == 2 and "clahe_clip" in result.text and "Extra inputs" in result.text
+
+
+def test_errors_are_one_clear_line_with_exit_code_2(tmp_path):
+    result = invoke("data", "import", "nope", tmp_path, "-o", tmp_path / "ds")
+    assert result.exit_code == 2 and "valid formats: mias, folders" in result.text
+    result = invoke("data", "import", "mias", tmp_path / "missing", "-o", tmp_path / "ds")
+    assert result.exit_code == 2 and "source does not exist" in result.text
+    result = invoke("data", "split", tmp_path)
+    assert result.exit_code == 2 and "no manifest here" in result.text
+    result = invoke("data", "import", "csv", tmp_path / "x.csv", "-o", tmp_path / "ds", "--set", "novalue")
+    assert result.exit_code == 2 and "key=value" in result.text
+    assert "Traceback" not in result.text
+
+
+def test_importer_options_pass_through(tmp_path):
+    invoke(
+        "synth",
+        "-o",
+        tmp_path / "src",
+        "--format",
+        "folders",
+        "--normal",
+        "2",
+        "--benign",
+        "2",
+        "--malignant",
+        "2",
+        "--height",
+        "96",
+        "--width",
+        "96",
+    )
+    result = invoke(
+        "data", "import", "folders", tmp_path / "src", "-o", tmp_path / "ds", "--patient-regex", r"^(P\d+)_"
+    )
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(tmp_path / "ds" / "manifest.parquet")
+    assert frame["patient_id"].nunique() == 3  # two views per synthetic patient
