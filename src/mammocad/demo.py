@@ -131,18 +131,18 @@ def _write_report(
     report.figure(figure_to_png(figure), "Images per split and class")
 
     report.heading("Preprocessing: whole breast")
-    report.paragraph(f"Config: {full_cfg.model_dump_json()}")
+    report.preformatted(full_cfg.model_dump_json(indent=1))
     samples = load_preprocessed(dataset, full_cfg)
     report.gallery(_before_after(dataset, manifest, samples, classes), width=300)
 
     report.heading("Preprocessing: mass-centred ROIs")
-    report.paragraph(f"Config: {roi_cfg.model_dump_json()}")
+    report.preformatted(roi_cfg.model_dump_json(indent=1))
     rois = load_preprocessed(dataset, roi_cfg)
     items = []
     for _, row in rois.groupby("label_name").head(4).iterrows():
         pixels = read_sample(row["image"])
         mask = read_sample(row["mask"]) if isinstance(row.get("mask"), str | Path) else None
-        items.append((array_to_png(_overlay(pixels, mask)), f"{row['label_name']} ROI {row['sample_id']}"))
+        items.append((array_to_png(_overlay(pixels, mask)), f"{row['label_name']} ROI of {row['image_id']}"))
     report.gallery(items, width=160)
 
     report.heading("Timings")

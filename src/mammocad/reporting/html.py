@@ -28,10 +28,10 @@ th,td{border:1px solid #cbd5e0;padding:.25rem .6rem;text-align:right}
 th{background:#edf2f7}td:first-child,th:first-child{text-align:left}
 figure{display:inline-block;margin:.4rem;vertical-align:top;text-align:center}
 figure img{max-width:100%;border:1px solid #cbd5e0}
-figcaption{font-size:.8rem;color:#4a5568;max-width:260px;margin:auto}
+figcaption{font-size:.8rem;color:#4a5568;max-width:260px;margin:auto;overflow-wrap:anywhere}
 .note{background:#fffbea;border-left:4px solid #d69e2e;padding:.5rem .8rem;font-size:.9rem}
 .grid{display:flex;flex-wrap:wrap}
-pre{background:#f7fafc;padding:.6rem;overflow-x:auto;font-size:.8rem}
+pre{background:#f7fafc;padding:.6rem;white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8rem}
 """
 
 
