@@ -11,6 +11,7 @@ dir (columns ``image_id, patient_id, label, split, fold``) plus a JSON summary, 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,11 @@ def _take_group_fraction(
             f"(need at least {n_splits} to split by patient)"
         )
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, held = next(splitter.split(frame, frame[stratify], groups=frame["patient_id"]))
+    with warnings.catch_warnings():
+        # A rare class with fewer members than splits is expected for small holdouts: it lands
+        # in as many parts as it can, which is the best a patient-grouped split can do.
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        _, held = next(splitter.split(frame, frame[stratify], groups=frame["patient_id"]))
     mask = pd.Series(False, index=frame.index)
     mask.iloc[held] = True
     return mask
