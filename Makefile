@@ -4,7 +4,7 @@ UV := ./scripts/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 # Trust the system certificate store (machines behind a TLS-inspecting proxy need it).
-export UV_NATIVE_TLS := 1
+export UV_SYSTEM_CERTS := 1
 
 .PHONY: demo test test-all lint setup bench
 
