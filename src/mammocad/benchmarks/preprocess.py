@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pandas as pd
 
 from mammocad.data.images import read_image
 from mammocad.data.importers import import_dataset
-from mammocad.preprocess import PreprocessConfig, load_preprocessed, preprocess_dataset, read_sample
+from mammocad.preprocess import PreprocessConfig, cache_dir_for, load_preprocessed, preprocess_dataset, read_sample
 
 
 def machine_info() -> dict[str, Any]:
@@ -39,16 +40,23 @@ def default_dicoms() -> list[Path]:
     return sorted(path for case in cases.CASES for path in case.values())
 
 
-def _measure(dataset: Path, config: PreprocessConfig, workers: int) -> dict[str, float]:
-    """Cold (decode + preprocess into an empty cache), cached (second call), and epoch read of the cache."""
+def _measure(dataset: Path, config: PreprocessConfig, workers: int, repeats: int = 3) -> dict[str, float]:
+    """Cold (decode + preprocess into an empty cache), cached (second call), and epoch read of the cache.
+
+    Cold and decode times are the median of ``repeats`` runs (the cache is deleted in between).
+    """
     manifest = pd.read_parquet(dataset / "manifest.parquet")
-    start = time.perf_counter()
-    for path in manifest["image_path"]:
-        read_image(path)
-    decode = time.perf_counter() - start
-    start = time.perf_counter()
-    result = preprocess_dataset(dataset, config, workers=workers)
-    cold = time.perf_counter() - start
+    decodes, colds = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for path in manifest["image_path"]:
+            read_image(path)
+        decodes.append(time.perf_counter() - start)
+        shutil.rmtree(cache_dir_for(dataset, config), ignore_errors=True)
+        start = time.perf_counter()
+        result = preprocess_dataset(dataset, config, workers=workers)
+        colds.append(time.perf_counter() - start)
+    decode, cold = float(np.median(decodes)), float(np.median(colds))
     start = time.perf_counter()
     preprocess_dataset(dataset, config, workers=workers)
     cached = time.perf_counter() - start

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Bump when the algorithm changes so stale caches are never reused.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 
 
 class PreprocessConfig(BaseModel):

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from mammocad.data.images import MammoImage
-from mammocad.preprocess.breast import breast_bbox, breast_mask, chest_wall_side
+from mammocad.preprocess.breast import breast_bbox, breast_mask_small, chest_wall_side
 from mammocad.preprocess.config import PreprocessConfig
 from mammocad.preprocess.roi import Box, crop_padded, resize_image, resize_mask, roi_box
 
@@ -69,12 +69,16 @@ class Preprocessed:
 
 def to_unit(image: MammoImage, config: PreprocessConfig, region: np.ndarray | None = None) -> np.ndarray:
     """Native pixels → float32 in [0, 1] per ``config.window``."""
-    values = image.pixels.astype(np.float32)
+    return _window(image.pixels, image.max_value, config, region)
+
+
+def _window(pixels: np.ndarray, max_value: int, config: PreprocessConfig, region: np.ndarray | None) -> np.ndarray:
+    values = pixels.astype(np.float32)
     if config.window == "percentile":
         sample = values[region] if region is not None and region.any() else values
         lo, hi = np.percentile(sample, [0.5, 99.5])
         return np.clip((values - lo) / max(float(hi - lo), 1e-6), 0, 1)
-    return values / float(image.max_value)
+    return values * (1.0 / float(max_value))
 
 
 def _finish(
@@ -100,24 +104,48 @@ def _should_flip(breast: np.ndarray, config: PreprocessConfig) -> bool:
     return config.flip_to is not None and chest_wall_side(breast) != config.flip_to
 
 
+def _working_size(crop_hw: tuple[int, int], output_hw: tuple[int, int]) -> tuple[int, int]:
+    """Shrink a crop to at most WORK_FACTOR x the output before the per-pixel steps.
+
+    A 30-megapixel DICOM is reduced to ~0.2 MP before windowing and CLAHE: the output is 224², so
+    full-resolution work is wasted, and CLAHE's tiles keep the same share of the breast.
+    """
+    factor = min(1.0, WORK_FACTOR * max(output_hw[0] / crop_hw[0], output_hw[1] / crop_hw[1]))
+    return max(1, round(crop_hw[0] * factor)), max(1, round(crop_hw[1] * factor))
+
+
+WORK_FACTOR = 2.0
+
+
 def preprocess_image(image: MammoImage, config: PreprocessConfig, mask: np.ndarray | None = None) -> Preprocessed:
     """Full-mode preprocessing of one image (see module doc). ``mask`` is aligned with the image."""
     height, width = image.pixels.shape
-    breast = breast_mask(image.pixels)
-    unit = to_unit(image, config, breast)
-    crop: Box = (0, 0, width, height)
-    if config.crop_breast:
-        crop = breast_bbox(breast)
-        unit = np.where(breast, unit, 0.0)  # film labels and markers inside the box go too
+    small = breast_mask_small(image.pixels)
+    crop: Box = breast_bbox(small, image_hw=(height, width)) if config.crop_breast else (0, 0, width, height)
     x0, y0, x1, y1 = crop
-    unit, breast = unit[y0:y1, x0:x1], breast[y0:y1, x0:x1]
-    mask_crop = mask[y0:y1, x0:x1] if mask is not None else None
+    work_hw = _working_size((y1 - y0, x1 - x0), config.image_size)
+    pixels = resize_image(image.pixels[y0:y1, x0:x1], work_hw)
+    # The low-resolution breast mask, cut to the same crop and brought to the working size.
+    sy, sx = small.shape[0] / height, small.shape[1] / width
+    small_crop = small[
+        int(y0 * sy) : max(int(y0 * sy) + 1, int(np.ceil(y1 * sy))),
+        int(x0 * sx) : max(int(x0 * sx) + 1, int(np.ceil(x1 * sx))),
+    ]
+    breast = resize_mask(small_crop.astype(np.uint8), work_hw) > 0
+    unit = _window(pixels, image.max_value, config, breast)
+    if config.crop_breast:
+        unit = np.where(breast, unit, np.float32(0.0))  # film labels and markers inside the box go too
+    mask_crop = resize_mask(mask[y0:y1, x0:x1].astype(np.uint8), work_hw) if mask is not None else None
     flipped = _should_flip(breast, config)
     if flipped:
         unit = unit[:, ::-1]
         mask_crop = mask_crop[:, ::-1] if mask_crop is not None else None
-    pixels, out_mask = _finish(np.ascontiguousarray(unit), mask_crop, config)
-    return Preprocessed(pixels, out_mask, Geometry((height, width), crop, flipped, config.image_size))
+    out_pixels, out_mask = _finish(np.ascontiguousarray(unit), mask_crop, config)
+    return Preprocessed(out_pixels, out_mask, Geometry((height, width), crop, flipped, config.image_size))
+
+
+def _upsample(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(mask.astype(np.uint8), (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def preprocess_roi(
@@ -125,12 +153,14 @@ def preprocess_roi(
 ) -> Preprocessed:
     """ROI-mode preprocessing: a ``max(min, w) × max(h, min)`` crop centred on ``lesion_box``."""
     height, width = image.pixels.shape
-    breast = breast_mask(image.pixels)
-    unit = to_unit(image, config, breast)
+    small = breast_mask_small(image.pixels)
     box = roi_box(lesion_box, (height, width), config.roi_min_size)
-    crop = crop_padded(unit, box)
-    mask_crop = crop_padded(mask, box) if mask is not None else None
-    flipped = _should_flip(breast, config)
+    raw = crop_padded(image.pixels, box)
+    work_hw = _working_size(raw.shape, config.image_size)
+    region = resize_mask(crop_padded(_upsample(small, (height, width)), box).astype(np.uint8), work_hw) > 0
+    crop = _window(resize_image(raw, work_hw), image.max_value, config, region)
+    mask_crop = resize_mask(crop_padded(mask, box).astype(np.uint8), work_hw) if mask is not None else None
+    flipped = _should_flip(small, config)
     if flipped:
         crop = crop[:, ::-1]
         mask_crop = mask_crop[:, ::-1] if mask_crop is not None else None
