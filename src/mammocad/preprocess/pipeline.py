@@ -131,7 +131,8 @@ def preprocess_image(image: MammoImage, config: PreprocessConfig, mask: np.ndarr
         int(y0 * sy) : max(int(y0 * sy) + 1, int(np.ceil(y1 * sy))),
         int(x0 * sx) : max(int(x0 * sx) + 1, int(np.ceil(x1 * sx))),
     ]
-    breast = resize_mask(small_crop.astype(np.uint8), work_hw) > 0
+    # Bilinear then threshold: a smooth skin edge instead of the low-resolution mask's stairs.
+    breast = cv2.resize(small_crop.astype(np.float32), work_hw[::-1], interpolation=cv2.INTER_LINEAR) > 0.5
     unit = _window(pixels, image.max_value, config, breast)
     if config.crop_breast:
         unit = np.where(breast, unit, np.float32(0.0))  # film labels and markers inside the box go too
