@@ -19,6 +19,12 @@ def invoke(*args: object):
     return result
 
 
+def synth_small(out, fmt: str) -> None:
+    """Two images per class, 96x96, in ``fmt``."""
+    args = ["--normal", "2", "--benign", "2", "--malignant", "2", "--height", "96", "--width", "96"]
+    assert invoke("synth", "-o", out, "--format", fmt, *args).exit_code == 0
+
+
 def test_synth_import_split_info_preprocess(tmp_path):
     result = invoke(
         "synth",
@@ -54,21 +60,7 @@ def test_synth_import_split_info_preprocess(tmp_path):
 
 
 def test_preprocess_config_file_and_overrides(tmp_path):
-    invoke(
-        "synth",
-        "-o",
-        tmp_path / "src",
-        "--normal",
-        "2",
-        "--benign",
-        "2",
-        "--malignant",
-        "2",
-        "--height",
-        "96",
-        "--width",
-        "96",
-    )
+    synth_small(tmp_path / "src", "csv")
     invoke("data", "import", "csv", tmp_path / "src" / "labels.csv", "-o", tmp_path / "ds")
     config = tmp_path / "run.yaml"
     config.write_text("preprocess:\n  image_size: 40\n  clahe: false\n")
@@ -95,23 +87,7 @@ def test_errors_are_one_clear_line_with_exit_code_2(tmp_path):
 
 
 def test_importer_options_pass_through(tmp_path):
-    invoke(
-        "synth",
-        "-o",
-        tmp_path / "src",
-        "--format",
-        "folders",
-        "--normal",
-        "2",
-        "--benign",
-        "2",
-        "--malignant",
-        "2",
-        "--height",
-        "96",
-        "--width",
-        "96",
-    )
+    synth_small(tmp_path / "src", "folders")
     result = invoke(
         "data", "import", "folders", tmp_path / "src", "-o", tmp_path / "ds", "--patient-regex", r"^(P\d+)_"
     )

