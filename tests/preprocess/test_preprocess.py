@@ -218,14 +218,19 @@ def test_real_mias_crop_keeps_lesions(mias_dir, tmp_path):
     total = 0
     for _, row in samples.iterrows():
         for lesion in manifest.loc[row["image_id"], "lesions"]:
-            if lesion["center_x"] is None or np.isnan(lesion["center_x"]):
+            if lesion["x0"] is None or np.isnan(lesion["x0"]):
                 continue
-            total += 1
+            total += 1  # the whole circle (its box, clipped to the image) must survive the crop
             inside += (
-                row["crop_x0"] <= lesion["center_x"] < row["crop_x1"]
-                and row["crop_y0"] <= lesion["center_y"] < row["crop_y1"]
+                row["crop_x0"] <= lesion["x0"]
+                and row["crop_y0"] <= lesion["y0"]
+                and lesion["x1"] <= row["crop_x1"]
+                and lesion["y1"] <= row["crop_y1"]
             )
     assert total >= 55 and inside == total
+    # MIAS follows the display convention (R: chest wall on the right), so with flip_to="left"
+    # exactly the right breasts are mirrored, including mdb151/152 whose breast fills the film.
+    assert (samples["flipped"] == (samples["laterality"] == "R")).all()
     # the crop removes background: the breast fills most of the cropped area
     areas = (samples["crop_x1"] - samples["crop_x0"]) * (samples["crop_y1"] - samples["crop_y0"])
     assert (areas / (1024 * 1024)).median() < 0.8

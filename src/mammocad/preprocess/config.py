@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Bump when the algorithm changes so stale caches are never reused.
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3
 
 
 class PreprocessConfig(BaseModel):
@@ -29,7 +29,11 @@ class PreprocessConfig(BaseModel):
         "left", description="Mirror images so every chest wall is on this side (None: keep as stored)."
     )
     roi_min_size: int = Field(224, ge=16, description="ROI crop is max(roi_min_size, box) on each side.")
-    output_bits: Literal[8, 16] = Field(8, description="Bit depth of the cached images.")
+    output_bits: Literal[8, 16] = Field(
+        8,
+        description="Bit depth of the cached images. CLAHE always equalises on 8 bits (OpenCV's 16-bit "
+        "CLAHE behaves differently for the same clip limit); 16 keeps native precision when clahe is off.",
+    )
     window: Literal["full-range", "percentile"] = Field(
         "full-range",
         description="full-range: divide by the bit depth's maximum; percentile: stretch the breast's "

@@ -1,14 +1,17 @@
 """Turn one decoded mammogram into a model input, remembering the geometry to undo it.
 
-Full mode: window to [0, 1] → breast crop (background and film labels zeroed) → flip so the chest
-wall is on ``flip_to`` → CLAHE → resize → output bit depth. ROI mode: window → mass-centred crop
+Full mode: window to [0, 1] → breast crop (background and film labels faded to zero by a soft
+breast mask) → flip so the chest wall is on ``flip_to`` (content first, laterality tag when the
+content is ambiguous) → CLAHE (8-bit) → resize → output bit depth. ROI mode: window → mass-centred crop
 (``roi.roi_box``) → flip → CLAHE → resize. :class:`Geometry` maps anything drawn on the output
 (a heatmap, a point) back onto the original image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,15 +32,43 @@ class Geometry:
     flipped: bool
     output_hw: tuple[int, int]
 
-    def to_original(self, x: float, y: float) -> tuple[float, float]:
-        """Map a point of the output (pixel centres) to original image coordinates."""
+    def to_original(
+        self, points_or_map: np.ndarray | float, y: float | None = None
+    ) -> np.ndarray | tuple[float, float]:
+        """Undo crop, flip and resize for points or for a map.
+
+        - ``to_original(x, y)``: one output point -> ``(x, y)`` in original pixels;
+        - an array of shape ``(..., 2)`` of ``(x, y)`` output points -> the same shape, original pixels;
+        - any other 2-D array (a heatmap on the output grid, any resolution) -> :meth:`map_to_original`.
+        """
+        if y is not None:
+            (ox, oy) = self.points_to_original(np.array([float(points_or_map), float(y)]))
+            return float(ox), float(oy)
+        array = np.asarray(points_or_map)
+        if array.ndim >= 1 and array.shape[-1] == 2 and not (array.ndim == 2 and array.shape == self.output_hw):
+            return self.points_to_original(array)
+        return self.map_to_original(array)
+
+    def points_to_original(self, xy: np.ndarray) -> np.ndarray:
+        """Output points ``(..., 2)`` as ``(x, y)`` (pixel-centre convention, like cv2.resize) -> original."""
+        xy = np.asarray(xy, dtype=np.float64)
         x0, y0, x1, y1 = self.crop
         out_h, out_w = self.output_hw
-        cx = (x + 0.5) * (x1 - x0) / out_w - 0.5
-        cy = (y + 0.5) * (y1 - y0) / out_h - 0.5
+        cx = (xy[..., 0] + 0.5) * (x1 - x0) / out_w - 0.5
+        cy = (xy[..., 1] + 0.5) * (y1 - y0) / out_h - 0.5
         if self.flipped:
             cx = (x1 - x0) - 1 - cx
-        return x0 + cx, y0 + cy
+        return np.stack([x0 + cx, y0 + cy], axis=-1)
+
+    def points_to_output(self, xy: np.ndarray) -> np.ndarray:
+        """Original points ``(..., 2)`` as ``(x, y)`` -> output pixels (the inverse of :meth:`points_to_original`)."""
+        xy = np.asarray(xy, dtype=np.float64)
+        x0, y0, x1, y1 = self.crop
+        out_h, out_w = self.output_hw
+        cx, cy = xy[..., 0] - x0, xy[..., 1] - y0
+        if self.flipped:
+            cx = (x1 - x0) - 1 - cx
+        return np.stack([(cx + 0.5) * out_w / (x1 - x0) - 0.5, (cy + 0.5) * out_h / (y1 - y0) - 0.5], axis=-1)
 
     def map_to_original(self, array: np.ndarray, fill: float = 0.0) -> np.ndarray:
         """Resample a map on the output grid (any size, e.g. a 7x7 CAM) onto the original image grid.
@@ -56,6 +87,30 @@ class Geometry:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    def as_record(self) -> dict[str, int | bool]:
+        """Flat columns for a table (``samples.parquet``); :meth:`from_record` reads them back."""
+        return {
+            "original_height": int(self.original_hw[0]),
+            "original_width": int(self.original_hw[1]),
+            "crop_x0": int(self.crop[0]),
+            "crop_y0": int(self.crop[1]),
+            "crop_x1": int(self.crop[2]),
+            "crop_y1": int(self.crop[3]),
+            "flipped": bool(self.flipped),
+            "output_height": int(self.output_hw[0]),
+            "output_width": int(self.output_hw[1]),
+        }
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> Geometry:
+        """The geometry of a ``samples.parquet`` row (or any mapping with :meth:`as_record`'s keys)."""
+        return cls(
+            original_hw=(int(row["original_height"]), int(row["original_width"])),
+            crop=(int(row["crop_x0"]), int(row["crop_y0"]), int(row["crop_x1"]), int(row["crop_y1"])),
+            flipped=bool(row["flipped"]),
+            output_hw=(int(row["output_height"]), int(row["output_width"])),
+        )
 
 
 @dataclass
@@ -84,13 +139,23 @@ def _window(pixels: np.ndarray, max_value: int, config: PreprocessConfig, region
 def _finish(
     unit: np.ndarray, mask: np.ndarray | None, config: PreprocessConfig
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """CLAHE, resize and bit depth: the steps both modes share."""
-    top = 65535 if config.output_bits == 16 else 255
-    dtype = np.uint16 if config.output_bits == 16 else np.uint8
-    pixels = np.rint(unit * top).astype(dtype)
+    """CLAHE, resize and bit depth: the steps both modes share.
+
+    CLAHE always runs on 8 bits. OpenCV's 16-bit CLAHE histograms 65,536 bins and floors the clip
+    limit to 1 count per bin on small tiles, so the same clip limit barely changes an 8-bit source
+    (MIAS) and over-equalises a sparse 16-bit one (CBIS-DDSM: 2,642 distinct levels). With
+    ``output_bits=16`` the equalised image is scaled to 16 bits before the resize, whose averaging
+    adds sub-8-bit detail; without CLAHE the 16-bit path keeps the native precision throughout.
+    """
     if config.clahe:
         clahe = cv2.createCLAHE(clipLimit=config.clahe_clip_limit, tileGridSize=(config.clahe_tile_grid,) * 2)
-        pixels = clahe.apply(pixels)
+        pixels = clahe.apply(np.rint(unit * 255.0).astype(np.uint8))
+        if config.output_bits == 16:
+            pixels = pixels.astype(np.uint16) * np.uint16(257)
+    elif config.output_bits == 16:
+        pixels = np.rint(unit * 65535.0).astype(np.uint16)
+    else:
+        pixels = np.rint(unit * 255.0).astype(np.uint8)
     pixels = resize_image(pixels, config.image_size)
     out_mask = None
     if mask is not None:
@@ -98,10 +163,10 @@ def _finish(
     return pixels, out_mask
 
 
-def _should_flip(breast: np.ndarray, config: PreprocessConfig) -> bool:
-    # Content decides, not the laterality tag: which edge the chest wall touches is what the model
-    # sees, and display conventions for L/R differ between datasets.
-    return config.flip_to is not None and chest_wall_side(breast) != config.flip_to
+def _should_flip(whole_breast: np.ndarray, config: PreprocessConfig, laterality: str | None) -> bool:
+    # Content decides when it is clear, the laterality tag when it is not (see chest_wall_side);
+    # the mask must cover the whole image, not a crop, for the tissue balance to mean anything.
+    return config.flip_to is not None and chest_wall_side(whole_breast, laterality) != config.flip_to
 
 
 def _working_size(crop_hw: tuple[int, int], output_hw: tuple[int, int]) -> tuple[int, int]:
@@ -117,27 +182,28 @@ def _working_size(crop_hw: tuple[int, int], output_hw: tuple[int, int]) -> tuple
 WORK_FACTOR = 2.0
 
 
-def preprocess_image(image: MammoImage, config: PreprocessConfig, mask: np.ndarray | None = None) -> Preprocessed:
-    """Full-mode preprocessing of one image (see module doc). ``mask`` is aligned with the image."""
+def preprocess_image(
+    image: MammoImage, config: PreprocessConfig, mask: np.ndarray | None = None, laterality: str | None = None
+) -> Preprocessed:
+    """Full-mode preprocessing of one image (see module doc).
+
+    ``mask``: a lesion mask aligned with the image (any dtype, nonzero = lesion), cropped, flipped
+    and resized with the image (nearest neighbour) into ``Preprocessed.mask`` (uint8 0/255).
+    ``laterality`` (``L``/``R``, default ``image.laterality``) settles the flip when the content
+    cannot. Returns the output pixels (uint8 or uint16 per ``config.output_bits``), mask, geometry.
+    """
     height, width = image.pixels.shape
     small = breast_mask_small(image.pixels)
     crop: Box = breast_bbox(small, image_hw=(height, width)) if config.crop_breast else (0, 0, width, height)
     x0, y0, x1, y1 = crop
     work_hw = _working_size((y1 - y0, x1 - x0), config.image_size)
     pixels = resize_image(image.pixels[y0:y1, x0:x1], work_hw)
-    # The low-resolution breast mask, cut to the same crop and brought to the working size.
-    sy, sx = small.shape[0] / height, small.shape[1] / width
-    small_crop = small[
-        int(y0 * sy) : max(int(y0 * sy) + 1, int(np.ceil(y1 * sy))),
-        int(x0 * sx) : max(int(x0 * sx) + 1, int(np.ceil(x1 * sx))),
-    ]
-    # Bilinear then threshold: a smooth skin edge instead of the low-resolution mask's stairs.
-    breast = cv2.resize(small_crop.astype(np.float32), work_hw[::-1], interpolation=cv2.INTER_LINEAR) > 0.5
-    unit = _window(pixels, image.max_value, config, breast)
+    alpha = _breast_alpha(small, (height, width), crop, work_hw)
+    unit = _window(pixels, image.max_value, config, alpha > 0.5)
     if config.crop_breast:
-        unit = np.where(breast, unit, np.float32(0.0))  # film labels and markers inside the box go too
+        unit *= alpha  # film labels and markers inside the box go too, with a soft edge at the skin
     mask_crop = resize_mask(mask[y0:y1, x0:x1].astype(np.uint8), work_hw) if mask is not None else None
-    flipped = _should_flip(breast, config)
+    flipped = _should_flip(small, config, laterality or image.laterality)
     if flipped:
         unit = unit[:, ::-1]
         mask_crop = mask_crop[:, ::-1] if mask_crop is not None else None
@@ -145,23 +211,50 @@ def preprocess_image(image: MammoImage, config: PreprocessConfig, mask: np.ndarr
     return Preprocessed(out_pixels, out_mask, Geometry((height, width), crop, flipped, config.image_size))
 
 
-def _upsample(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(mask.astype(np.uint8), (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST) > 0
+def _breast_alpha(small: np.ndarray, image_hw: tuple[int, int], box: Box, grid_hw: tuple[int, int]) -> np.ndarray:
+    """The low-resolution breast mask as a soft weight in [0, 1] on the grid of ``box`` resized to ``grid_hw``.
+
+    The mask is grown by one low-resolution pixel and blurred by about as much: a 256-pixel
+    mask's outline is ragged where the skin fades out gradually, and cutting the image along it
+    leaves visible stairs; a soft edge keeps the skin's own fall-off. Sampled exactly (an affine
+    map, pixel centres aligned as in cv2.resize) and zero outside the image, so padded ROIs work.
+    """
+    grown = cv2.dilate(small.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    soft = cv2.GaussianBlur(grown.astype(np.float32), (0, 0), sigmaX=1.0)
+    height, width = image_hw
+    x0, y0, x1, y1 = box
+    grid_h, grid_w = grid_hw
+    sx, sy = small.shape[1] / width, small.shape[0] / height
+    step_x, step_y = (x1 - x0) / grid_w, (y1 - y0) / grid_h
+    # grid pixel u -> original x = x0 + (u + 0.5) * step - 0.5 -> small (x + 0.5) * s - 0.5
+    matrix = np.array(
+        [[step_x * sx, 0.0, (x0 + 0.5 * step_x) * sx - 0.5], [0.0, step_y * sy, (y0 + 0.5 * step_y) * sy - 0.5]]
+    )
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(soft, matrix, (grid_w, grid_h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def preprocess_roi(
-    image: MammoImage, config: PreprocessConfig, lesion_box: Box, mask: np.ndarray | None = None
+    image: MammoImage,
+    config: PreprocessConfig,
+    lesion_box: Box,
+    mask: np.ndarray | None = None,
+    laterality: str | None = None,
 ) -> Preprocessed:
-    """ROI-mode preprocessing: a ``max(min, w) × max(h, min)`` crop centred on ``lesion_box``."""
+    """ROI-mode preprocessing: a ``max(min, w) × max(h, min)`` crop centred on ``lesion_box``.
+
+    ``lesion_box`` is ``(x0, y0, x1, y1)`` in image pixels (half-open); ``mask`` and ``laterality``
+    as for :func:`preprocess_image`. The crop is padded with black where it leaves the image.
+    """
     height, width = image.pixels.shape
     small = breast_mask_small(image.pixels)
     box = roi_box(lesion_box, (height, width), config.roi_min_size)
     raw = crop_padded(image.pixels, box)
     work_hw = _working_size(raw.shape, config.image_size)
-    region = resize_mask(crop_padded(_upsample(small, (height, width)), box).astype(np.uint8), work_hw) > 0
+    region = _breast_alpha(small, (height, width), box, work_hw) > 0.5
     crop = _window(resize_image(raw, work_hw), image.max_value, config, region)
     mask_crop = resize_mask(crop_padded(mask, box).astype(np.uint8), work_hw) if mask is not None else None
-    flipped = _should_flip(small, config)
+    flipped = _should_flip(small, config, laterality or image.laterality)
     if flipped:
         crop = crop[:, ::-1]
         mask_crop = mask_crop[:, ::-1] if mask_crop is not None else None
