@@ -1,0 +1,134 @@
+"""Model registry and ``create_model`` (timm's shape: register builders by name, build by name).
+
+A builder is called as ``builder(num_classes=, in_chans=, pretrained=, head=, drop_rate=,
+se_reduction=, **kwargs)`` and returns a MammoNet; ``head=None`` means the model's default head.
+Names not registered here but known to timm (``timm.list_models()``) pass through to timm with
+the ``gap`` head.
+"""
+
+from __future__ import annotations
+
+import difflib
+import operator
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mammocad.errors import ConfigError
+from mammocad.models.heads import HEADS, list_heads
+from mammocad.models.net import MammoNet
+
+ModelBuilder = Callable[..., MammoNet]
+
+_MODELS: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator: register ``builder`` under ``name`` (a duplicate name raises ValueError)."""
+
+    def decorator(builder: ModelBuilder) -> ModelBuilder:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        _MODELS[name] = builder
+        return builder
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Names of the registered models, sorted (any timm model name works too)."""
+    return sorted(_MODELS)
+
+
+def is_timm_model(name: str) -> bool:
+    """Whether ``name`` (optionally ``arch.tag``) is a timm architecture."""
+    import timm
+
+    arch = name.split(".", 1)[0]
+    return arch in set(timm.list_models())
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    in_chans: int = 1,
+    pretrained: bool | str = False,
+    weights: str | Path | None = None,
+    head: str | None = None,
+    drop_rate: float = 0.5,
+    se_reduction: int = 16,
+    **kwargs: Any,
+) -> MammoNet:
+    """Build model ``name`` as a MammoNet.
+
+    Args:
+        name: a registered name (``list_models()``) or any timm model name.
+        num_classes: number of output logits.
+        in_chans: input channels (1 for grey mammograms).
+        pretrained: False, True (ImageNet weights via timm's hub; EfficientNet-Lite0 falls back to
+            its offline copy) or ``"offline"`` (offline weights only). Ignored when ``weights`` is given.
+        weights: a local ``.safetensors`` / PyTorch state-dict file. Loaded into the whole MammoNet
+            when its keys are MammoNet keys (``backbone.*``, ``head.*``), else into the backbone only
+            (e.g. a timm ImageNet checkpoint; the original classifier is dropped, the first conv
+            adapted to ``in_chans``).
+        head: a head name (``list_heads()``); None = the model's default.
+        drop_rate: dropout before the final Linear.
+        se_reduction: SEVector reduction r (heads with SE).
+        kwargs: ``input_size`` (default input side; the Flatten head is built for it) and, for timm
+            models, extra ``timm.create_model`` keywords (e.g. ``drop_path_rate``).
+
+    Raises ConfigError for unknown names, bad values or a weights file that does not fit;
+    MammocadError when pretrained weights cannot be fetched.
+    """
+    num_classes = _positive_int("num_classes", num_classes)
+    in_chans = _positive_int("in_chans", in_chans)
+    if head is not None and head not in HEADS:
+        raise ConfigError(f"unknown head {head!r}; valid heads: {', '.join(list_heads())}")
+    if weights is not None:
+        pretrained = False  # the local file replaces any download
+    builder = _MODELS.get(name)
+    if builder is None:
+        if not is_timm_model(name):
+            raise ConfigError(_unknown_model_message(name))
+        from mammocad.models.backbones import build_timm_net
+
+        def builder(**args: Any) -> MammoNet:
+            return build_timm_net(name=name, timm_name=name, default_head="gap", **args)
+
+    net = builder(
+        num_classes=num_classes,
+        in_chans=in_chans,
+        pretrained=pretrained,
+        head=head,
+        drop_rate=drop_rate,
+        se_reduction=se_reduction,
+        **kwargs,
+    )
+    if weights is not None:
+        from mammocad.models.weights import load_net_or_backbone_weights
+
+        load_net_or_backbone_weights(net, weights)
+    return net
+
+
+def _positive_int(field: str, value: Any) -> int:
+    """``value`` as an int >= 1 (numpy integers accepted; bools and floats refused)."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or isinstance(value, bool) or number < 1:
+        raise ConfigError(f"{field} must be a positive integer, got {value!r}")
+    return number
+
+
+def _unknown_model_message(name: str) -> str:
+    import timm
+
+    candidates = list_models() + timm.list_models()
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.75)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return (
+        f"unknown model {name!r}; registered models: {', '.join(list_models())}. "
+        f"Any timm model name (timm.list_models()) also works, but {name!r} is not one either.{hint}"
+    )
