@@ -58,3 +58,43 @@ def bench_preprocess(
         console.print(table)
         console.print(f"[green]wrote[/] {output}")
         console.print(json.dumps(result["machine"]))
+
+
+@app.command("train")
+def bench_train(
+    model: list[str] | None = typer.Option(None, help="Architectures (default: baseline_cnn, icnt, iiv3)."),
+    steps: int = typer.Option(5, min=1, help="Timed optimisation steps per architecture."),
+    batch: int = typer.Option(16, min=1, help="Batch size."),
+    in_chans: int = typer.Option(1, min=1, max=3, help="Input channels (mammocad trains on grey: 1)."),
+    output: Path = typer.Option(Path("bench-output/training.json"), "-o", "--output", help="JSON to write."),
+) -> None:
+    """Training (batch 16, Adam) and inference throughput, next to the papers' Keras numbers."""
+    from mammocad.benchmarks.training import run_training_benchmark
+
+    with user_errors():
+        result = run_training_benchmark(model, steps=steps, batch=batch, in_chans=in_chans)
+        atomic_write_json(output, result)
+        table = Table(title=f"training throughput (batch {batch}, {result['threads']} threads)")
+        for column in (
+            "model",
+            "input",
+            "train img/s",
+            "train img/s (NHWC)",
+            "Keras train img/s",
+            "infer b32 img/s",
+            "p50 ms",
+        ):
+            table.add_column(column, justify="right")
+        for name, entry in result["models"].items():
+            keras = entry["keras_reference"] or {}
+            table.add_row(
+                name,
+                str(entry["input"]),
+                str(entry["contiguous"]["train_img_s"]),
+                str(entry["channels_last"]["train_img_s"]),
+                str(keras.get("train_img_s", "-")),
+                str(max(entry["contiguous"]["infer_b32_img_s"], entry["channels_last"]["infer_b32_img_s"])),
+                str(entry["channels_last"]["latency_b1_p50_ms"]),
+            )
+        console.print(table)
+        console.print(f"[green]wrote[/] {output}")

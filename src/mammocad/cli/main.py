@@ -8,6 +8,7 @@ from mammocad.cli import bench, data
 from mammocad.cli.demo import demo
 from mammocad.cli.preprocess import preprocess
 from mammocad.cli.synth import synth
+from mammocad.cli.train import predict, train
 
 app = typer.Typer(
     name="mammocad",
@@ -19,6 +20,8 @@ app.add_typer(data.app, name="data")
 app.command("synth")(synth)
 app.command("preprocess")(preprocess)
 app.add_typer(bench.app, name="bench")
+app.command("train")(train)
+app.command("predict")(predict)
 app.command("demo")(demo)
 
 

@@ -1,0 +1,65 @@
+"""``mammocad train`` and ``mammocad predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mammocad.cli.common import console, parse_assignments, user_errors
+
+
+def train(
+    config: Path | None = typer.Option(None, "--config", help="Run config (YAML)."),
+    option: list[str] | None = typer.Option(None, "--set", help="Override a config field: section.field=value."),
+    dataset: Path | None = typer.Option(None, help="Shortcut for --set data.dataset=..."),
+    model: str | None = typer.Option(None, help="Shortcut for --set model.name=..."),
+    epochs: int | None = typer.Option(None, help="Shortcut for --set train.epochs=..."),
+    devices: str | None = typer.Option(None, help="Lightning devices (e.g. 4, or auto)."),
+    strategy: str | None = typer.Option(None, help="Lightning strategy (e.g. ddp)."),
+    resume: Path | None = typer.Option(None, help="Continue an interrupted run directory from its last epoch."),
+) -> None:
+    """Train a classifier; every run gets a new directory under output.runs_dir."""
+    from mammocad.training.run import train_from_file
+
+    with user_errors():
+        overrides = {key.replace("__", "."): value for key, value in parse_assignments(option).items()}
+        shortcuts = {"data.dataset": dataset, "model.name": model, "train.epochs": epochs, "train.strategy": strategy}
+        if devices is not None:
+            shortcuts["train.devices"] = int(devices) if devices.isdigit() else devices
+        overrides.update({k: (str(v) if isinstance(v, Path) else v) for k, v in shortcuts.items() if v is not None})
+        if config is None and resume is None and "data.dataset" not in overrides:
+            raise typer.BadParameter("give --config run.yaml, --dataset DIR or --resume RUN_DIR")
+        result = train_from_file(config, overrides, resume)
+        best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
+        console.print(
+            f"best epoch {result.best_epoch}: val_loss={best['val_loss']:.4f} val_acc={best['val_acc']:.3f} "
+            f"val_f1_macro={best['val_f1_macro']:.3f}"
+        )
+        console.print(f"[green]run[/] {result.run_dir}")
+
+
+def predict(
+    run: Path = typer.Argument(..., help="Run directory."),
+    images: list[Path] = typer.Argument(..., help="Image files (DICOM, PNG, JPEG, PGM, TIFF)."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write .csv or .json (default: print)."),
+    which: str = typer.Option("best", help="best or last weights."),
+) -> None:
+    """Per-image class probabilities from a trained run."""
+    from mammocad.io import atomic_write_text
+    from mammocad.training.predict import load_run, predict_paths
+
+    with user_errors():
+        loaded = load_run(run, which)
+        table = predict_paths(loaded, list(images))
+        if output is None:
+            console.print(table.to_string(index=False))
+        elif output.suffix == ".json":
+            atomic_write_text(output, table.to_json(orient="records", indent=2))
+        else:
+            atomic_write_text(output, table.to_csv(index=False))
+        failed = table["error"].notna().sum()
+        if failed:
+            console.print(f"[yellow]{failed} image(s) could not be read[/]; see the error column")
+        if output is not None:
+            console.print(f"[green]wrote[/] {output}")

@@ -1,0 +1,1 @@
+"""The ``training`` stage: Lightning loop, imbalance handling, run directories, inference."""

@@ -1,0 +1,146 @@
+"""One pydantic config describes a training run; the run directory keeps its resolved copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mammocad.errors import ConfigError
+from mammocad.preprocess import PreprocessConfig
+
+TASKS = ("3class", "benign-malignant", "normal-abnormal", "birads", "label")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    dataset: Path = Field(..., description="Dataset directory (from `mammocad data import`).")
+    split: str = Field("default", description="Split name under <dataset>/splits/.")
+    fold: int | None = Field(
+        None, description="Cross-validation fold held out for validation (uses the split's `fold` column)."
+    )
+    task: Literal["3class", "benign-malignant", "normal-abnormal", "birads", "label"] = Field(
+        "3class",
+        description="3class: normal/benign/malignant; benign-malignant and normal-abnormal: binary; "
+        "birads: BI-RADS classes; label: the dataset's own label_name classes.",
+    )
+    cache_in_memory: bool = Field(True, description="Hold the decoded cached images in RAM.")
+
+
+class ModelConfig(_Strict):
+    name: str = Field("baseline_cnn", description="Registered model name or any timm model name.")
+    head: str | None = Field(None, description="Head name (None: the model's default head).")
+    pretrained: bool | Literal["offline"] = Field(
+        False, description="Load ImageNet weights (hub; offline source for efficientnet_lite0)."
+    )
+    weights: Path | None = Field(None, description="Local .safetensors/.pth weights to start from.")
+    drop_rate: float = Field(0.5, ge=0, lt=1)
+    se_reduction: int = Field(16, ge=1)
+    in_chans: int = Field(1, ge=1, le=3)
+    freeze_all_but_last: int | None = Field(None, ge=0, description="Train only the backbone's last N layers (+ head).")
+    trainable_stages: list[str] | None = Field(None, description="Train only these backbone stages (+ head).")
+
+
+class AugmentConfig(_Strict):
+    hflip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip.")
+    vflip: float = Field(0.5, ge=0, le=1, description="Probability of a vertical flip.")
+    rotate_p: float = Field(0.5, ge=0, le=1)
+    rotate_degrees: float = Field(15.0, ge=0, le=180)
+    brightness_p: float = Field(0.5, ge=0, le=1)
+    brightness: float = Field(0.1, ge=0, le=1, description="Max additive brightness shift (in [0,1] units).")
+    contrast_p: float = Field(0.5, ge=0, le=1)
+    contrast: float = Field(0.2, ge=0, le=1, description="Max relative contrast change.")
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_patience: int = Field(5, ge=0, description="ReduceLROnPlateau patience (epochs).")
+    lr_factor: float = Field(0.5, gt=0, lt=1)
+    early_stopping_patience: int | None = Field(
+        10, ge=1, description="Epochs without val-loss improvement (None: off)."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    lambda_fs: float = Field(0.0, ge=0, description="Weight of the Feature Smoothing Loss.")
+    class_weights: bool = Field(True, description="Balanced class weights in the cross-entropy.")
+    sampler: Literal["none", "weighted"] = Field(
+        "none", description="weighted: oversample rare classes (with augmentation)."
+    )
+    target_share: dict[str, float] | None = Field(
+        None, description="Oversample these classes (with augmentation) up to this share of each training epoch."
+    )
+    accumulate_grad_batches: int = Field(1, ge=1)
+    precision: str = Field("auto", description="auto: bf16-mixed on GPU, 32 on CPU; or any Lightning precision.")
+    accelerator: str = Field("auto")
+    devices: int | str | list[int] = Field("auto")
+    strategy: str = Field("auto", description="Lightning strategy, e.g. ddp for several GPUs.")
+    num_workers: int = Field(0, ge=0)
+    seed: int = 0
+    deterministic: bool = False
+    channels_last: bool = Field(True, description="NHWC memory format (faster convolutions on CPU and GPU).")
+
+
+class OutputConfig(_Strict):
+    runs_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
+    name: str | None = Field(None, description="Run name prefix (default: the model name).")
+    mlflow: bool = True
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Default: $MLFLOW_TRACKING_URI, else sqlite:///<runs_dir>/mlflow.db."
+    )
+    experiment: str = "mammocad"
+
+
+class RunConfig(_Strict):
+    """Everything a training run needs; saved as ``config.yaml`` in the run directory."""
+
+    data: DataConfig
+    preprocess: PreprocessConfig = PreprocessConfig()
+    model: ModelConfig = ModelConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+    output: OutputConfig = OutputConfig()
+
+
+def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:
+    """``set_dotted(d, "train.lr", 1e-3)`` sets ``d["train"]["lr"]``."""
+    keys = dotted.split(".")
+    node = values
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML/JSON run config and apply dotted overrides; errors name the field and why."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: config file does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(values).__name__}")
+    for key, value in (overrides or {}).items():
+        set_dotted(values, key, value)
+    try:
+        return RunConfig(**values)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError("invalid run configuration\n" + "\n".join(lines)) from exc
+
+
+def dump_run_config(config: RunConfig) -> str:
+    """The resolved config as YAML."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,306 @@
+"""Train a model from a :class:`RunConfig` into a new run directory.
+
+Run directory (never overwritten; every file written atomically)::
+
+    config.yaml          the resolved run config
+    run.json             status (running/completed/failed), timing, class counts, MLflow run id
+    model.json           model config, class names, preprocessing config: enough for inference
+    history.csv          one row per epoch: train/val loss, accuracy, macro-F1, lr, seconds
+    checkpoints/best.safetensors, checkpoints/last.safetensors   weights (safetensors)
+    checkpoints/last.ckpt                                         trainer state, for --resume
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from mammocad.errors import ConfigError, MammocadError
+from mammocad.io import atomic_write_json, atomic_write_text
+from mammocad.models import create_model
+from mammocad.models.freeze import freeze_all_but_last, freeze_all_but_stages
+from mammocad.models.losses import balanced_class_weights
+from mammocad.models.weights import save_weights
+from mammocad.training.config import RunConfig, dump_run_config, load_run_config
+from mammocad.training.data import CachedImageDataset, TaskData, build_augment, load_task_data, oversampled_indices
+from mammocad.training.module import ClassifierModule
+
+HISTORY_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "train_f1_macro",
+    "val_loss",
+    "val_acc",
+    "val_f1_macro",
+    "lr",
+    "seconds",
+]
+
+
+@dataclass
+class RunResult:
+    """Where the run is and how it ended."""
+
+    run_dir: Path
+    best_epoch: int
+    best_val_loss: float
+    history: pd.DataFrame
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    """``<runs_dir>/<name>-<timestamp>``, made unique, created empty."""
+    base = config.output.runs_dir / f"{config.output.name or config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    candidate, n = base, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
+
+
+class RunFiles(Callback):
+    """Writes history.csv, best/last safetensors and run.json as training goes."""
+
+    def __init__(self, run_dir: Path, module: ClassifierModule, start_history: pd.DataFrame | None = None) -> None:
+        self.run_dir = run_dir
+        self.module = module
+        self.rows: list[dict[str, Any]] = [] if start_history is None else start_history.to_dict("records")
+        self.best = min((r["val_loss"] for r in self.rows), default=float("inf"))
+        self.best_epoch = int(min(self.rows, key=lambda r: r["val_loss"])["epoch"]) if self.rows else -1
+        self.epoch_start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.module.finish_train_epoch()
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = self.module.epoch_metrics
+        row = {"epoch": trainer.current_epoch, **{k: metrics.get(k, float("nan")) for k in HISTORY_COLUMNS[1:-1]}}
+        row["seconds"] = round(time.perf_counter() - self.epoch_start, 3)
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        atomic_write_text(
+            self.run_dir / "history.csv", pd.DataFrame(self.rows, columns=HISTORY_COLUMNS).to_csv(index=False)
+        )
+        save_weights(self.module.model, self.run_dir / "checkpoints" / "last.safetensors")
+        if row["val_loss"] < self.best:
+            self.best, self.best_epoch = row["val_loss"], row["epoch"]
+            save_weights(self.module.model, self.run_dir / "checkpoints" / "best.safetensors")
+        _update_run_json(
+            self.run_dir, {"epochs_done": row["epoch"] + 1, "best_epoch": self.best_epoch, "best_val_loss": self.best}
+        )
+        # Trainer state for --resume, written beside and renamed so a crash never leaves half a file.
+        final = self.run_dir / "checkpoints" / "last.ckpt"
+        partial = final.with_suffix(".ckpt.partial")
+        trainer.save_checkpoint(partial)
+        os.replace(partial, final)
+
+
+def _update_run_json(run_dir: Path, updates: dict[str, Any]) -> None:
+    path = run_dir / "run.json"
+    state = json.loads(path.read_text()) if path.exists() else {}
+    state.update(updates)
+    atomic_write_json(path, state)
+
+
+def _loaders(task: TaskData, config: RunConfig) -> tuple[DataLoader, DataLoader]:
+    in_chans = config.model.in_chans
+    train_set = CachedImageDataset(task.train, in_chans, build_augment(config.augment), config.data.cache_in_memory)
+    val_set = CachedImageDataset(task.val, in_chans, None, config.data.cache_in_memory)
+    generator = torch.Generator().manual_seed(config.train.seed)
+    labels = task.train["target"].to_numpy()
+    sampler = None
+    if config.train.target_share:
+        indices = oversampled_indices(labels, task.classes, config.train.target_share, config.train.seed)
+        train_set = torch.utils.data.Subset(train_set, indices.tolist())
+    if config.train.sampler == "weighted":
+        counts = np.bincount(labels, minlength=len(task.classes)).astype(float)
+        sample_labels = labels if not config.train.target_share else labels[indices]
+        weights = 1.0 / counts[sample_labels]
+        sampler = WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(sample_labels), generator=generator)
+    common = {
+        "batch_size": config.train.batch_size,
+        "num_workers": config.train.num_workers,
+        "persistent_workers": config.train.num_workers > 0,
+    }
+    train_loader = DataLoader(
+        train_set,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=generator,
+        drop_last=len(train_set) > config.train.batch_size,
+        **common,
+    )
+    val_loader = DataLoader(val_set, shuffle=False, **common)
+    return train_loader, val_loader
+
+
+def _build_model(config: RunConfig, num_classes: int) -> torch.nn.Module:
+    m = config.model
+    model = create_model(
+        m.name,
+        num_classes=num_classes,
+        in_chans=m.in_chans,
+        pretrained=m.pretrained,
+        weights=m.weights,
+        head=m.head,
+        drop_rate=m.drop_rate,
+        se_reduction=m.se_reduction,
+    )
+    if m.freeze_all_but_last is not None and m.trainable_stages:
+        raise ConfigError("model.freeze_all_but_last and model.trainable_stages exclude each other; set one")
+    if m.freeze_all_but_last is not None:
+        freeze_all_but_last(model, m.freeze_all_but_last)
+    elif m.trainable_stages:
+        freeze_all_but_stages(model, m.trainable_stages)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _mlflow_logger(config: RunConfig, run_dir: Path) -> Any:
+    if not config.output.mlflow:
+        return False
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    uri = config.output.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        config.output.runs_dir.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{(config.output.runs_dir / 'mlflow.db').resolve()}"
+    return MLFlowLogger(experiment_name=config.output.experiment, run_name=run_dir.name, tracking_uri=uri)
+
+
+def _precision(config: RunConfig) -> str:
+    if config.train.precision != "auto":
+        return config.train.precision
+    return "bf16-mixed" if torch.cuda.is_available() and config.train.accelerator != "cpu" else "32-true"
+
+
+def train(config: RunConfig, resume: Path | None = None, progress: bool = True) -> RunResult:
+    """Train per ``config`` into a new run directory, or continue the run at ``resume``.
+
+    Returns the run directory, the best epoch (by validation loss) and the history. The model
+    ends with the best weights restored (EarlyStopping's restore-best-weights behaviour).
+    """
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    task = load_task_data(config.data, config.preprocess)
+    start_history = None
+    if resume is not None:
+        run_dir = Path(resume)
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        if not ckpt.exists():
+            raise MammocadError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+        if (run_dir / "history.csv").exists():
+            start_history = pd.read_csv(run_dir / "history.csv")
+    else:
+        run_dir = new_run_dir(config)
+        atomic_write_text(run_dir / "config.yaml", dump_run_config(config))
+    counts = task.counts("train")
+    model = _build_model(config, len(task.classes))
+    weights = balanced_class_weights(counts) if config.train.class_weights else None
+    module = ClassifierModule(model, config.train, weights)
+    _write_model_json(run_dir, config, task, model)
+    _update_run_json(
+        run_dir,
+        {
+            "status": "running",
+            "started": datetime.now().isoformat(timespec="seconds"),
+            "classes": task.classes,
+            "counts": {s: task.counts(s) for s in ("train", "val", "test")},
+            "task": config.data.task,
+        },
+    )
+    files = RunFiles(run_dir, module, start_history)
+    callbacks: list[Callback] = [files]
+    if config.train.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience, mode="min"))
+    logger = _mlflow_logger(config, run_dir)
+    trainer = L.Trainer(
+        max_epochs=config.train.epochs,
+        accelerator=config.train.accelerator,
+        devices=config.train.devices,
+        strategy=config.train.strategy,
+        precision=_precision(config),
+        accumulate_grad_batches=config.train.accumulate_grad_batches,
+        deterministic=config.train.deterministic,
+        callbacks=callbacks,
+        logger=logger,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        default_root_dir=run_dir,
+    )
+    if logger:
+        logger.log_hyperparams(_flatten(config.model_dump(mode="json")))
+        _update_run_json(run_dir, {"mlflow_run_id": logger.run_id, "mlflow_tracking_uri": logger._tracking_uri})
+    train_loader, val_loader = _loaders(task, config)
+    try:
+        ckpt = str(run_dir / "checkpoints" / "last.ckpt") if resume else None
+        # weights_only=True: even the run's own trainer state is read without unpickling code.
+        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt, weights_only=True if resume else None)
+    except BaseException:
+        _update_run_json(run_dir, {"status": "failed", "ended": datetime.now().isoformat(timespec="seconds")})
+        raise
+    best = run_dir / "checkpoints" / "best.safetensors"
+    if best.exists():
+        from mammocad.models.weights import load_weights
+
+        load_weights(module.model, best)
+    _update_run_json(run_dir, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds")})
+    history = pd.read_csv(run_dir / "history.csv")
+    return RunResult(run_dir, files.best_epoch, files.best, history)
+
+
+def _write_model_json(run_dir: Path, config: RunConfig, task: TaskData, model: torch.nn.Module) -> None:
+    atomic_write_json(
+        run_dir / "model.json",
+        {
+            "model": model.config(),
+            "classes": task.classes,
+            "task": config.data.task,
+            "preprocess": config.preprocess.model_dump(mode="json"),
+            "weights": {"best": "checkpoints/best.safetensors", "last": "checkpoints/last.safetensors"},
+        },
+    )
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def train_from_file(
+    path: str | Path | None, overrides: dict[str, Any] | None = None, resume: Path | None = None
+) -> RunResult:
+    """CLI helper: a resumed run reads its own saved config; otherwise file + overrides."""
+    if resume is not None:
+        config = load_run_config(Path(resume) / "config.yaml", overrides)
+    else:
+        config = load_run_config(path, overrides)
+    return train(config, resume=resume)
+
+
+__all__ = ["RunResult", "train", "train_from_file"]
