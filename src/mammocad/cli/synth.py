@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
 from mammocad.cli.common import console, user_errors
 from mammocad.data.synth import FORMATS, write_synthetic_dataset
+from mammocad.data.synth.writers import FOLDERS_PATIENT_REGEX, plan_images, written_counts
+
+# What the class counts become in formats that label differently.
+_LABEL_NOTES = {
+    "kaumds": "labels are BI-RADS: normal -> 1, benign -> 3 (every fourth benign patient 2), malignant -> 4 or 5",
+    "ddsm-tfrecord": "patches; label_normal 0/1 (default) or label 0..4 (import with --label-field label)",
+}
+# Importer options the written layout needs (kaumds: this generator writes some BI-RADS 2 images).
+_IMPORT_OPTIONS = {
+    "folders": ["--patient-regex", FOLDERS_PATIENT_REGEX],
+    "kaumds": ["--include-birads2"],
+}
 
 
 def synth(
-    out: Path = typer.Option(..., "-o", "--out", help="New directory to write the dataset into."),
+    out: Path = typer.Option(..., "-o", "--out", help="New directory to write the dataset into (never overwritten)."),
     fmt: str = typer.Option("csv", "--format", help="Source format to write: " + ", ".join(FORMATS)),
     normal: int = typer.Option(20, min=0, help="Number of normal images."),
     benign: int = typer.Option(20, min=0, help="Number of benign images."),
     malignant: int = typer.Option(20, min=0, help="Number of malignant images."),
     seed: int = typer.Option(0, help="Seed: the same seed writes the same dataset."),
     height: int = typer.Option(512, min=64, help="Image height in pixels."),
-    width: int = typer.Option(384, min=64, help="Image width in pixels (mias writes square images)."),
+    width: int = typer.Option(384, min=64, help="Image width in pixels (mias writes square height x height images)."),
 ) -> None:
     """Write SYNTHETIC phantom mammograms (not patient data) in a real dataset format."""
     with user_errors():
@@ -26,7 +40,31 @@ def synth(
             raise typer.BadParameter(
                 f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}", param_hint="--format"
             )
-        counts = {"normal": normal, "benign": benign, "malignant": malignant}
-        path = write_synthetic_dataset(out, fmt, n_per_class=counts, seed=seed, height=height, width=width)
-        console.print(f"[green]wrote[/] synthetic {fmt} dataset ({sum(counts.values())} images requested) to {out}")
-        console.print(f"import it with: mammocad data import {fmt} {path} -o <dataset_dir>")
+        requested = {"normal": normal, "benign": benign, "malignant": malignant}
+        counts = written_counts(fmt, requested)
+        try:
+            path = write_synthetic_dataset(out, fmt, n_per_class=requested, seed=seed, height=height, width=width)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        views = ("MLO",) if fmt == "mias" else ("CC", "MLO")
+        patients = len({item.patient for item in plan_images(counts, seed, views)})
+
+        table = Table(title=f"{fmt} dataset", caption="SYNTHETIC phantoms, not patient data")
+        table.add_column("class")
+        table.add_column("images", justify="right")
+        for name, count in counts.items():
+            table.add_row(name, str(count))
+        table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
+        console.print(table)
+        size = f"{height}x{height}" if fmt == "mias" else f"{height}x{width}"
+        console.print(f"patients: {patients}   image size: {size}   seed: {seed}")
+        if counts["normal"] != normal:
+            console.print(
+                f"[yellow]note:[/] {fmt} has no normal images; {normal} requested normal image(s) not written"
+            )
+        if fmt in _LABEL_NOTES:
+            console.print(f"[yellow]note:[/] {_LABEL_NOTES[fmt]}")
+        console.print(f"[green]wrote[/] {out}")
+        command = ["mammocad", "data", "import", fmt, str(path), "-o", f"{out}-dataset", *_IMPORT_OPTIONS.get(fmt, [])]
+        console.print("import it with:")
+        console.print("  " + shlex.join(command), markup=False, soft_wrap=True)
