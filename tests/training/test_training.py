@@ -130,3 +130,14 @@ def test_class_weighted_training_uses_training_counts_only(dataset, tmp_path):
     counts = json.loads((result.run_dir / "run.json").read_text())["counts"]
     assert sum(counts["train"]) > 0 and sum(counts["val"]) > 0
     assert torch.isfinite(torch.tensor(result.history["train_loss"].to_numpy())).all()
+
+
+def test_augmentation_can_be_switched_off_entirely():
+    from mammocad.training.config import AugmentConfig
+    from mammocad.training.data import build_augment
+
+    off = AugmentConfig(hflip=0, vflip=0, rotate_p=0, brightness_p=0, contrast_p=0)
+    assert build_augment(off) is None
+    image = torch.rand(1, 32, 32)
+    flipped = build_augment(AugmentConfig(hflip=1.0, vflip=0, rotate_p=0, brightness_p=0, contrast_p=0))(image)
+    assert torch.equal(flipped, image.flip(-1))

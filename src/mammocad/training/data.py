@@ -104,7 +104,7 @@ def load_task_data(data: DataConfig, preprocess: PreprocessConfig) -> TaskData:
     return task
 
 
-def build_augment(config: AugmentConfig) -> v2.Compose:
+def build_augment(config: AugmentConfig) -> v2.Compose | None:
     """On-the-fly augmentation (training split only): flips, rotation, brightness, contrast."""
     steps: list[v2.Transform] = []
     if config.hflip:
@@ -119,7 +119,7 @@ def build_augment(config: AugmentConfig) -> v2.Compose:
     if config.contrast_p and config.contrast:
         jitter = v2.ColorJitter(contrast=(1 - config.contrast, 1 + config.contrast))
         steps.append(v2.RandomApply([jitter], p=config.contrast_p))
-    return v2.Compose(steps)
+    return v2.Compose(steps) if steps else None
 
 
 class CachedImageDataset(Dataset):
