@@ -90,3 +90,21 @@ def staging_dir(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML/JSON config file as a dict; a missing, malformed or non-mapping file raises ConfigError."""
+    import yaml
+
+    from mammocad.errors import ConfigError
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML/JSON ({exc})") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+    return values

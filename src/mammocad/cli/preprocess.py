@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mammocad.cli.common import console, user_errors
-from mammocad.errors import ConfigError
+from mammocad.io import read_config_file
 from mammocad.preprocess import PreprocessConfig, preprocess_dataset
 
 
@@ -18,14 +17,7 @@ def load_preprocess_config(path: Path | None, overrides: dict[str, Any]) -> Prep
     """Config from a YAML/JSON file (its ``preprocess:`` section, or plain keys), then CLI overrides."""
     values: dict[str, Any] = {}
     if path is not None:
-        if not path.exists():
-            raise ConfigError(f"{path}: config file does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML/JSON ({exc})") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+        loaded = read_config_file(path)
         values = dict(loaded.get("preprocess", loaded))
     values.update(overrides)
     return PreprocessConfig(**values)

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mammocad.errors import ConfigError
+from mammocad.io import read_config_file
 from mammocad.preprocess import PreprocessConfig
 
 TASKS = ("3class", "benign-malignant", "normal-abnormal", "birads", "label")
@@ -121,17 +122,7 @@ def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:
 
 def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML/JSON run config and apply dotted overrides; errors name the field and why."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: config file does not exist")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {type(values).__name__}")
+    values: dict[str, Any] = read_config_file(path) if path is not None else {}
     for key, value in (overrides or {}).items():
         set_dotted(values, key, value)
     try:
