@@ -27,3 +27,4 @@ lint: setup
 
 bench: setup
 	$(UV) run --frozen mammocad bench preprocess
+	$(UV) run --frozen mammocad bench train

@@ -23,7 +23,7 @@ from mammocad.training.run import train
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     source = write_synthetic_dataset(
-        root / "src", "csv", {"normal": 40, "benign": 40, "malignant": 40}, seed=3, height=128, width=96
+        root / "src", "csv", {"normal": 40, "benign": 40, "malignant": 40}, seed=3, height=512, width=384
     )
     import_dataset("csv", source, root / "ds")
     split_dataset(root / "ds", SplitSpec(test_size=0.2, val_size=0.25, folds=2, seed=0))
@@ -47,9 +47,25 @@ def config(dataset, tmp_path, **overrides):
     return load_run_config(None, values)
 
 
-@pytest.mark.slow  # open work (issue 3): on this tiny synthetic set the val loss does not fall reliably yet
-def test_two_epochs_improve_validation_loss_and_write_the_run(dataset, tmp_path):
-    result = train(config(dataset, tmp_path, **{"train.epochs": 3}), progress=False)
+def test_short_training_improves_validation_loss_and_writes_the_run(dataset, tmp_path):
+    # Benign vs malignant mass ROIs (round vs spiculated) from the offline ImageNet EfficientNet-Lite0:
+    # learnable in a few steps, where a randomly initialised CNN needs hundreds.
+    result = train(
+        config(
+            dataset,
+            tmp_path,
+            **{
+                "model.name": "efficientnet_lite0",
+                "model.pretrained": True,
+                "preprocess.mode": "roi",
+                "preprocess.image_size": 96,
+                "data.task": "benign-malignant",
+                "train.batch_size": 8,
+                "train.epochs": 3,
+            },
+        ),
+        progress=False,
+    )
     history = result.history
     assert list(history["epoch"]) == [0, 1, 2]
     assert history["val_loss"].min() < history["val_loss"].iloc[0]
@@ -65,8 +81,17 @@ def test_two_epochs_improve_validation_loss_and_write_the_run(dataset, tmp_path)
     ):
         assert (run / name).exists(), name
     state = json.loads((run / "run.json").read_text())
-    assert state["status"] == "completed" and state["classes"] == ["normal", "abnormal"]
-    assert set(history.columns) >= {"train_loss", "val_loss", "train_acc", "val_acc", "val_f1_macro", "lr"}
+    assert state["status"] == "completed" and state["classes"] == ["benign", "malignant"]
+    assert set(history.columns) >= {
+        "train_loss",
+        "val_loss",
+        "train_acc",
+        "val_acc",
+        "val_f1_macro",
+        "val_auc_macro",
+        "lr",
+    }
+    assert 0 <= history["val_auc_macro"].iloc[-1] <= 1
 
 
 def test_checkpoint_predict_round_trip_is_identical(dataset, tmp_path):
@@ -141,3 +166,15 @@ def test_augmentation_can_be_switched_off_entirely():
     image = torch.rand(1, 32, 32)
     flipped = build_augment(AugmentConfig(hflip=1.0, vflip=0, rotate_p=0, brightness_p=0, contrast_p=0))(image)
     assert torch.equal(flipped, image.flip(-1))
+
+
+def test_macro_auc_matches_hand_computed_values():
+    from mammocad.training.module import macro_auc
+
+    labels = np.array([0, 0, 1, 1])
+    binary = np.array([[0.9, 0.1], [0.4, 0.6], [0.65, 0.35], [0.2, 0.8]])
+    # positives score 0.35 and 0.8, negatives 0.1 and 0.6: 3 of 4 pairs ranked right.
+    assert macro_auc(labels, binary) == pytest.approx(0.75)
+    three = np.eye(3)[[0, 1, 2, 2]] * 0.7 + 0.1
+    assert macro_auc(np.array([0, 1, 2, 2]), three) == pytest.approx(1.0)
+    assert np.isnan(macro_auc(np.array([1, 1]), binary[:2]))

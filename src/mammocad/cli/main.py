@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from mammocad.cli import bench, data
@@ -27,6 +29,8 @@ app.command("demo")(demo)
 
 def main() -> None:
     """Console-script entry point."""
+    # Lightning 2.6 calls a torch.utils._pytree API that newer torch deprecates; nothing for users to act on.
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     app()
 
 

@@ -133,7 +133,7 @@ class CachedImageDataset(Dataset):
         in_memory: bool = True,
     ) -> None:
         self.paths = list(frame["image"])
-        self.labels = torch.as_tensor(frame["target"].to_numpy(), dtype=torch.long)
+        self.labels = torch.as_tensor(frame["target"].to_numpy(dtype=np.int64, copy=True), dtype=torch.long)
         self.in_chans = in_chans
         self.augment = augment
         self.images = [read_sample(p) for p in self.paths] if in_memory else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, roc_auc_score
 
 from mammocad.models.freeze import set_frozen_bn_eval
 from mammocad.models.losses import ClassificationLoss
@@ -35,7 +35,8 @@ class ClassifierModule(L.LightningModule):
         else:
             logits, features = self.model(images), None
         loss, _parts = self.loss(logits, labels, features)
-        self._outputs[stage].append((loss.detach() * len(labels), logits.detach().argmax(1), labels))
+        probs = torch.softmax(logits.detach().float(), dim=1)
+        self._outputs[stage].append((loss.detach() * len(labels), probs, labels))
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _index: int) -> torch.Tensor:
@@ -49,16 +50,26 @@ class ClassifierModule(L.LightningModule):
         if not outputs:
             return
         total = torch.stack([o[0] for o in outputs]).sum()
-        preds = torch.cat([o[1] for o in outputs]).cpu().numpy()
-        labels = torch.cat([o[2] for o in outputs]).cpu().numpy()
+        probs = torch.cat([o[1] for o in outputs])
+        labels = torch.cat([o[2] for o in outputs])
+        if self.trainer.world_size > 1:
+            # Every rank scores the whole split, so DDP metrics equal single-device ones
+            # (DistributedSampler gives each rank the same number of samples).
+            total = self.all_gather(total).sum()
+            probs = self.all_gather(probs).flatten(0, 1)
+            labels = self.all_gather(labels).flatten(0, 1)
+        probs_np, labels_np = probs.cpu().numpy(), labels.cpu().numpy()
+        preds = probs_np.argmax(1)
         metrics = {
-            f"{stage}_loss": float(total) / len(labels),
-            f"{stage}_acc": float(np.mean(preds == labels)),
-            f"{stage}_f1_macro": float(f1_score(labels, preds, average="macro", zero_division=0)),
+            f"{stage}_loss": float(total) / len(labels_np),
+            f"{stage}_acc": float(np.mean(preds == labels_np)),
+            f"{stage}_f1_macro": float(f1_score(labels_np, preds, average="macro", zero_division=0)),
+            f"{stage}_auc_macro": macro_auc(labels_np, probs_np),
         }
         self.epoch_metrics.update(metrics)
         for key, value in metrics.items():
-            self.log(key, value, prog_bar=key in ("train_loss", "val_loss", "val_f1_macro"), sync_dist=True)
+            # Already global (gathered above), so no sync_dist reduction.
+            self.log(key, value, prog_bar=key in ("train_loss", "val_loss", "val_f1_macro", "val_auc_macro"))
         outputs.clear()
 
     def finish_train_epoch(self) -> None:
@@ -88,3 +99,17 @@ class ClassifierModule(L.LightningModule):
             optimizer, mode="min", factor=self.config.lr_factor, patience=self.config.lr_patience
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+
+
+def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """One-vs-rest ROC AUC averaged over classes present (NaN when fewer than two classes occur).
+
+    Binary tasks give the usual AUC of the second (positive) class.
+    """
+    present = np.unique(labels)
+    if len(present) < 2:
+        return float("nan")
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(labels, probs[:, 1]))
+    scores = [roc_auc_score(labels == c, probs[:, c]) for c in present]
+    return float(np.mean(scores))

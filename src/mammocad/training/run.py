@@ -32,7 +32,7 @@ from mammocad.io import atomic_write_json, atomic_write_text
 from mammocad.models import create_model
 from mammocad.models.freeze import freeze_all_but_last, freeze_all_but_stages
 from mammocad.models.losses import balanced_class_weights
-from mammocad.models.weights import save_weights
+from mammocad.models.weights import load_weights, save_weights
 from mammocad.training.config import RunConfig, dump_run_config, load_run_config
 from mammocad.training.data import CachedImageDataset, TaskData, build_augment, load_task_data, oversampled_indices
 from mammocad.training.module import ClassifierModule
@@ -42,9 +42,11 @@ HISTORY_COLUMNS = [
     "train_loss",
     "train_acc",
     "train_f1_macro",
+    "train_auc_macro",
     "val_loss",
     "val_acc",
     "val_f1_macro",
+    "val_auc_macro",
     "lr",
     "seconds",
 ]
@@ -108,7 +110,7 @@ class RunFiles(Callback):
         # Trainer state for --resume, written beside and renamed so a crash never leaves half a file.
         final = self.run_dir / "checkpoints" / "last.ckpt"
         partial = final.with_suffix(".ckpt.partial")
-        trainer.save_checkpoint(partial)
+        trainer.save_checkpoint(partial, weights_only=False)  # optimizer and loop state are needed to resume
         os.replace(partial, final)
 
 
@@ -231,6 +233,7 @@ def train(config: RunConfig, resume: Path | None = None, progress: bool = True) 
     if config.train.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience, mode="min"))
     logger = _mlflow_logger(config, run_dir)
+    train_loader, val_loader = _loaders(task, config)
     trainer = L.Trainer(
         max_epochs=config.train.epochs,
         accelerator=config.train.accelerator,
@@ -245,23 +248,21 @@ def train(config: RunConfig, resume: Path | None = None, progress: bool = True) 
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, len(train_loader))),
         default_root_dir=run_dir,
     )
     if logger:
         logger.log_hyperparams(_flatten(config.model_dump(mode="json")))
         _update_run_json(run_dir, {"mlflow_run_id": logger.run_id, "mlflow_tracking_uri": logger._tracking_uri})
-    train_loader, val_loader = _loaders(task, config)
     try:
         ckpt = str(run_dir / "checkpoints" / "last.ckpt") if resume else None
         # weights_only=True: even the run's own trainer state is read without unpickling code.
-        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt, weights_only=True if resume else None)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt, weights_only=True)
     except BaseException:
         _update_run_json(run_dir, {"status": "failed", "ended": datetime.now().isoformat(timespec="seconds")})
         raise
     best = run_dir / "checkpoints" / "best.safetensors"
-    if best.exists():
-        from mammocad.models.weights import load_weights
-
+    if best.exists():  # early stopping restores the best epoch's weights
         load_weights(module.model, best)
     _update_run_json(run_dir, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds")})
     history = pd.read_csv(run_dir / "history.csv")
