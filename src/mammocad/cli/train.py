@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -31,10 +32,12 @@ def train(
         if config is None and resume is None and "data.dataset" not in overrides:
             raise typer.BadParameter("give --config run.yaml, --dataset DIR or --resume RUN_DIR")
         result = train_from_file(config, overrides, resume)
+        if int(os.environ.get("LOCAL_RANK", "0")) > 0:
+            return  # a DDP worker: rank 0 reports
         best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
         console.print(
             f"best epoch {result.best_epoch}: val_loss={best['val_loss']:.4f} val_acc={best['val_acc']:.3f} "
-            f"val_f1_macro={best['val_f1_macro']:.3f}"
+            f"val_f1_macro={best['val_f1_macro']:.3f} val_auc_macro={best['val_auc_macro']:.3f}"
         )
         console.print(f"[green]run[/] {result.run_dir}")
 

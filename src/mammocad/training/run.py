@@ -37,6 +37,8 @@ from mammocad.training.config import RunConfig, dump_run_config, load_run_config
 from mammocad.training.data import CachedImageDataset, TaskData, build_augment, load_task_data, oversampled_indices
 from mammocad.training.module import ClassifierModule
 
+_DDP_RUN_DIR_ENV = "MAMMOCAD_DDP_RUN_DIR"
+
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -91,7 +93,14 @@ class RunFiles(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.module.finish_train_epoch()
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
+            return
+        # Trainer state for --resume, written beside and renamed so a crash never leaves half a file.
+        # save_checkpoint is collective under DDP (every rank calls it, rank 0 writes).
+        final = self.run_dir / "checkpoints" / "last.ckpt"
+        partial = final.with_suffix(".ckpt.partial")
+        trainer.save_checkpoint(partial, weights_only=False)  # optimizer and loop state are needed to resume
+        if not trainer.is_global_zero:
             return
         metrics = self.module.epoch_metrics
         row = {"epoch": trainer.current_epoch, **{k: metrics.get(k, float("nan")) for k in HISTORY_COLUMNS[1:-1]}}
@@ -107,10 +116,6 @@ class RunFiles(Callback):
         _update_run_json(
             self.run_dir, {"epochs_done": row["epoch"] + 1, "best_epoch": self.best_epoch, "best_val_loss": self.best}
         )
-        # Trainer state for --resume, written beside and renamed so a crash never leaves half a file.
-        final = self.run_dir / "checkpoints" / "last.ckpt"
-        partial = final.with_suffix(".ckpt.partial")
-        trainer.save_checkpoint(partial, weights_only=False)  # optimizer and loop state are needed to resume
         os.replace(partial, final)
 
 
@@ -203,7 +208,12 @@ def train(config: RunConfig, resume: Path | None = None, progress: bool = True) 
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     task = load_task_data(config.data, config.preprocess)
     start_history = None
-    if resume is not None:
+    # Lightning's DDP launcher re-runs this command once per extra GPU; those workers share the
+    # launching process's run directory (passed through the environment) and leave its files to rank 0.
+    ddp_worker_dir = os.environ.get(_DDP_RUN_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
+    if ddp_worker_dir:
+        run_dir = Path(ddp_worker_dir)
+    elif resume is not None:
         run_dir = Path(resume)
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.exists():
@@ -217,17 +227,18 @@ def train(config: RunConfig, resume: Path | None = None, progress: bool = True) 
     model = _build_model(config, len(task.classes))
     weights = balanced_class_weights(counts) if config.train.class_weights else None
     module = ClassifierModule(model, config.train, weights)
-    _write_model_json(run_dir, config, task, model)
-    _update_run_json(
-        run_dir,
-        {
-            "status": "running",
-            "started": datetime.now().isoformat(timespec="seconds"),
-            "classes": task.classes,
-            "counts": {s: task.counts(s) for s in ("train", "val", "test")},
-            "task": config.data.task,
-        },
-    )
+    if not ddp_worker_dir:
+        _write_model_json(run_dir, config, task, model)
+        _update_run_json(
+            run_dir,
+            {
+                "status": "running",
+                "started": datetime.now().isoformat(timespec="seconds"),
+                "classes": task.classes,
+                "counts": {s: task.counts(s) for s in ("train", "val", "test")},
+                "task": config.data.task,
+            },
+        )
     files = RunFiles(run_dir, module, start_history)
     callbacks: list[Callback] = [files]
     if config.train.early_stopping_patience:
@@ -251,22 +262,32 @@ def train(config: RunConfig, resume: Path | None = None, progress: bool = True) 
         log_every_n_steps=max(1, min(50, len(train_loader))),
         default_root_dir=run_dir,
     )
-    if logger:
+    if logger and not ddp_worker_dir:
         logger.log_hyperparams(_flatten(config.model_dump(mode="json")))
         _update_run_json(run_dir, {"mlflow_run_id": logger.run_id, "mlflow_tracking_uri": logger._tracking_uri})
+    previous_env = os.environ.get(_DDP_RUN_DIR_ENV)
+    os.environ[_DDP_RUN_DIR_ENV] = str(run_dir)
     try:
         ckpt = str(run_dir / "checkpoints" / "last.ckpt") if resume else None
         # weights_only=True: even the run's own trainer state is read without unpickling code.
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt, weights_only=True)
     except BaseException:
-        _update_run_json(run_dir, {"status": "failed", "ended": datetime.now().isoformat(timespec="seconds")})
+        if trainer.is_global_zero:
+            _update_run_json(run_dir, {"status": "failed", "ended": datetime.now().isoformat(timespec="seconds")})
         raise
+    finally:
+        if previous_env is None:
+            os.environ.pop(_DDP_RUN_DIR_ENV, None)
+        else:
+            os.environ[_DDP_RUN_DIR_ENV] = previous_env
     best = run_dir / "checkpoints" / "best.safetensors"
     if best.exists():  # early stopping restores the best epoch's weights
         load_weights(module.model, best)
-    _update_run_json(run_dir, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds")})
+    if trainer.is_global_zero:
+        _update_run_json(run_dir, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds")})
     history = pd.read_csv(run_dir / "history.csv")
-    return RunResult(run_dir, files.best_epoch, files.best, history)
+    best_row = history.loc[history["val_loss"].idxmin()]  # read back: DDP workers never held the rows
+    return RunResult(run_dir, int(best_row["epoch"]), float(best_row["val_loss"]), history)
 
 
 def _write_model_json(run_dir: Path, config: RunConfig, task: TaskData, model: torch.nn.Module) -> None:
