@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mammocad.errors import ConfigError, DatasetError
+from mammocad.data.manifest import lesions_of
+from mammocad.errors import ConfigError, DatasetError, MammocadError
 from mammocad.training.config import load_run_config
 from mammocad.training.data import oversampled_indices, task_classes
 from mammocad.training.predict import load_run, predict_paths
@@ -62,6 +63,16 @@ def test_short_training_improves_validation_loss_and_writes_the_run(dataset, tmp
         "lr",
     }
     assert 0 <= history["val_auc_macro"].iloc[-1] <= 1
+    # An ROI-trained run predicts from the original image plus the lesion box, and refuses without one.
+    manifest = pd.read_parquet(dataset / "manifest.parquet")
+    row = manifest[manifest["pathology"] == "malignant"].iloc[0]
+    lesion = lesions_of(row)[0]
+    loaded = load_run(run)
+    image = str(dataset / row["image_path"])
+    table = predict_paths(loaded, [image], lesion_boxes=[(lesion.x0, lesion.y0, lesion.x1, lesion.y1)])
+    assert table["error"].isna().all() and table[["p_benign", "p_malignant"]].sum(axis=1).iloc[0] == pytest.approx(1)
+    with pytest.raises(MammocadError, match="lesion box"):
+        predict_paths(loaded, [image])
 
 
 def test_checkpoint_predict_round_trip_is_identical(dataset, tmp_path):

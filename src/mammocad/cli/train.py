@@ -47,6 +47,9 @@ def predict(
     images: list[Path] = typer.Argument(..., help="Image files (DICOM, PNG, JPEG, PGM, TIFF)."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write .csv or .json (default: print)."),
     which: str = typer.Option("best", help="best or last weights."),
+    box: list[str] | None = typer.Option(
+        None, help="Lesion box x0,y0,x1,y1 (original pixels), once per image in order; ROI-trained runs need it."
+    ),
 ) -> None:
     """Per-image class probabilities from a trained run."""
     from mammocad.io import atomic_write_text
@@ -54,7 +57,8 @@ def predict(
 
     with user_errors():
         loaded = load_run(run, which)
-        table = predict_paths(loaded, list(images))
+        boxes = [_parse_box(b) for b in box] if box else None
+        table = predict_paths(loaded, list(images), lesion_boxes=boxes)
         if output is None:
             console.print(table.to_string(index=False))
         elif output.suffix == ".json":
@@ -66,3 +70,13 @@ def predict(
             console.print(f"[yellow]{failed} image(s) could not be read[/]; see the error column")
         if output is not None:
             console.print(f"[green]wrote[/] {output}")
+
+
+def _parse_box(text: str) -> tuple[int, int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+        raise typer.BadParameter(f"--box {text!r}: expected four integers x0,y0,x1,y1")
+    x0, y0, x1, y1 = (int(p) for p in parts)
+    if x1 <= x0 or y1 <= y0:
+        raise typer.BadParameter(f"--box {text!r}: needs x1 > x0 and y1 > y0")
+    return x0, y0, x1, y1

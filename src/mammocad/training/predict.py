@@ -15,7 +15,7 @@ from mammocad.data.images import read_image
 from mammocad.errors import ImageReadError, MammocadError
 from mammocad.models import create_model
 from mammocad.models.weights import load_weights
-from mammocad.preprocess import PreprocessConfig, preprocess_image
+from mammocad.preprocess import PreprocessConfig, preprocess_image, preprocess_roi
 
 
 @dataclass
@@ -54,11 +54,25 @@ def load_run(run_dir: str | Path, which: str = "best") -> LoadedRun:
     return LoadedRun(run_dir, model, list(meta["classes"]), PreprocessConfig(**meta["preprocess"]), meta)
 
 
-def prepare(run: LoadedRun, path: str | Path) -> torch.Tensor:
-    """Read and preprocess one image exactly as the training cache did (full mode)."""
+Box = tuple[int, int, int, int]
+
+
+def prepare(run: LoadedRun, path: str | Path, lesion_box: Box | None = None) -> torch.Tensor:
+    """Read and preprocess one image exactly as the training cache did.
+
+    A run trained on mass-centred ROIs (``preprocess.mode: roi``) needs the lesion's box
+    ``(x0, y0, x1, y1)`` in the original image's pixels; a full-image run ignores it.
+    """
     image = read_image(path)
-    config = run.preprocess.model_copy(update={"mode": "full"})
-    pixels = preprocess_image(image, config).pixels
+    if run.preprocess.mode == "roi":
+        if lesion_box is None:
+            raise MammocadError(
+                f"{run.run_dir} was trained on mass-centred ROIs: give each image's lesion box "
+                "(x0,y0,x1,y1 in original pixels; CLI: --box)"
+            )
+        pixels = preprocess_roi(image, run.preprocess, lesion_box).pixels
+    else:
+        pixels = preprocess_image(image, run.preprocess).pixels
     scale = 1.0 / (65535.0 if pixels.dtype == np.uint16 else 255.0)
     tensor = torch.from_numpy(pixels.astype(np.float32) * scale)[None]
     return tensor.expand(run.model.in_chans, -1, -1)
@@ -70,8 +84,17 @@ def predict_tensors(run: LoadedRun, batch: torch.Tensor) -> np.ndarray:
     return torch.softmax(run.model(batch), dim=1).float().numpy()
 
 
-def predict_paths(run: LoadedRun, paths: list[str | Path], batch_size: int = 16) -> pd.DataFrame:
-    """Per-image probabilities; unreadable files get an ``error`` and no prediction (others go on)."""
+def predict_paths(
+    run: LoadedRun, paths: list[str | Path], batch_size: int = 16, lesion_boxes: list[Box] | None = None
+) -> pd.DataFrame:
+    """Per-image probabilities, one row per path in input order.
+
+    Columns: ``path``, ``prediction``, ``p_<class>`` for every class, ``error``. Unreadable files
+    get the reason in ``error`` and no prediction; the others go on. ``lesion_boxes`` (one per
+    path) are needed by ROI-trained runs.
+    """
+    if lesion_boxes is not None and len(lesion_boxes) != len(paths):
+        raise MammocadError(f"{len(lesion_boxes)} lesion boxes for {len(paths)} images")
     rows: list[dict[str, Any]] = []
     pending: list[tuple[int, str, torch.Tensor]] = []
 
@@ -92,7 +115,8 @@ def predict_paths(run: LoadedRun, paths: list[str | Path], batch_size: int = 16)
 
     for order, path in enumerate(paths):
         try:
-            pending.append((order, str(path), prepare(run, path)))
+            box = lesion_boxes[order] if lesion_boxes is not None else None
+            pending.append((order, str(path), prepare(run, path, box)))
         except ImageReadError as exc:
             rows.append({"order": order, "path": str(path), "prediction": None, "error": exc.reason})
         if len(pending) >= batch_size:
