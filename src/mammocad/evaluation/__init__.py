@@ -1,0 +1,1 @@
+"""Evaluation stage: metrics, confidence intervals, significance tests, figures and reports."""
