@@ -1,4 +1,4 @@
-"""Shared fixtures: the real-data path (skip cleanly when absent) and small image writers."""
+"""Shared fixtures: the real-data path (skip cleanly when absent), a small synthetic training set, image writers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from mammocad.data.importers import import_dataset
+from mammocad.data.split import SplitSpec, split_dataset
+from mammocad.data.synth import write_synthetic_dataset
+from mammocad.training.config import load_run_config
 
 MIAS_ENV = "MAMMOCAD_MIAS_DIR"
 
@@ -37,3 +42,33 @@ def textured(seed: int, shape: tuple[int, int] = (64, 64)) -> np.ndarray:
     """A distinct uint8 image per seed (so duplicate detection does not merge test files)."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    """120 synthetic 512×384 phantoms (40 per class), imported and split (2 folds); shared by the session."""
+    root = tmp_path_factory.mktemp("train")
+    source = write_synthetic_dataset(
+        root / "src", "csv", {"normal": 40, "benign": 40, "malignant": 40}, seed=3, height=512, width=384
+    )
+    import_dataset("csv", source, root / "ds")
+    split_dataset(root / "ds", SplitSpec(test_size=0.2, val_size=0.25, folds=2, seed=0))
+    return root / "ds"
+
+
+def config(dataset, tmp_path, **overrides):
+    """A fast run config (64², baseline CNN, 2 epochs, no MLflow) on ``dataset`` with overrides."""
+    values = {
+        "data.dataset": str(dataset),
+        "preprocess.image_size": 64,
+        "model.name": "baseline_cnn",
+        "train.epochs": 2,
+        "train.batch_size": 4,
+        "train.lr": 1e-3,
+        "data.task": "normal-abnormal",
+        "output.runs_dir": str(tmp_path / "runs"),
+        "output.mlflow": False,
+        "augment.rotate_p": 0.0,
+    }
+    values.update(overrides)
+    return load_run_config(None, values)

@@ -15,7 +15,7 @@ from mammocad.training.config import load_run_config
 from mammocad.training.data import oversampled_indices, task_classes
 from mammocad.training.predict import load_run, predict_paths
 from mammocad.training.run import train
-from tests.training.conftest import config
+from tests.conftest import config
 
 
 def test_short_training_improves_validation_loss_and_writes_the_run(dataset, tmp_path):

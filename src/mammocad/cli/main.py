@@ -8,6 +8,7 @@ import typer
 
 from mammocad.cli import bench, data
 from mammocad.cli.demo import demo
+from mammocad.cli.evaluate import compare, evaluate
 from mammocad.cli.preprocess import preprocess
 from mammocad.cli.synth import synth
 from mammocad.cli.train import predict, train
@@ -24,6 +25,8 @@ app.command("preprocess")(preprocess)
 app.add_typer(bench.app, name="bench")
 app.command("train")(train)
 app.command("predict")(predict)
+app.command("evaluate")(evaluate)
+app.command("compare")(compare)
 app.command("demo")(demo)
 
 

@@ -68,6 +68,7 @@ class HtmlReport:
 
     title: str
     parts: list[str] = field(default_factory=list)
+    needs_plotly: bool = False
 
     def heading(self, text: str) -> HtmlReport:
         self.parts.append(f"<h2>{html.escape(text)}</h2>")
@@ -100,13 +101,32 @@ class HtmlReport:
         self.parts.append("</div>")
         return self
 
+    def plotly(self, fragment: str) -> HtmlReport:
+        """An interactive plotly figure (``fig.to_html(full_html=False, include_plotlyjs=False)``).
+
+        plotly.js is inlined once in the page head, so the report still opens offline.
+        """
+        self.needs_plotly = True
+        self.parts.append(f'<div class="plotly-figure">{fragment}</div>')
+        return self
+
+    def raw(self, fragment: str) -> HtmlReport:
+        """Trusted HTML built by mammocad itself (never user text: that goes through paragraph)."""
+        self.parts.append(fragment)
+        return self
+
     def render(self) -> str:
         body = "\n".join(self.parts)
         title = html.escape(self.title)
+        script = ""
+        if self.needs_plotly:
+            from plotly.offline import get_plotlyjs
+
+            script = f'<script type="text/javascript">{get_plotlyjs()}</script>'
         return (
             f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>{title}</title><style>{_CSS}</style></head>"
+            f"<title>{title}</title><style>{_CSS}</style>{script}</head>"
             f"<body><h1>{title}</h1>\n{body}\n</body></html>\n"
         )
 

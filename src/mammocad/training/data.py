@@ -64,8 +64,13 @@ class TaskData:
         return [counted.get(k, 0) for k in range(len(self.classes))]
 
 
-def load_task_data(data: DataConfig, preprocess: PreprocessConfig) -> TaskData:
-    """Join cache, split and task labels; stop with a clear error when the data do not fit the task."""
+def task_frame(data: DataConfig, preprocess: PreprocessConfig) -> tuple[list[str], pd.DataFrame]:
+    """The task's classes and every cached sample that has a task label, with its split and fold.
+
+    Columns: the cache's sample table (``sample_id``, ``image_id``, ``patient_id``, ``image``, ...)
+    plus ``target_name``, ``target`` (class index), ``split`` and ``fold``. Builds the preprocessing
+    cache first when it is incomplete.
+    """
     manifest = read_manifest(data.dataset)
     splits = read_splits(data.dataset, data.split)
     preprocess_dataset(data.dataset, preprocess)  # no-op when the cache is complete
@@ -80,18 +85,32 @@ def load_task_data(data: DataConfig, preprocess: PreprocessConfig) -> TaskData:
             f"(dataset classes: {sorted(manifest['label_name'].unique())})"
         )
     frame = frame.assign(target=frame["target_name"].map({c: i for i, c in enumerate(classes)}).astype(int))
-    if data.fold is None:
-        parts = {name: frame[frame["split"] == name] for name in ("train", "val", "test")}
+    return classes, frame
+
+
+def partition(frame: pd.DataFrame, fold: int | None, split_name: str = "default") -> dict[str, pd.DataFrame]:
+    """train/val/test/blind parts of a :func:`task_frame`.
+
+    With ``fold`` (cross-validation), the folds cover every non-blind image: fold ``k`` is
+    validation, the other folds train, and the blind holdout is the only test set (the split's own
+    test images sit inside the folds, so using them would leak training images).
+    """
+    if fold is None:
+        parts = {name: frame[frame["split"] == name] for name in ("train", "val", "test", "blind")}
     else:
         if (frame["fold"] < 0).all():
-            raise DatasetError(f"split {data.split!r} has no folds; create it with `mammocad data split --folds K`")
+            raise DatasetError(f"split {split_name!r} has no folds; create it with `mammocad data split --folds K`")
         dev = frame[frame["split"] != "blind"]
-        parts = {
-            "train": dev[dev["fold"] != data.fold],
-            "val": dev[dev["fold"] == data.fold],
-            "test": frame[frame["split"] == "test"],
-        }
-    task = TaskData(classes, *(parts[k].reset_index(drop=True) for k in ("train", "val", "test")))
+        blind = frame[frame["split"] == "blind"]
+        parts = {"train": dev[dev["fold"] != fold], "val": dev[dev["fold"] == fold], "test": blind, "blind": blind}
+    return {name: part.reset_index(drop=True) for name, part in parts.items()}
+
+
+def load_task_data(data: DataConfig, preprocess: PreprocessConfig) -> TaskData:
+    """Join cache, split and task labels; stop with a clear error when the data do not fit the task."""
+    classes, frame = task_frame(data, preprocess)
+    parts = partition(frame, data.fold, data.split)
+    task = TaskData(classes, parts["train"], parts["val"], parts["test"])
     for split in ("train", "val"):
         counts = task.counts(split)
         missing = [c for c, n in zip(classes, counts, strict=True) if n == 0]

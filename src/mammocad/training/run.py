@@ -160,6 +160,8 @@ def _loaders(task: TaskData, config: RunConfig) -> tuple[DataLoader, DataLoader]
 
 def _build_model(config: RunConfig, num_classes: int) -> torch.nn.Module:
     m = config.model
+    height, width = config.preprocess.image_size
+    extra = {"input_size": height} if height == width else {}  # the Flatten head is built for the input size
     model = create_model(
         m.name,
         num_classes=num_classes,
@@ -169,6 +171,7 @@ def _build_model(config: RunConfig, num_classes: int) -> torch.nn.Module:
         head=m.head,
         drop_rate=m.drop_rate,
         se_reduction=m.se_reduction,
+        **extra,
     )
     if m.freeze_all_but_last is not None and m.trainable_stages:
         raise ConfigError("model.freeze_all_but_last and model.trainable_stages exclude each other; set one")

@@ -1,0 +1,72 @@
+"""``mammocad evaluate`` and ``mammocad compare``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from rich.status import Status
+
+from mammocad.cli.common import console, user_errors
+
+
+def _stepper(status: Status, label: str) -> Callable[[str], None]:
+    """Progress callback: the spinner shows the current step, the log keeps every step with its time."""
+
+    def step(message: str) -> None:
+        status.update(f"[bold]{label}[/]: {message}")
+        console.log(message)
+
+    return step
+
+
+def evaluate(
+    run: Path = typer.Argument(..., help="Run directory (from mammocad train)."),
+    data: Path | None = typer.Option(None, "--data", help="Dataset to evaluate on (default: the run's own)."),
+    split: str = typer.Option("test", help="train, val, test, blind or all."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="Output directory (default: RUN/evaluation/<split>)."),
+    layer: list[str] | None = typer.Option(None, help="Layer for the latent-space analysis (repeatable)."),
+    resamples: int = typer.Option(1000, min=0, help="Bootstrap resamples for the 95% CIs (0: none)."),
+    tsne: bool = typer.Option(True, help="Also compute t-SNE embeddings."),
+) -> None:
+    """Metrics, CIs, calibration, figures, latent space and galleries of a run on one split."""
+    from mammocad.evaluation.evaluate import evaluate_run
+
+    with user_errors():
+        start = time.perf_counter()
+        with console.status("evaluate") as status:
+            result = evaluate_run(
+                run, data, split, out, layers=layer or None, n_resamples=resamples, tsne=tsne,
+                progress=_stepper(status, "evaluate"),
+            )  # fmt: skip
+        head = result.metrics["headline"]
+        ci = result.metrics["confidence_intervals"].get("auc_macro", {})
+        interval = f" (95% CI {ci['low']:.3f}–{ci['high']:.3f})" if ci.get("low") is not None else ""
+        auc = head.get("auc_macro")
+        console.print(
+            f"{split}: {result.metrics['n_images']} images · accuracy {head['accuracy']:.3f} · "
+            f"macro-F1 {head['f1_macro']:.3f} · macro-AUC {'undefined' if auc is None else f'{auc:.3f}'}{interval}"
+        )
+        console.print(
+            f"[green]done[/] in {time.perf_counter() - start:.1f} s · report: [bold]{result.report.resolve()}[/]"
+        )
+
+
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Two or more run directories."),
+    out: Path = typer.Option(Path("comparison"), "-o", "--out", help="Output directory (made unique if it exists)."),
+    split: str = typer.Option("test", help="Split every run is scored on."),
+    data: Path | None = typer.Option(None, "--data", help="Dataset to score on (default: each run's own)."),
+    reuse: bool = typer.Option(True, help="Reuse each run's latest evaluation of the split."),
+    resamples: int = typer.Option(1000, min=0, help="Bootstrap resamples when a run is evaluated now."),
+) -> None:
+    """Table 1 / Table 2, paired DeLong and McNemar tests, comparison figures and a report."""
+    from mammocad.evaluation.compare import compare_runs, markdown_table
+
+    with user_errors():
+        with console.status("compare") as status:
+            result = compare_runs(runs, out, split, data, reuse, resamples, progress=_stepper(status, "compare"))
+        console.print(markdown_table(result.table1))
+        console.print(f"report: [bold]{result.report.resolve()}[/]")

@@ -1,0 +1,320 @@
+"""``mammocad compare``: the papers' comparison tables, figures and paired significance tests.
+
+Each run is scored on the same split (its latest ``evaluation/<split>`` is reused, or evaluated
+now). Output directory (new, never overwritten)::
+
+    table1.csv / .md      accuracy, loss, f1_macro, auc_macro, recall_min, recall_std, overfit_* per run (report A's Table 1)
+    table2.csv / .md      f1_mean, f1_std, rec_mean, rec_std per run (report A's Table 2)
+    significance.csv/.md  every pair of runs on the images they share: DeLong (AUC) and McNemar (accuracy)
+    comparison.json       all of the above, machine-readable
+    figures/*.png         scatter pairs, radar triplets, F1/recall bars with error bars, ROC overlays
+    report.html           everything in one self-contained page
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammocad.errors import MammocadError
+from mammocad.evaluation import figures
+from mammocad.evaluation.evaluate import evaluate_run, new_output_dir
+from mammocad.evaluation.significance import delong_test, mcnemar_test
+from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mammocad.reporting.html import HtmlReport, figure_to_png
+
+ProgressFn = Callable[[str], None]
+
+TABLE1 = [
+    "accuracy",
+    "loss",
+    "f1_macro",
+    "auc_macro",
+    "recall_min",
+    "recall_std",
+    "overfit_acc",
+    "overfit_f1",
+    "overfit_loss",
+]
+TABLE2 = ["f1_mean", "f1_std", "rec_mean", "rec_std"]
+SCATTER_PAIRS = [("accuracy", "loss"), ("f1_macro", "recall_min"), ("recall_std", "overfit_loss")]
+RADAR_GROUPS = {
+    "global": ["accuracy", "loss", "f1_macro"],
+    "coverage": ["recall_min", "recall_std", "f1_macro"],
+    "overfitting": ["overfit_acc", "overfit_f1", "overfit_loss"],
+}
+
+
+@dataclass
+class RunEvaluation:
+    """One run's evaluation as the comparison reads it."""
+
+    name: str
+    run_dir: Path
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+
+
+@dataclass
+class ComparisonResult:
+    """Where the comparison wrote its files, and its tables."""
+
+    out_dir: Path
+    table1: pd.DataFrame
+    table2: pd.DataFrame
+    significance: pd.DataFrame
+
+    @property
+    def report(self) -> Path:
+        return self.out_dir / "report.html"
+
+
+def latest_evaluation(run_dir: Path, split: str) -> Path | None:
+    """The newest ``evaluation/<split>[-k]`` directory of a run that finished (has metrics.json)."""
+    root = run_dir / "evaluation"
+    if not root.is_dir():
+        return None
+    done = [d for d in root.glob(f"{split}*") if (d / "metrics.json").exists() and (d / "predictions.parquet").exists()]
+    done = [d for d in done if d.name == split or d.name.removeprefix(f"{split}-").isdigit()]
+    return max(done, key=lambda d: (d / "metrics.json").stat().st_mtime) if done else None
+
+
+def load_evaluation(run_dir: Path, evaluation_dir: Path, name: str) -> RunEvaluation:
+    metrics = json.loads((evaluation_dir / "metrics.json").read_text())
+    return RunEvaluation(name, run_dir, metrics, pd.read_parquet(evaluation_dir / "predictions.parquet"))
+
+
+def _names(run_dirs: list[Path]) -> list[str]:
+    """Run directory names, made unique when two runs share one."""
+    names: list[str] = []
+    for run in run_dirs:
+        name, n = run.name, 1
+        while name in names:
+            n += 1
+            name = f"{run.name}#{n}"
+        names.append(name)
+    return names
+
+
+def tables(evaluations: list[RunEvaluation]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1 and Table 2 (report A), one row per run."""
+    rows1, rows2 = {}, {}
+    for ev in evaluations:
+        m, overfit = ev.metrics["metrics"], ev.metrics.get("overfit") or {}
+        rows1[ev.name] = {
+            **{k: m.get(k) for k in TABLE1 if not k.startswith("overfit")},
+            **{k: overfit.get(k) for k in TABLE1 if k.startswith("overfit")},
+        }
+        rows2[ev.name] = {
+            "f1_mean": m.get("f1_macro"),
+            "f1_std": m.get("f1_std"),
+            "rec_mean": m.get("recall_macro"),
+            "rec_std": m.get("recall_std"),
+        }
+    table1 = pd.DataFrame.from_dict(rows1, orient="index", columns=TABLE1).astype(float)
+    table2 = pd.DataFrame.from_dict(rows2, orient="index", columns=TABLE2).astype(float)
+    table1.index.name = table2.index.name = "run"
+    return table1, table2
+
+
+def paired_tests(evaluations: list[RunEvaluation], classes: list[str]) -> pd.DataFrame:
+    """DeLong and McNemar for every pair of runs, on the images both scored (joined by sample id).
+
+    Binary tasks test the positive class's AUC; multi-class tasks test each class one-vs-rest.
+    A test that cannot run (e.g. a class without positives) gets its reason in ``note``.
+    """
+    rows = []
+    for a, b in itertools.combinations(evaluations, 2):
+        joined = a.predictions.merge(b.predictions, on="sample_id", suffixes=("_a", "_b"))
+        if joined.empty:
+            rows.append({"run_a": a.name, "run_b": b.name, "test": "-", "note": "no images in common"})
+            continue
+        if not (joined["label_a"] == joined["label_b"]).all():
+            raise MammocadError(f"{a.name} and {b.name} disagree on the labels of the same images")
+        labels = joined["label_a"].to_numpy()
+        mc = mcnemar_test(joined["correct_a"].to_numpy(), joined["correct_b"].to_numpy())
+        rows.append(
+            {
+                "run_a": a.name,
+                "run_b": b.name,
+                "test": "McNemar (accuracy)",
+                "class": "",
+                "n": len(joined),
+                "value_a": float(joined["correct_a"].mean()),
+                "value_b": float(joined["correct_b"].mean()),
+                "statistic": mc.statistic,
+                "p_value": mc.p_value,
+                "note": f"{mc.method}; b={mc.b}, c={mc.c}",
+            }
+        )
+        tested = classes[1:] if len(classes) == 2 else classes
+        for name in tested:
+            k = classes.index(name)
+            row = {"run_a": a.name, "run_b": b.name, "test": "DeLong (AUC)", "class": name, "n": len(joined)}
+            try:
+                result = delong_test((labels == k).astype(int), joined[f"p_{name}_a"], joined[f"p_{name}_b"])
+            except ValueError as exc:
+                row.update({"note": str(exc)})
+            else:
+                row.update(
+                    {
+                        "value_a": result.auc_a,
+                        "value_b": result.auc_b,
+                        "statistic": result.z,
+                        "p_value": result.p_value,
+                        "note": "",
+                    }
+                )
+            rows.append(row)
+    columns = ["run_a", "run_b", "test", "class", "n", "value_a", "value_b", "statistic", "p_value", "note"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def markdown_table(frame: pd.DataFrame, float_format: str = "{:.3f}") -> str:
+    """A GitHub-flavoured Markdown table (index included when it is named)."""
+    table = frame.reset_index() if frame.index.name else frame
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "–" if np.isnan(value) else float_format.format(value)
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def compare_runs(
+    run_dirs: list[str | Path],
+    out_dir: str | Path,
+    split: str = "test",
+    dataset: str | Path | None = None,
+    reuse: bool = True,
+    n_resamples: int = 1000,
+    progress: ProgressFn | None = None,
+) -> ComparisonResult:
+    """Compare runs on the same split: tables, paired tests, figures and a report in ``out_dir``.
+
+    Args:
+        run_dirs: two or more run directories trained for the same task.
+        out_dir: a new directory (made unique with ``-2``... if it exists).
+        split: the split every run is scored on.
+        dataset: dataset to score on (default: each run's own; they must share the images for the tests).
+        reuse: reuse each run's latest evaluation of ``split`` when it exists (only without ``dataset``).
+        n_resamples: bootstrap resamples when a run has to be evaluated now.
+        progress: called with a short message as each step starts.
+    """
+    step = progress or (lambda _message: None)
+    paths = [Path(r) for r in run_dirs]
+    if len(paths) < 2:
+        raise MammocadError("compare needs at least two run directories")
+    evaluations = []
+    for path, name in zip(paths, _names(paths), strict=True):
+        existing = latest_evaluation(path, split) if reuse and dataset is None else None
+        if existing is None:
+            step(f"evaluating {name} on {split}")
+            existing = evaluate_run(path, dataset, split, n_resamples=n_resamples, progress=step).out_dir
+        else:
+            step(f"reusing {existing}")
+        evaluations.append(load_evaluation(path, existing, name))
+    classes = evaluations[0].metrics["classes"]
+    for ev in evaluations[1:]:
+        if ev.metrics["classes"] != classes:
+            raise MammocadError(f"{ev.name} has classes {ev.metrics['classes']}, {evaluations[0].name} has {classes}")
+
+    step("tables and paired tests")
+    table1, table2 = tables(evaluations)
+    significance = paired_tests(evaluations, classes)
+    out = new_output_dir(Path(out_dir))
+    for name, frame in (("table1", table1), ("table2", table2), ("significance", significance)):
+        atomic_write_text(out / f"{name}.csv", frame.to_csv(index=name != "significance"))
+        atomic_write_text(out / f"{name}.md", markdown_table(frame))
+    atomic_write_json(
+        out / "comparison.json",
+        {
+            "split": split,
+            "classes": classes,
+            "runs": {ev.name: str(ev.run_dir) for ev in evaluations},
+            "table1": json.loads(table1.to_json(orient="index")),
+            "table2": json.loads(table2.to_json(orient="index")),
+            "confidence_intervals": {ev.name: ev.metrics.get("confidence_intervals", {}) for ev in evaluations},
+            "significance": json.loads(significance.to_json(orient="records")),
+        },
+    )
+    step("figures and report")
+    pngs = _figures(evaluations, table1, table2, classes)
+    for name, png in pngs.items():
+        atomic_write_bytes(out / "figures" / f"{name}.png", png)
+    _report(evaluations, table1, table2, significance, pngs, split).write(out / "report.html")
+    return ComparisonResult(out, table1, table2, significance)
+
+
+def _figures(
+    evaluations: list[RunEvaluation], table1: pd.DataFrame, table2: pd.DataFrame, classes: list[str]
+) -> dict[str, bytes]:
+    pngs = {
+        "scatter_pairs": figure_to_png(figures.scatter_pairs_figure(table1, SCATTER_PAIRS)),
+        "radar_triplets": figure_to_png(figures.radar_figure(table1, RADAR_GROUPS)),
+        "f1_recall_bars": figure_to_png(
+            figures.mean_std_bars_figure(table2, [("F1", "f1_mean", "f1_std"), ("recall", "rec_mean", "rec_std")])
+        ),
+    }
+    for name in classes[1:] if len(classes) == 2 else classes:
+        curves = {}
+        for ev in evaluations:
+            truth = (ev.predictions["label_name"] == name).to_numpy()
+            if truth.any() and not truth.all():
+                curves[ev.name] = (truth, ev.predictions[f"p_{name}"].to_numpy())
+        if curves:
+            pngs[f"roc_overlay_{name}"] = figure_to_png(figures.roc_overlay_figure(curves, f"ROC · {name} vs rest"))
+    return pngs
+
+
+def _report(
+    evaluations: list[RunEvaluation],
+    table1: pd.DataFrame,
+    table2: pd.DataFrame,
+    significance: pd.DataFrame,
+    pngs: dict[str, bytes],
+    split: str,
+) -> HtmlReport:
+    report = HtmlReport(f"Comparison of {len(evaluations)} runs · {split}")
+    sizes = ", ".join(f"{ev.name}: {ev.metrics['n_images']} images" for ev in evaluations)
+    report.paragraph(f"Every run scored on the {split} split ({sizes}).")
+    report.heading("Table 1 — global metrics and overfitting")
+    report.table(table1)
+    report.heading("Table 2 — per-class F1 and recall, mean ± std")
+    report.table(table2)
+    cis = []
+    for ev in evaluations:
+        for metric, ci in (ev.metrics.get("confidence_intervals") or {}).items():
+            if ci.get("low") is not None:
+                cis.append(
+                    {"run": ev.name, "metric": metric, "estimate": ci["estimate"], "low": ci["low"], "high": ci["high"]}
+                )
+    if cis:
+        report.heading("95% confidence intervals (patient-level bootstrap)")
+        report.table(pd.DataFrame(cis), index=False)
+    report.heading("Paired significance tests (same images)")
+    report.paragraph(
+        "DeLong's test compares ROC AUCs, McNemar's test compares accuracies, each on the images both runs "
+        "scored. p-values are not corrected for multiple comparisons."
+    )
+    report.table(significance, index=False)
+    report.heading("Figures")
+    report.figure(
+        pngs["scatter_pairs"], "scatter pairs: accuracy vs loss, macro-F1 vs recall_min, recall_std vs overfit_loss"
+    )
+    report.figure(pngs["radar_triplets"], "radar triplets: global, coverage, overfitting")
+    report.figure(pngs["f1_recall_bars"], "F1 and recall across classes: mean ± std")
+    for name, png in pngs.items():
+        if name.startswith("roc_overlay_"):
+            report.figure(png, name.replace("roc_overlay_", "ROC overlay: "), width=360)
+    return report

@@ -1,0 +1,386 @@
+"""``mammocad evaluate``: score a run on a split and write predictions, metrics, figures and a report.
+
+Output directory (new, never overwritten; default ``RUN/evaluation/<split>``, then ``-2``, ``-3``...)::
+
+    predictions.parquet   one row per image: patient, label, probabilities, prediction, loss
+    metrics.json          the metric suite, overfitting gaps, bootstrap CIs, calibration, latent-space summary
+    figures/*.png         confusion matrices, ROC, precision-recall, reliability, learning curves, PCA, t-SNE
+    report.html           everything above in one self-contained page (opens offline)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from mammocad.evaluation import figures
+from mammocad.evaluation.bootstrap import cluster_bootstrap
+from mammocad.evaluation.calibration import calibration_summary, reliability_table
+from mammocad.evaluation.latent import LayerProjection, project_layer
+from mammocad.evaluation.metrics import classification_metrics, headline, overfit_metrics
+from mammocad.evaluation.predictions import (
+    SplitPredictions,
+    default_feature_layers,
+    predict_frame,
+    predictions_table,
+    run_config,
+    split_frame,
+)
+from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mammocad.preprocess import read_sample
+from mammocad.reporting.html import HtmlReport, array_to_png, figure_to_png
+from mammocad.training.predict import load_run
+
+ProgressFn = Callable[[str], None]
+
+# Clinically worst mistakes: a cancer (or any abnormality) called normal or benign.
+CRITICAL_TRUE = ("malignant", "abnormal")
+CRITICAL_PREDICTED = ("normal", "benign")
+
+
+@dataclass
+class EvaluationResult:
+    """Where the evaluation wrote its files, with the metrics it computed."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    predictions: SplitPredictions
+
+    @property
+    def report(self) -> Path:
+        return self.out_dir / "report.html"
+
+
+def new_output_dir(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``...: the first that does not exist, created empty."""
+    candidate, n = base, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
+
+
+def fast_headline(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, float]:
+    """accuracy, f1_macro, recall_min and auc_macro on one bootstrap resample, quickly.
+
+    Same definitions as :func:`classification_metrics` (a class absent from the resample has no
+    recall and is left out of the macro averages); NaN where nothing is defined.
+    """
+    predicted = probs.argmax(axis=1)
+    confusion = np.bincount(labels * n_classes + predicted, minlength=n_classes**2).reshape(n_classes, n_classes)
+    support, predicted_count, hits = confusion.sum(axis=1), confusion.sum(axis=0), np.diag(confusion)
+    present = support > 0
+    recall = np.divide(hits, support, out=np.full(n_classes, np.nan), where=present)
+    precision = np.divide(hits, predicted_count, out=np.full(n_classes, np.nan), where=predicted_count > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(
+            np.isnan(precision) & np.isnan(recall),
+            np.nan,
+            np.where(
+                np.nan_to_num(precision) + np.nan_to_num(recall) > 0,
+                2
+                * np.nan_to_num(precision)
+                * np.nan_to_num(recall)
+                / (np.nan_to_num(precision) + np.nan_to_num(recall)),
+                0.0,
+            ),
+        )
+    aucs = []
+    for k in range(n_classes):
+        truth = labels == k
+        if truth.any() and not truth.all():
+            aucs.append(roc_auc_score(truth, probs[:, k]))
+    result = {
+        "accuracy": float(np.mean(predicted == labels)),
+        "f1_macro": float(np.nanmean(f1)) if np.isfinite(f1).any() else np.nan,
+        "recall_min": float(np.nanmin(recall)) if present.any() else np.nan,
+        "auc_macro": float(np.mean(aucs)) if aucs else np.nan,
+    }
+    if n_classes == 2:
+        result["auc_macro"] = float(roc_auc_score(labels, probs[:, 1])) if 0 < labels.sum() < len(labels) else np.nan
+        result["sensitivity"] = float(recall[1])
+        result["specificity"] = float(recall[0])
+    return result
+
+
+def bootstrap_intervals(
+    predictions: SplitPredictions, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Patient-level percentile bootstrap CIs of the headline metrics (images of a patient move together)."""
+    labels, probs, n_classes = predictions.labels, predictions.probs, len(predictions.classes)
+    groups = predictions.frame["patient_id"].to_numpy()
+    cache: dict[bytes, dict[str, float]] = {}  # every metric sees the same resamples (same seed): score each once
+
+    def scores(indices: np.ndarray) -> dict[str, float]:
+        key = indices.tobytes()
+        if key not in cache:
+            cache[key] = fast_headline(labels[indices], probs[indices], n_classes)
+        return cache[key]
+
+    names = ["accuracy", "f1_macro", "recall_min", "auc_macro"] + (
+        ["sensitivity", "specificity"] if n_classes == 2 else []
+    )
+    intervals = {}
+    for name in names:
+        result = cluster_bootstrap(
+            groups, lambda idx, name=name: scores(idx)[name], n_resamples=n_resamples, confidence=confidence, seed=seed
+        )
+        intervals[name] = result.to_dict()
+    return intervals
+
+
+def _critical_errors(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cancers called normal/benign (binary: abnormal called normal), most confident first.
+
+    Tasks without those classes fall back to every error.
+    """
+    wrong = frame[~frame["correct"]]
+    critical = wrong[wrong["label_name"].isin(CRITICAL_TRUE) & wrong["prediction_name"].isin(CRITICAL_PREDICTED)]
+    has_critical_classes = frame["label_name"].isin(CRITICAL_TRUE).any() or "malignant" in set(frame["label_name"])
+    chosen = critical if has_critical_classes else wrong
+    return chosen.sort_values("confidence", ascending=False)
+
+
+def _thumbnail(path: str, width: int = 180) -> bytes:
+    import cv2
+
+    pixels = read_sample(path)
+    if pixels.dtype != np.uint8:
+        pixels = (pixels / 257).astype(np.uint8)
+    height = max(1, round(pixels.shape[0] * width / pixels.shape[1]))
+    return array_to_png(cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA))
+
+
+def gallery_items(frame: pd.DataFrame, per_class: int = 4, errors: int = 8) -> dict[str, list[tuple[bytes, str]]]:
+    """Thumbnails for the report: correct high-confidence cases per class, and critical errors."""
+    items: dict[str, list[tuple[bytes, str]]] = {}
+    for name in frame["label_name"].unique():
+        best = frame[frame["correct"] & (frame["label_name"] == name)].nlargest(per_class, "confidence")
+        items[f"correct, high confidence: {name}"] = [
+            (_thumbnail(row.image), f"{row.image_id} · {name} p={row.confidence:.2f}") for row in best.itertuples()
+        ]
+    items["critical errors"] = [
+        (
+            _thumbnail(row.image),
+            f"{row.image_id} · true {row.label_name} → {row.prediction_name} (p={row.confidence:.2f})",
+        )
+        for row in _critical_errors(frame).head(errors).itertuples()
+    ]
+    return items
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    dataset: str | Path | None = None,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    layers: list[str] | None = None,
+    n_resamples: int = 1000,
+    tsne: bool = True,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> EvaluationResult:
+    """Evaluate a run on ``split`` of ``dataset`` (default: the dataset it was trained on).
+
+    Args:
+        run_dir: a run directory from ``mammocad train``.
+        dataset: dataset directory with the same task classes; None = the run's own.
+        split: train, val, test, blind or all.
+        out_dir: output directory (must not exist); default ``RUN/evaluation/<split>`` (made unique).
+        layers: layers for the latent-space analysis (default: backbone output and head stages).
+        n_resamples: bootstrap resamples for the confidence intervals (0: no CIs).
+        tsne: also compute t-SNE embeddings (slower than PCA).
+        seed: seed of the bootstrap and the embeddings.
+        progress: called with a short message as each step starts.
+
+    Returns:
+        :class:`EvaluationResult` with the output directory, the ``metrics.json`` content and the predictions.
+    """
+    step = progress or (lambda _message: None)
+    run_dir = Path(run_dir)
+    step("loading the run")
+    run = load_run(run_dir)
+    config = run_config(run_dir)
+    part = split_frame(run, config, dataset, split)
+    layers = default_feature_layers(run.model) if layers is None else layers
+    step(f"predicting {len(part)} {split} images")
+    probs, features = predict_frame(run, part, layers)
+    predictions = SplitPredictions(run.classes, split, predictions_table(part, probs, run.classes), features)
+    metrics = classification_metrics(predictions.labels, predictions.probs, run.classes)
+
+    train_headline, overfit = None, None
+    if split != "train":
+        step("scoring the training split (overfitting gaps)")
+        try:
+            train_part = split_frame(run, config, dataset, "train")
+        except Exception as exc:
+            overfit = {"undefined": f"no training split to compare with ({exc})"}
+        else:
+            train_probs, _ = predict_frame(run, train_part)
+            train_metrics = classification_metrics(train_part["target"].to_numpy(), train_probs, run.classes)
+            train_headline = headline(train_metrics)
+            overfit = overfit_metrics(train_metrics, metrics)
+
+    intervals = {}
+    if n_resamples:
+        step(f"patient-level bootstrap ({n_resamples} resamples)")
+        intervals = bootstrap_intervals(predictions, n_resamples, seed=seed)
+    calibration = calibration_summary(predictions.labels, predictions.probs)
+
+    step("latent space (PCA" + (", t-SNE)" if tsne else ")"))
+    projections = [project_layer(name, values, seed, tsne) for name, values in features.items()]
+
+    out = new_output_dir(Path(out_dir) if out_dir is not None else run_dir / "evaluation" / split)
+    document = {
+        "run": str(run_dir),
+        "dataset": str(dataset if dataset is not None else config.data.dataset),
+        "split": split,
+        "task": config.data.task,
+        "classes": run.classes,
+        "n_images": len(part),
+        "n_patients": int(part["patient_id"].nunique()),
+        "model": run.meta.get("model", {}),
+        "metrics": metrics,
+        "headline": headline(metrics),
+        "train_headline": train_headline,
+        "overfit": overfit,
+        "confidence_intervals": intervals,
+        "calibration": calibration,
+        "latent": {
+            p.layer: {"dimensions": p.dimensions, "explained_variance_ratio": p.explained_variance_ratio.tolist()}
+            for p in projections
+        },
+    }
+    step("writing predictions, metrics and figures")
+    buffer = predictions.frame.to_parquet(index=False)
+    atomic_write_bytes(out / "predictions.parquet", buffer)
+    atomic_write_json(out / "metrics.json", document)
+    pngs = _figures(predictions, metrics, calibration, projections, run_dir)
+    for name, png in pngs.items():
+        atomic_write_bytes(out / "figures" / f"{name}.png", png)
+    step("writing the report")
+    report = _report(document, predictions, pngs, projections)
+    atomic_write_text(out / "report.html", report.render())
+    return EvaluationResult(out, document, predictions)
+
+
+def _figures(
+    predictions: SplitPredictions,
+    metrics: dict[str, Any],
+    calibration: dict[str, Any],
+    projections: list[LayerProjection],
+    run_dir: Path,
+) -> dict[str, bytes]:
+    labels, probs, classes = predictions.labels, predictions.probs, predictions.classes
+    matrix = np.asarray(metrics["confusion_matrix"])
+    pngs = {
+        "confusion_counts": figure_to_png(figures.confusion_matrix_figure(matrix, classes)),
+        "confusion_normalised": figure_to_png(figures.confusion_matrix_figure(matrix, classes, normalise=True)),
+        "roc": figure_to_png(figures.roc_figure(labels, probs, classes)),
+        "precision_recall": figure_to_png(figures.pr_figure(labels, probs, classes)),
+        "reliability": figure_to_png(figures.reliability_figure(reliability_table(labels, probs), calibration["ece"])),
+    }
+    history = run_dir / "history.csv"
+    if history.exists():
+        pngs["learning_curves"] = figure_to_png(figures.learning_curves_figure(pd.read_csv(history)))
+    usable = [p for p in projections if len(p.explained_variance_ratio)]
+    if usable:
+        ratios = {p.layer: p.explained_variance_ratio for p in usable}
+        pngs["pca_variance"] = figure_to_png(figures.pca_variance_figure(ratios))
+    for p in usable:
+        safe = p.layer.replace(".", "_")
+        pngs[f"pca2d_{safe}"] = figure_to_png(
+            figures.embedding_figure(p.pca, labels, classes, f"PCA · {p.layer} ({p.dimensions}-d)")
+        )
+        if p.tsne is not None:
+            pngs[f"tsne_{safe}"] = figure_to_png(
+                figures.embedding_figure(p.tsne, labels, classes, f"t-SNE · {p.layer} ({p.dimensions}-d)")
+            )
+    return pngs
+
+
+def _fmt(value: Any) -> str:
+    return "undefined" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
+
+
+def _report(
+    document: dict[str, Any], predictions: SplitPredictions, pngs: dict[str, bytes], projections: list[LayerProjection]
+) -> HtmlReport:
+    metrics = document["metrics"]
+    report = HtmlReport(f"Evaluation · {Path(document['run']).name} · {document['split']}")
+    report.paragraph(
+        f"Run {document['run']} ({document['model'].get('name', '?')}), task {document['task']}, "
+        f"evaluated on the {document['split']} split of {document['dataset']}: {document['n_images']} images "
+        f"from {document['n_patients']} patients. Classes: {', '.join(document['classes'])}."
+    )
+    report.heading("Headline metrics")
+    rows = []
+    for name, value in document["headline"].items():
+        ci = document["confidence_intervals"].get(name, {})
+        interval = (
+            f"{_fmt(ci.get('low'))} – {_fmt(ci.get('high'))}" if ci.get("low") is not None else ci.get("note") or ""
+        )
+        train = (document["train_headline"] or {}).get(name)
+        rows.append(
+            {"metric": name, "value": _fmt(value), "95% CI (patient bootstrap)": interval, "train": _fmt(train)}
+        )
+    report.table(pd.DataFrame(rows), index=False)
+    overfit = document["overfit"] or {}
+    if overfit:
+        report.paragraph(
+            "Overfitting gaps: "
+            + ", ".join(f"{k} = {_fmt(v) if not isinstance(v, str) else v}" for k, v in overfit.items())
+        )
+    cal = document["calibration"]
+    report.paragraph(f"Calibration: Brier score {_fmt(cal['brier'])}, expected calibration error {_fmt(cal['ece'])}.")
+
+    report.heading("Per class")
+    per_class = pd.DataFrame(metrics["per_class"]).T
+    report.table(per_class.apply(lambda column: column.map(str if column.name == "support" else _fmt)))
+    if metrics.get("undefined"):
+        report.paragraph(
+            "Undefined metrics: " + "; ".join(f"{k}: {reason}" for k, reason in metrics["undefined"].items()), note=True
+        )
+
+    report.heading("Confusion matrices, ROC, precision-recall, calibration")
+    for name in ("confusion_counts", "confusion_normalised", "roc", "precision_recall", "reliability"):
+        report.figure(pngs[name], name.replace("_", " "), width=360)
+    if "learning_curves" in pngs:
+        report.heading("Learning curves")
+        report.figure(pngs["learning_curves"], "train (solid) vs validation (dashed); dotted line: best epoch")
+
+    usable = [p for p in projections if len(p.explained_variance_ratio)]
+    if usable:
+        report.heading("Latent space")
+        report.figure(pngs["pca_variance"], "cumulative PCA explained variance per layer", width=420)
+        report.raw('<div class="grid">')
+        for p in usable:
+            safe = p.layer.replace(".", "_")
+            report.figure(pngs[f"pca2d_{safe}"], f"PCA {p.layer}", width=300)
+            if f"tsne_{safe}" in pngs:
+                report.figure(pngs[f"tsne_{safe}"], f"t-SNE {p.layer}", width=300)
+        report.raw("</div>")
+        last = usable[-1]
+        report.paragraph(f"Interactive 3-D PCA of {last.layer} (drag to rotate):")
+        report.plotly(
+            figures.embedding_3d_html(last.pca, predictions.labels, predictions.classes, f"3-D PCA · {last.layer}")
+        )
+
+    report.heading("Galleries")
+    for title, items in gallery_items(predictions.frame).items():
+        report.paragraph(title if items else f"{title}: none")
+        if items:
+            report.gallery(items, width=190)
+    report.heading("Files")
+    report.preformatted(json.dumps({"figures": sorted(f"figures/{n}.png" for n in pngs)}, indent=1))
+    return report

@@ -1,0 +1,171 @@
+"""Predictions of a trained run on one split of a dataset, read from the preprocessing cache.
+
+The run's own config says how the images were preprocessed and which task (classes) it learned;
+evaluation reuses that config with the dataset to evaluate swapped in, so the same cache entries
+training read are scored (no re-decoding, no drift between training and evaluation inputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mammocad.errors import DatasetError, MammocadError
+from mammocad.models.heads.dense import DenseClassifier
+from mammocad.training.config import RunConfig, load_run_config
+from mammocad.training.data import CachedImageDataset, partition, task_frame
+from mammocad.training.predict import LoadedRun, load_run
+
+SPLITS = ("train", "val", "test", "blind", "all")
+
+
+@dataclass
+class SplitPredictions:
+    """Per-sample predictions of one split, and (optionally) features from named layers.
+
+    ``frame`` columns: ``sample_id``, ``image_id``, ``patient_id``, ``split``, ``label`` (class
+    index), ``label_name``, ``p_<class>`` for every class, ``prediction`` (index),
+    ``prediction_name``, ``confidence`` (max probability), ``correct``, ``loss`` (negative
+    log-likelihood of the true class) and ``image`` (the cached preprocessed PNG).
+    ``features`` maps a layer name to an (N, D) array in ``frame`` order.
+    """
+
+    classes: list[str]
+    split: str
+    frame: pd.DataFrame
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.frame["label"].to_numpy()
+
+    @property
+    def probs(self) -> np.ndarray:
+        return self.frame[[f"p_{c}" for c in self.classes]].to_numpy(dtype=np.float64)
+
+
+def run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config a run was trained with (``config.yaml`` in its directory)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise MammocadError(f"{run_dir}: not a run directory (no config.yaml)")
+    return load_run_config(path)
+
+
+def split_frame(run: LoadedRun, config: RunConfig, dataset: str | Path | None, split: str) -> pd.DataFrame:
+    """The cached samples of ``split`` (train/val/test/blind/all) for the run's task on ``dataset``.
+
+    Raises :class:`DatasetError` when the dataset's task classes differ from the run's, the split
+    is unknown or the split holds no image for the task.
+    """
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    data = config.data.model_copy(update={"dataset": Path(dataset)}) if dataset is not None else config.data
+    classes, frame = task_frame(data, config.preprocess)
+    if classes != run.classes:
+        raise DatasetError(
+            f"{data.dataset}: task {data.task!r} gives classes {classes}, but {run.run_dir.name} was trained on "
+            f"{run.classes}; evaluate on a dataset with the same classes"
+        )
+    part = frame.reset_index(drop=True) if split == "all" else partition(frame, data.fold, data.split)[split]
+    if part.empty:
+        raise DatasetError(f"{data.dataset}: the {split} split has no images for task {data.task!r}")
+    return part
+
+
+def default_feature_layers(model: nn.Module) -> list[str]:
+    """Layers worth a latent-space look: the backbone's output and each vector stage of the head.
+
+    For the papers' heads that is the pooled vector (GAP or GAGM), the SEVector output and the
+    Dense(256) layer; the final classifier and dropout are left out.
+    """
+    layers = ["backbone"]
+    for name, module in model.head.named_children():
+        if isinstance(module, (nn.Dropout, nn.Identity)) or name == "fc":
+            continue
+        layers.append(f"head.{name}.hidden" if isinstance(module, DenseClassifier) else f"head.{name}")
+    return layers
+
+
+@torch.inference_mode()
+def predict_frame(
+    run: LoadedRun, part: pd.DataFrame, layers: list[str] | None = None, batch_size: int = 32
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Class probabilities (N, C) for the cached images of ``part`` and the named layers' features.
+
+    Feature maps (B, C, H, W) are global-average pooled to (B, C) so every layer gives vectors.
+    """
+    model = run.model.eval()
+    modules = dict(model.named_modules())
+    unknown = [name for name in layers or [] if name not in modules]
+    if unknown:
+        raise MammocadError(f"unknown layer(s) {unknown}; the model's layers include {default_feature_layers(model)}")
+    captured: dict[str, list[np.ndarray]] = {name: [] for name in layers or []}
+
+    def hook_for(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            value = output.float()
+            if value.ndim == 4:
+                value = value.mean(dim=(2, 3))
+            captured[name].append(value.flatten(1).cpu().numpy())
+
+        return hook
+
+    handles = [modules[name].register_forward_hook(hook_for(name)) for name in captured]
+    dataset = CachedImageDataset(part.assign(target=part["target"]), model.in_chans, None, in_memory=False)
+    probs: list[np.ndarray] = []
+    try:
+        for start in range(0, len(dataset), batch_size):
+            batch = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
+            probs.append(torch.softmax(model(batch).float(), dim=1).numpy())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return np.concatenate(probs), {name: np.concatenate(chunks) for name, chunks in captured.items()}
+
+
+def predict_split(
+    run_dir: str | Path,
+    dataset: str | Path | None = None,
+    split: str = "test",
+    layers: list[str] | None = None,
+    which: str = "best",
+    batch_size: int = 32,
+) -> SplitPredictions:
+    """Score ``split`` of ``dataset`` (default: the run's own dataset) with a run's ``which`` weights."""
+    run = load_run(run_dir, which)
+    config = run_config(run_dir)
+    part = split_frame(run, config, dataset, split)
+    probs, features = predict_frame(run, part, layers, batch_size)
+    return SplitPredictions(run.classes, split, predictions_table(part, probs, run.classes), features)
+
+
+def predictions_table(part: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """The per-sample table of :class:`SplitPredictions` from a split's samples and probabilities."""
+    labels = part["target"].to_numpy()
+    predicted = probs.argmax(axis=1)
+    frame = pd.DataFrame(
+        {
+            "sample_id": part["sample_id"].to_numpy(),
+            "image_id": part["image_id"].to_numpy(),
+            "patient_id": part["patient_id"].astype(str).to_numpy(),
+            "split": part["split"].to_numpy(),
+            "label": labels,
+            "label_name": [classes[k] for k in labels],
+        }
+    )
+    for k, name in enumerate(classes):
+        frame[f"p_{name}"] = probs[:, k]
+    frame["prediction"] = predicted
+    frame["prediction_name"] = [classes[k] for k in predicted]
+    frame["confidence"] = probs.max(axis=1)
+    frame["correct"] = predicted == labels
+    frame["loss"] = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0))
+    frame["image"] = part["image"].astype(str).to_numpy()
+    return frame
