@@ -1,12 +1,15 @@
-"""The demo: every stage that exists, end to end on synthetic data, ending in an HTML report.
+"""The demo: every stage, end to end on synthetic data, ending in an HTML report.
 
 ``mammocad demo`` synthesises a small dataset, imports it, splits it by patient, preprocesses it
-(whole breast and mass-centred ROIs) and writes ``report.html`` in a new run directory. It grows
-as stages land (training, evaluation, explanation).
+(whole breast and mass-centred ROIs), trains the baseline CNN, ICNT and the ImageNet-pretrained
+EfficientNet-Lite0 with the improved head briefly, evaluates each on the test split, compares them
+and writes ``report.html`` in a new directory. ``quick=True`` is the same pipeline at toy sizes
+(for tests and CI).
 """
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,8 +24,24 @@ from mammocad.data.importers import import_dataset
 from mammocad.data.manifest import read_classes, read_manifest, resolve_path
 from mammocad.data.split import SplitSpec, read_splits, split_dataset
 from mammocad.data.synth import write_synthetic_dataset
+from mammocad.evaluation.compare import ComparisonResult, compare_runs
+from mammocad.evaluation.evaluate import EvaluationResult, evaluate_run
 from mammocad.preprocess import PreprocessConfig, load_preprocessed, preprocess_dataset, read_sample
 from mammocad.reporting.html import HtmlReport, array_to_png, figure_to_png
+from mammocad.training.config import load_run_config
+from mammocad.training.run import RunResult, train
+
+# (label, config overrides, epochs at full size): report A's baseline and ICNT, and the one
+# ImageNet-pretrained backbone available offline with the improved GAGM + SEVector head.
+DEMO_MODELS: list[tuple[str, dict[str, object], int]] = [
+    ("baseline", {"model.name": "baseline_cnn", "train.lr": 1e-3}, 8),
+    ("icnt", {"model.name": "icnt", "train.lr": 1e-4}, 3),
+    (
+        "lite0",
+        {"model.name": "efficientnet_lite0", "model.pretrained": True, "model.head": "gagm_se_dense", "train.lr": 3e-4},
+        6,
+    ),
+]
 
 StepFn = Callable[[str], None]
 
@@ -34,6 +53,9 @@ class DemoResult:
     run_dir: Path
     report: Path
     timings: dict[str, float] = field(default_factory=dict)
+    runs: dict[str, Path] = field(default_factory=dict)
+    evaluations: dict[str, Path] = field(default_factory=dict)
+    comparison: Path | None = None
 
 
 def default_run_dir(root: str | Path = "demo-output") -> Path:
@@ -50,8 +72,15 @@ def run_demo(
     image_size: int = 224,
     workers: int = 2,
     on_step: StepFn | None = None,
+    quick: bool = False,
 ) -> DemoResult:
-    """Run the demo into ``run_dir`` (must not exist) and return where the report is."""
+    """Run the demo into ``run_dir`` (must not exist) and return where the report is.
+
+    ``quick``: 96-pixel images, one epoch per model, 200 bootstrap resamples: the whole pipeline
+    in about a minute, for tests and CI.
+    """
+    if quick:
+        image_size = min(image_size, 96)
     run_dir = Path(run_dir)
     if run_dir.exists():
         raise FileExistsError(f"{run_dir}: already exists; the demo never overwrites a run")
@@ -88,9 +117,59 @@ def run_demo(
     timed(
         "preprocess_roi", "extracting mass-centred ROIs", lambda: preprocess_dataset(dataset, roi_cfg, workers=workers)
     )
+
+    runs: dict[str, RunResult] = {}
+    for label, overrides, epochs in DEMO_MODELS:
+        n_epochs = 1 if quick else epochs
+        config = load_run_config(
+            None,
+            {
+                "data.dataset": str(dataset),
+                "data.task": "3class",
+                "preprocess.image_size": image_size,
+                "train.epochs": n_epochs,
+                "train.batch_size": 8,
+                "train.seed": seed,
+                "output.runs_dir": str(run_dir / "runs"),
+                "output.name": label,
+                "output.mlflow": not quick,
+                **overrides,
+            },
+        )
+
+        def report_epoch(row: dict[str, object], label: str = label, n_epochs: int = n_epochs) -> None:
+            step(
+                f"{label}: epoch {int(row['epoch']) + 1}/{n_epochs} · train loss {row['train_loss']:.3f} · "
+                f"val loss {row['val_loss']:.3f} · val macro-AUC {row['val_auc_macro']:.3f} ({row['seconds']:.0f} s)"
+            )
+
+        runs[label] = timed(
+            f"train_{label}",
+            f"training {label} ({overrides['model.name']}, {n_epochs} epoch(s), {image_size}px)",
+            lambda config=config, report_epoch=report_epoch: train(config, progress=False, on_epoch=report_epoch),
+        )
+    evaluations: dict[str, EvaluationResult] = {}
+    for label, result in runs.items():
+        evaluations[label] = timed(
+            f"evaluate_{label}",
+            f"evaluating {label} on the test split",
+            lambda result=result: evaluate_run(result.run_dir, split="test", n_resamples=200 if quick else 1000),
+        )
+    comparison = timed(
+        "compare",
+        "comparing the models (tables, DeLong, McNemar)",
+        lambda: compare_runs([r.run_dir for r in runs.values()], run_dir / "comparison", split="test"),
+    )
     step("writing the report")
-    report_path = _write_report(run_dir, dataset, summary, full_cfg, roi_cfg, timings)
-    return DemoResult(run_dir=run_dir, report=report_path, timings=timings)
+    report_path = _write_report(run_dir, dataset, summary, full_cfg, roi_cfg, timings, runs, evaluations, comparison)
+    return DemoResult(
+        run_dir=run_dir,
+        report=report_path,
+        timings=timings,
+        runs={k: v.run_dir for k, v in runs.items()},
+        evaluations={k: v.out_dir for k, v in evaluations.items()},
+        comparison=comparison.out_dir,
+    )
 
 
 def _write_report(
@@ -100,6 +179,9 @@ def _write_report(
     full_cfg: PreprocessConfig,
     roi_cfg: PreprocessConfig,
     timings: dict[str, float],
+    runs: dict[str, RunResult],
+    evaluations: dict[str, EvaluationResult],
+    comparison: ComparisonResult,
 ) -> Path:
     import matplotlib
 
@@ -145,6 +227,8 @@ def _write_report(
         items.append((array_to_png(_overlay(pixels, mask)), f"{row['label_name']} ROI of {row['image_id']}"))
     report.gallery(items, width=160)
 
+    _training_sections(report, run_dir, runs, evaluations, comparison)
+
     report.heading("Timings")
     report.table(pd.DataFrame({"seconds": timings}).rename_axis("step"))
     return report.write(run_dir / "report.html")
@@ -189,3 +273,66 @@ def _side_by_side(left: np.ndarray, right: np.ndarray, height: int = 256) -> np.
 
     gap = np.full((height, 6, 3), 255, dtype=np.uint8)
     return np.concatenate([fit(left), gap, fit(right)], axis=1)
+
+
+def _training_sections(
+    report: HtmlReport,
+    run_dir: Path,
+    runs: dict[str, RunResult],
+    evaluations: dict[str, EvaluationResult],
+    comparison: ComparisonResult,
+) -> None:
+    """Training, test-split evaluation and comparison, with links to each full report."""
+    report.heading("Training (3-class: normal / benign / malignant)")
+    rows = []
+    for label, result in runs.items():
+        history = result.history
+        best = history.loc[history["epoch"] == result.best_epoch].iloc[0]
+        rows.append(
+            {
+                "model": label,
+                "run": result.run_dir.name,
+                "epochs": len(history),
+                "best epoch": result.best_epoch,
+                "val loss": best["val_loss"],
+                "val macro-F1": best["val_f1_macro"],
+                "val macro-AUC": best["val_auc_macro"],
+                "seconds": history["seconds"].sum(),
+            }
+        )
+    report.table(pd.DataFrame(rows), index=False)
+
+    report.heading("Test split: each model")
+    rows = []
+    for label, evaluation in evaluations.items():
+        head, cis = evaluation.metrics["headline"], evaluation.metrics["confidence_intervals"]
+        row: dict[str, object] = {"model": label}
+        for metric in ("accuracy", "f1_macro", "recall_min", "auc_macro"):
+            ci = cis.get(metric, {})
+            value = head.get(metric)
+            interval = f" [{ci['low']:.2f}, {ci['high']:.2f}]" if ci.get("low") is not None else ""
+            row[metric] = "undefined" if value is None else f"{value:.3f}{interval}"
+        row["report"] = evaluation.report.relative_to(run_dir).as_posix()
+        rows.append(row)
+    report.paragraph("Values with their 95% patient-level bootstrap confidence intervals.")
+    report.table(pd.DataFrame(rows), index=False)
+    figures_dir = {label: evaluation.out_dir / "figures" for label, evaluation in evaluations.items()}
+    items = []
+    for label, folder in figures_dir.items():
+        for name in ("confusion_normalised", "roc"):
+            items.append(((folder / f"{name}.png").read_bytes(), f"{label}: {name.replace('_', ' ')}"))
+    report.gallery(items, width=300)
+
+    report.heading("Comparison")
+    report.table(comparison.table1)
+    report.table(comparison.table2)
+    report.table(comparison.significance, index=False)
+    for name in ("scatter_pairs", "radar_triplets", "f1_recall_bars"):
+        report.figure((comparison.out_dir / "figures" / f"{name}.png").read_bytes(), name.replace("_", " "))
+    links = {label: e.report.relative_to(run_dir).as_posix() for label, e in evaluations.items()}
+    links["comparison"] = comparison.report.relative_to(run_dir).as_posix()
+    report.raw(
+        "<p>Full reports (latent space, galleries, calibration, learning curves): "
+        + ", ".join(f'<a href="{html.escape(path)}">{html.escape(label)}</a>' for label, path in links.items())
+        + ".</p>"
+    )

@@ -16,8 +16,11 @@ def demo(
     seed: int = typer.Option(0, help="Seed of the synthetic data and the splits."),
     source_format: str = typer.Option("csv", "--format", help="Format the synthetic source is written in."),
     workers: int = typer.Option(2, min=1, help="Worker processes for preprocessing."),
+    quick: bool = typer.Option(
+        False, help="Toy sizes (96 px, 1 epoch per model): the whole pipeline in about a minute."
+    ),
 ) -> None:
-    """Synthesise, import, split, preprocess and report — all on SYNTHETIC phantom data."""
+    """Synthesise, import, split, preprocess, train, evaluate, compare and report — on SYNTHETIC data."""
     from mammocad.demo import default_run_dir, run_demo
 
     with user_errors():
@@ -30,7 +33,13 @@ def demo(
                 console.log(message)
 
             result = run_demo(
-                run_dir, n_per_class=n_per_class, seed=seed, source_format=source_format, workers=workers, on_step=step
+                run_dir,
+                n_per_class=n_per_class,
+                seed=seed,
+                source_format=source_format,
+                workers=workers,
+                on_step=step,
+                quick=quick,
             )
         console.print(f"[green]done[/] in {time.perf_counter() - start:.1f} s")
         console.print(f"report: [bold]{result.report.resolve()}[/]")

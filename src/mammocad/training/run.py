@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,8 @@ from mammocad.training.data import CachedImageDataset, TaskData, build_augment, 
 from mammocad.training.module import ClassifierModule
 
 _DDP_RUN_DIR_ENV = "MAMMOCAD_DDP_RUN_DIR"
+
+EpochFn = Callable[[dict[str, Any]], None]
 
 HISTORY_COLUMNS = [
     "epoch",
@@ -80,8 +83,15 @@ def new_run_dir(config: RunConfig) -> Path:
 class RunFiles(Callback):
     """Writes history.csv, best/last safetensors and run.json as training goes."""
 
-    def __init__(self, run_dir: Path, module: ClassifierModule, start_history: pd.DataFrame | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        module: ClassifierModule,
+        start_history: pd.DataFrame | None = None,
+        on_epoch: EpochFn | None = None,
+    ) -> None:
         self.run_dir = run_dir
+        self.on_epoch = on_epoch
         self.module = module
         self.rows: list[dict[str, Any]] = [] if start_history is None else start_history.to_dict("records")
         self.best = min((r["val_loss"] for r in self.rows), default=float("inf"))
@@ -117,6 +127,8 @@ class RunFiles(Callback):
             self.run_dir, {"epochs_done": row["epoch"] + 1, "best_epoch": self.best_epoch, "best_val_loss": self.best}
         )
         os.replace(partial, final)
+        if self.on_epoch is not None:
+            self.on_epoch(row)
 
 
 def _update_run_json(run_dir: Path, updates: dict[str, Any]) -> None:
@@ -202,8 +214,13 @@ def _precision(config: RunConfig) -> str:
     return "bf16-mixed" if torch.cuda.is_available() and config.train.accelerator != "cpu" else "32-true"
 
 
-def train(config: RunConfig, resume: Path | None = None, progress: bool = True) -> RunResult:
+def train(
+    config: RunConfig, resume: Path | None = None, progress: bool = True, on_epoch: EpochFn | None = None
+) -> RunResult:
     """Train per ``config`` into a new run directory, or continue the run at ``resume``.
+
+    ``progress`` shows Lightning's progress bar; ``on_epoch`` is called with each epoch's history
+    row (a dict of the history.csv columns) once the epoch's files are written.
 
     Returns the run directory, the best epoch (by validation loss) and the history. The model
     ends with the best weights restored (EarlyStopping's restore-best-weights behaviour).
@@ -242,7 +259,7 @@ def train(config: RunConfig, resume: Path | None = None, progress: bool = True) 
                 "task": config.data.task,
             },
         )
-    files = RunFiles(run_dir, module, start_history)
+    files = RunFiles(run_dir, module, start_history, on_epoch)
     callbacks: list[Callback] = [files]
     if config.train.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience, mode="min"))
