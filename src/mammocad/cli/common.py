@@ -49,3 +49,14 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
             raise MammocadError(f"--set expects key=value, got {item!r}")
         result[key.strip().replace("-", "_")] = yaml.safe_load(value) if value else None
     return result
+
+
+def quiet_training_logs() -> None:
+    """Keep Lightning's and MLflow's start-up notices out of a command's own progress lines.
+
+    Call it after ``mammocad.training`` is imported: importing Lightning resets its logger's level.
+    """
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)

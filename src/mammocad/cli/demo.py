@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mammocad.cli.common import console, user_errors
+from mammocad.cli.common import console, quiet_training_logs, user_errors
 
 
 def demo(
@@ -22,6 +22,8 @@ def demo(
 ) -> None:
     """Synthesise, import, split, preprocess, train, evaluate, compare and report — on SYNTHETIC data."""
     from mammocad.demo import default_run_dir, run_demo
+
+    quiet_training_logs()
 
     with user_errors():
         run_dir = out or default_run_dir()

@@ -68,5 +68,5 @@ def compare(
     with user_errors():
         with console.status("compare") as status:
             result = compare_runs(runs, out, split, data, reuse, resamples, progress=_stepper(status, "compare"))
-        console.print(markdown_table(result.table1))
+        console.print(markdown_table(result.table1), soft_wrap=True, markup=False)
         console.print(f"report: [bold]{result.report.resolve()}[/]")

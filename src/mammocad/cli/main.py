@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import typer
@@ -35,8 +34,6 @@ def main() -> None:
     """Console-script entry point."""
     # Lightning 2.6 calls a torch.utils._pytree API that newer torch deprecates; nothing for users to act on.
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
-    # Lightning's start-up notices (GPU/TPU availability, tips) would bury mammocad's own progress lines.
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     app()
 
 
