@@ -315,9 +315,14 @@ def _run_all(
     # fork where there is one: workers start in milliseconds and callers' scripts need no
     # `if __name__ == "__main__"` guard (spawn/forkserver re-import the caller's main module).
     # The workers run only this module's code, never the caller's threads (progress bars).
+    # OpenCV's thread pool is shut down in the parent while workers fork: a child that inherits a
+    # pool with idle waiters deadlocks the first time it touches it (seen after training in-process).
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+    with (
+        _single_threaded_opencv(),
+        ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool,
+    ):
         pending: dict[Future[Outcome], _Job] = {}
         queue = iter(todo)
         # A bounded window of jobs in flight: manifests of 100k rows never sit in the pool's queue.
