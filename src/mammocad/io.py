@@ -108,3 +108,20 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
     return values
+
+
+def unique_new_dir(base: str | Path) -> Path:
+    """Create and return ``base``, or ``base-2``, ``base-3``...: the first that does not exist yet.
+
+    ``mkdir`` without ``exist_ok`` is the atomic test, so two processes never get the same directory
+    and nothing that exists is ever reused (runs and reports are never overwritten).
+    """
+    base = Path(base)
+    candidate, n = base, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")

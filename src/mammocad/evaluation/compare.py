@@ -25,9 +25,9 @@ import pandas as pd
 
 from mammocad.errors import MammocadError
 from mammocad.evaluation import figures
-from mammocad.evaluation.evaluate import evaluate_run, new_output_dir
+from mammocad.evaluation.evaluate import evaluate_run
 from mammocad.evaluation.significance import delong_test, mcnemar_test
-from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
 from mammocad.reporting.html import HtmlReport, figure_to_png
 
 ProgressFn = Callable[[str], None]
@@ -232,7 +232,7 @@ def compare_runs(
     step("tables and paired tests")
     table1, table2 = tables(evaluations)
     significance = paired_tests(evaluations, classes)
-    out = new_output_dir(Path(out_dir))
+    out = unique_new_dir(out_dir)
     for name, frame in (("table1", table1), ("table2", table2), ("significance", significance)):
         atomic_write_text(out / f"{name}.csv", frame.to_csv(index=name != "significance"))
         atomic_write_text(out / f"{name}.md", markdown_table(frame))

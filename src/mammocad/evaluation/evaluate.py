@@ -33,7 +33,7 @@ from mammocad.evaluation.predictions import (
     run_config,
     split_frame,
 )
-from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
 from mammocad.preprocess import read_sample
 from mammocad.reporting.html import HtmlReport, array_to_png, figure_to_png
 from mammocad.training.predict import load_run
@@ -56,18 +56,6 @@ class EvaluationResult:
     @property
     def report(self) -> Path:
         return self.out_dir / "report.html"
-
-
-def new_output_dir(base: Path) -> Path:
-    """``base``, or ``base-2``, ``base-3``...: the first that does not exist, created empty."""
-    candidate, n = base, 1
-    while True:
-        try:
-            candidate.mkdir(parents=True)
-            return candidate
-        except FileExistsError:
-            n += 1
-            candidate = base.with_name(f"{base.name}-{n}")
 
 
 def fast_headline(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, float]:
@@ -240,7 +228,7 @@ def evaluate_run(
     step("latent space (PCA" + (", t-SNE)" if tsne else ")"))
     projections = [project_layer(name, values, seed, tsne) for name, values in features.items()]
 
-    out = new_output_dir(Path(out_dir) if out_dir is not None else run_dir / "evaluation" / split)
+    out = unique_new_dir(Path(out_dir) if out_dir is not None else run_dir / "evaluation" / split)
     document = {
         "run": str(run_dir),
         "dataset": str(dataset if dataset is not None else config.data.dataset),

@@ -58,13 +58,19 @@ def _one_vs_rest(
 
 def roc_figure(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str], title: str = "ROC") -> Figure:
     """One-vs-rest ROC curve per class (binary: the positive class), AUC in the legend."""
+    curves = {name: (truth, score) for name, truth, score in _one_vs_rest(labels, probs, classes)}
+    return _roc_curves(curves, title, legend_size=8)
+
+
+def _roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, legend_size: int) -> Figure:
+    """ROC curves of ``{label: (truth, score)}`` on one axes, AUC in the legend, chance diagonal."""
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    for k, (name, truth, score) in enumerate(_one_vs_rest(labels, probs, classes)):
+    for k, (name, (truth, score)) in enumerate(curves.items()):
         fpr, tpr, _ = roc_curve(truth, score)
         ax.plot(fpr, tpr, color=PALETTE[k % 10], label=f"{name} (AUC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
     ax.set(xlabel="1 − specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=legend_size)
     return fig
 
 
@@ -212,11 +218,4 @@ def mean_std_bars_figure(table: pd.DataFrame, pairs: Sequence[tuple[str, str, st
 
 def roc_overlay_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str) -> Figure:
     """ROC curves of several runs on the same images, ``{run: (truth, score)}``."""
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    for k, (name, (truth, score)) in enumerate(curves.items()):
-        fpr, tpr, _ = roc_curve(truth, score)
-        ax.plot(fpr, tpr, color=PALETTE[k % 10], label=f"{name} (AUC {auc(fpr, tpr):.3f})")
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-    ax.set(xlabel="1 − specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize=7)
-    return fig
+    return _roc_curves(curves, title, legend_size=7)

@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from mammocad.errors import ConfigError, MammocadError
-from mammocad.io import atomic_write_json, atomic_write_text
+from mammocad.io import atomic_write_json, atomic_write_text, unique_new_dir
 from mammocad.models import create_model
 from mammocad.models.freeze import freeze_all_but_last, freeze_all_but_stages
 from mammocad.models.losses import balanced_class_weights
@@ -69,15 +69,9 @@ class RunResult:
 
 def new_run_dir(config: RunConfig) -> Path:
     """``<runs_dir>/<name>-<timestamp>``, made unique, created empty."""
-    base = config.output.runs_dir / f"{config.output.name or config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    candidate, n = base, 1
-    while True:
-        try:
-            candidate.mkdir(parents=True)
-            return candidate
-        except FileExistsError:
-            n += 1
-            candidate = base.with_name(f"{base.name}-{n}")
+    return unique_new_dir(
+        config.output.runs_dir / f"{config.output.name or config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    )
 
 
 class RunFiles(Callback):
