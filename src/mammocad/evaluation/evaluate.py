@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from mammocad.errors import DatasetError
 from mammocad.evaluation import figures
 from mammocad.evaluation.bootstrap import cluster_bootstrap
 from mammocad.evaluation.calibration import calibration_summary, reliability_table
@@ -31,7 +32,7 @@ from mammocad.evaluation.predictions import (
     predict_frame,
     predictions_table,
     run_config,
-    split_frame,
+    split_frames,
 )
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
 from mammocad.preprocess import read_sample
@@ -69,20 +70,9 @@ def fast_headline(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> dict
     support, predicted_count, hits = confusion.sum(axis=1), confusion.sum(axis=0), np.diag(confusion)
     present = support > 0
     recall = np.divide(hits, support, out=np.full(n_classes, np.nan), where=present)
-    precision = np.divide(hits, predicted_count, out=np.full(n_classes, np.nan), where=predicted_count > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(
-            np.isnan(precision) & np.isnan(recall),
-            np.nan,
-            np.where(
-                np.nan_to_num(precision) + np.nan_to_num(recall) > 0,
-                2
-                * np.nan_to_num(precision)
-                * np.nan_to_num(recall)
-                / (np.nan_to_num(precision) + np.nan_to_num(recall)),
-                0.0,
-            ),
-        )
+    # F1 = 2TP / (2TP + FP + FN); undefined only for a class neither present nor predicted.
+    denominator = support + predicted_count
+    f1 = np.divide(2 * hits, denominator, out=np.full(n_classes, np.nan), where=denominator > 0)
     aucs = []
     for k in range(n_classes):
         truth = labels == k
@@ -133,10 +123,9 @@ def _critical_errors(frame: pd.DataFrame) -> pd.DataFrame:
     Tasks without those classes fall back to every error.
     """
     wrong = frame[~frame["correct"]]
-    critical = wrong[wrong["label_name"].isin(CRITICAL_TRUE) & wrong["prediction_name"].isin(CRITICAL_PREDICTED)]
-    has_critical_classes = frame["label_name"].isin(CRITICAL_TRUE).any() or "malignant" in set(frame["label_name"])
-    chosen = critical if has_critical_classes else wrong
-    return chosen.sort_values("confidence", ascending=False)
+    if frame["label_name"].isin(CRITICAL_TRUE).any():
+        wrong = wrong[wrong["label_name"].isin(CRITICAL_TRUE) & wrong["prediction_name"].isin(CRITICAL_PREDICTED)]
+    return wrong.sort_values("confidence", ascending=False)
 
 
 def _thumbnail(path: str, width: int = 180) -> bytes:
@@ -199,7 +188,12 @@ def evaluate_run(
     step("loading the run")
     run = load_run(run_dir)
     config = run_config(run_dir)
-    part = split_frame(run, config, dataset, split)
+    wanted = (split,) if split == "train" else (split, "train")
+    parts = split_frames(run, config, dataset, wanted)  # one read of manifest, splits and cache index
+    if parts[split].empty:
+        where = dataset if dataset is not None else config.data.dataset
+        raise DatasetError(f"{where}: the {split} split has no images for task {config.data.task!r}")
+    part = parts[split]
     layers = default_feature_layers(run.model) if layers is None else layers
     step(f"predicting {len(part)} {split} images")
     probs, features = predict_frame(run, part, layers)
@@ -208,12 +202,11 @@ def evaluate_run(
 
     train_headline, overfit = None, None
     if split != "train":
-        step("scoring the training split (overfitting gaps)")
-        try:
-            train_part = split_frame(run, config, dataset, "train")
-        except Exception as exc:
-            overfit = {"undefined": f"no training split to compare with ({exc})"}
+        train_part = parts["train"]
+        if train_part.empty:
+            overfit = {"undefined": "no training split to compare with (it holds no image for the task)"}
         else:
+            step("scoring the training split (overfitting gaps)")
             train_probs, _ = predict_frame(run, train_part)
             train_metrics = classification_metrics(train_part["target"].to_numpy(), train_probs, run.classes)
             train_headline = headline(train_metrics)

@@ -58,14 +58,18 @@ def run_config(run_dir: str | Path) -> RunConfig:
     return load_run_config(path)
 
 
-def split_frame(run: LoadedRun, config: RunConfig, dataset: str | Path | None, split: str) -> pd.DataFrame:
-    """The cached samples of ``split`` (train/val/test/blind/all) for the run's task on ``dataset``.
+def split_frames(
+    run: LoadedRun, config: RunConfig, dataset: str | Path | None, splits: tuple[str, ...]
+) -> dict[str, pd.DataFrame]:
+    """The cached samples of each of ``splits`` (train/val/test/blind/all) for the run's task on ``dataset``.
 
-    Raises :class:`DatasetError` when the dataset's task classes differ from the run's, the split
-    is unknown or the split holds no image for the task.
+    The manifest, split table and cache index are read once for all of them. Raises
+    :class:`DatasetError` when the dataset's task classes differ from the run's or a split is
+    unknown; a split with no image for the task comes back empty (see :func:`split_frame`).
     """
-    if split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise DatasetError(f"unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
     data = config.data.model_copy(update={"dataset": Path(dataset)}) if dataset is not None else config.data
     classes, frame = task_frame(data, config.preprocess)
     if classes != run.classes:
@@ -73,9 +77,17 @@ def split_frame(run: LoadedRun, config: RunConfig, dataset: str | Path | None, s
             f"{data.dataset}: task {data.task!r} gives classes {classes}, but {run.run_dir.name} was trained on "
             f"{run.classes}; evaluate on a dataset with the same classes"
         )
-    part = frame.reset_index(drop=True) if split == "all" else partition(frame, data.fold, data.split)[split]
+    parts = partition(frame, data.fold, data.split)
+    parts["all"] = frame.reset_index(drop=True)
+    return {split: parts[split] for split in splits}
+
+
+def split_frame(run: LoadedRun, config: RunConfig, dataset: str | Path | None, split: str) -> pd.DataFrame:
+    """The cached samples of one split; raises :class:`DatasetError` when it holds no image for the task."""
+    part = split_frames(run, config, dataset, (split,))[split]
     if part.empty:
-        raise DatasetError(f"{data.dataset}: the {split} split has no images for task {data.task!r}")
+        where = dataset if dataset is not None else config.data.dataset
+        raise DatasetError(f"{where}: the {split} split has no images for task {config.data.task!r}")
     return part
 
 
@@ -118,7 +130,7 @@ def predict_frame(
         return hook
 
     handles = [modules[name].register_forward_hook(hook_for(name)) for name in captured]
-    dataset = CachedImageDataset(part.assign(target=part["target"]), model.in_chans, None, in_memory=False)
+    dataset = CachedImageDataset(part, model.in_chans, None, in_memory=False)
     probs: list[np.ndarray] = []
     try:
         for start in range(0, len(dataset), batch_size):
