@@ -57,6 +57,7 @@ def create_model(
     head: str | None = None,
     drop_rate: float = 0.5,
     se_reduction: int = 16,
+    batch_norm: bool = True,
     **kwargs: Any,
 ) -> MammoNet:
     """Build model ``name`` as a MammoNet.
@@ -74,6 +75,8 @@ def create_model(
         head: a head name (``list_heads()``); None = the model's default.
         drop_rate: dropout before the final Linear.
         se_reduction: SEVector reduction r (heads with SE).
+        batch_norm: False replaces every BatchNorm with a per-channel affine layer (the batch-norm
+            ablation; see ``models/batch_norm.py``).
         kwargs: ``input_size`` (default input side; the Flatten head is built for it) and, for timm
             models, extra ``timm.create_model`` keywords (e.g. ``drop_path_rate``).
 
@@ -104,6 +107,11 @@ def create_model(
         se_reduction=se_reduction,
         **kwargs,
     )
+    if not batch_norm:
+        from mammocad.models.batch_norm import remove_batch_norm
+
+        remove_batch_norm(net)
+        net._extra_config["batch_norm"] = False  # model.json rebuilds the same architecture
     if weights is not None:
         from mammocad.models.weights import load_net_or_backbone_weights
 

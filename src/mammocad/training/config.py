@@ -42,6 +42,7 @@ class ModelConfig(_Strict):
     weights: Path | None = Field(None, description="Local .safetensors/.pth weights to start from.")
     drop_rate: float = Field(0.5, ge=0, lt=1)
     se_reduction: int = Field(16, ge=1)
+    batch_norm: bool = Field(True, description="False: BatchNorm layers become per-channel affine (ablation).")
     in_chans: int = Field(1, ge=1, le=3)
     freeze_all_but_last: int | None = Field(None, ge=0, description="Train only the backbone's last N layers (+ head).")
     trainable_stages: list[str] | None = Field(None, description="Train only these backbone stages (+ head).")

@@ -48,6 +48,7 @@ def load_run(run_dir: str | Path, which: str = "best") -> LoadedRun:
         head=spec.pop("head", None),
         drop_rate=spec.pop("drop_rate", 0.5),
         se_reduction=spec.pop("se_reduction", 16),
+        batch_norm=spec.pop("batch_norm", True),
         **({"input_size": spec["input_size"]} if "input_size" in spec else {}),
     )
     load_weights(model, weights)

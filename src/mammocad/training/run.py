@@ -57,6 +57,14 @@ HISTORY_COLUMNS = [
 ]
 
 
+class StopTraining(MammocadError):
+    """Raised from an ``on_epoch`` callback to end a run early on purpose (e.g. a pruned trial).
+
+    The run is marked ``stopped`` (not ``failed``) with the message as its reason; the exception
+    propagates to the caller of :func:`train`.
+    """
+
+
 @dataclass
 class RunResult:
     """Where the run is and how it ended."""
@@ -67,8 +75,10 @@ class RunResult:
     history: pd.DataFrame
 
 
-def new_run_dir(config: RunConfig) -> Path:
-    """``<runs_dir>/<name>-<timestamp>``, made unique, created empty."""
+def new_run_dir(config: RunConfig, wanted: Path | None = None) -> Path:
+    """``wanted`` or ``<runs_dir>/<name>-<timestamp>``, made unique (``-2``...), created empty."""
+    if wanted is not None:
+        return unique_new_dir(wanted)
     return unique_new_dir(
         config.output.runs_dir / f"{config.output.name or config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
     )
@@ -177,6 +187,7 @@ def _build_model(config: RunConfig, num_classes: int) -> torch.nn.Module:
         head=m.head,
         drop_rate=m.drop_rate,
         se_reduction=m.se_reduction,
+        batch_norm=m.batch_norm,
         **extra,
     )
     if m.freeze_all_but_last is not None and m.trainable_stages:
@@ -199,7 +210,11 @@ def _mlflow_logger(config: RunConfig, run_dir: Path) -> Any:
     if not uri:
         config.output.runs_dir.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{(config.output.runs_dir / 'mlflow.db').resolve()}"
-    return MLFlowLogger(experiment_name=config.output.experiment, run_name=run_dir.name, tracking_uri=uri)
+    # A run inside a study (cv fold, trial) is named with its parent: "fold-0" alone says nothing in MLflow.
+    name = run_dir.name if run_dir.parent.resolve() == config.output.runs_dir.resolve() else run_dir.parent.name
+    if name != run_dir.name:
+        name = f"{name}/{run_dir.name}"
+    return MLFlowLogger(experiment_name=config.output.experiment, run_name=name, tracking_uri=uri)
 
 
 def _precision(config: RunConfig) -> str:
@@ -209,12 +224,18 @@ def _precision(config: RunConfig) -> str:
 
 
 def train(
-    config: RunConfig, resume: Path | None = None, progress: bool = True, on_epoch: EpochFn | None = None
+    config: RunConfig,
+    resume: Path | None = None,
+    progress: bool = True,
+    on_epoch: EpochFn | None = None,
+    run_dir: Path | None = None,
 ) -> RunResult:
     """Train per ``config`` into a new run directory, or continue the run at ``resume``.
 
     ``progress`` shows Lightning's progress bar; ``on_epoch`` is called with each epoch's history
-    row (a dict of the history.csv columns) once the epoch's files are written.
+    row (a dict of the history.csv columns) once the epoch's files are written, and may raise
+    :class:`StopTraining` to end the run early. ``run_dir`` names the new run directory (made
+    unique with ``-2``... when it exists); default ``<output.runs_dir>/<name>-<timestamp>``.
 
     Returns the run directory, the best epoch (by validation loss) and the history. The model
     ends with the best weights restored (EarlyStopping's restore-best-weights behaviour).
@@ -235,7 +256,7 @@ def train(
         if (run_dir / "history.csv").exists():
             start_history = pd.read_csv(run_dir / "history.csv")
     else:
-        run_dir = new_run_dir(config)
+        run_dir = new_run_dir(config, run_dir)
         atomic_write_text(run_dir / "config.yaml", dump_run_config(config))
     counts = task.counts("train")
     model = _build_model(config, len(task.classes))
@@ -285,9 +306,13 @@ def train(
         ckpt = str(run_dir / "checkpoints" / "last.ckpt") if resume else None
         # weights_only=True: even the run's own trainer state is read without unpickling code.
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt, weights_only=True)
-    except BaseException:
+    except BaseException as exc:
         if trainer.is_global_zero:
-            _update_run_json(run_dir, {"status": "failed", "ended": datetime.now().isoformat(timespec="seconds")})
+            ended = {"ended": datetime.now().isoformat(timespec="seconds")}
+            if isinstance(exc, StopTraining):
+                _update_run_json(run_dir, {"status": "stopped", "reason": str(exc), **ended})
+            else:
+                _update_run_json(run_dir, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", **ended})
         raise
     finally:
         if previous_env is None:
@@ -339,4 +364,4 @@ def train_from_file(
     return train(config, resume=resume)
 
 
-__all__ = ["RunResult", "train", "train_from_file"]
+__all__ = ["RunResult", "StopTraining", "train", "train_from_file"]
