@@ -367,3 +367,46 @@ def test_mcnemar_validation() -> None:
         mcnemar_test(np.array([0, 2]), np.array([1, 1]))
     with pytest.raises(ValueError, match="no paired items"):
         mcnemar_test(np.array([], dtype=bool), np.array([], dtype=bool))
+
+
+# ---- paired tests across folds --------------------------------------------------------------------
+
+FOLD_A = [0.61, 0.58, 0.66, 0.71, 0.55]
+FOLD_B = [0.52, 0.57, 0.60, 0.64, 0.56]
+
+
+def test_paired_t_test_matches_scipy():
+    from scipy import stats
+
+    from mammocad.evaluation.significance import paired_t_test
+
+    result = paired_t_test(FOLD_A, FOLD_B)
+    expected = stats.ttest_rel(FOLD_A, FOLD_B)
+    assert result.statistic == pytest.approx(expected.statistic)
+    assert result.p_value == pytest.approx(expected.pvalue)
+    assert result.n == 5 and result.mean_difference == pytest.approx(np.mean(np.subtract(FOLD_A, FOLD_B)))
+
+
+def test_wilcoxon_matches_scipy_and_names_the_floor():
+    from scipy import stats
+
+    from mammocad.evaluation.significance import wilcoxon_test
+
+    result = wilcoxon_test(FOLD_A, FOLD_B)
+    expected = stats.wilcoxon(FOLD_A, FOLD_B)
+    assert result.statistic == pytest.approx(expected.statistic)
+    assert result.p_value == pytest.approx(expected.pvalue)
+    assert "0.0625" in result.note  # 5 folds: the exact test cannot reach p < 0.05
+
+
+def test_paired_tests_degenerate_cases():
+    from mammocad.evaluation.significance import paired_t_test, wilcoxon_test
+
+    same = paired_t_test(FOLD_A, FOLD_A)
+    assert same.p_value == 1.0 and "identical" in same.note
+    assert wilcoxon_test(FOLD_A, FOLD_A).p_value == 1.0
+    with_nan = paired_t_test([*FOLD_A, np.nan], [*FOLD_B, 0.5])
+    assert with_nan.n == 5 and "1 fold" in with_nan.note
+    assert paired_t_test([0.5], [0.4]).p_value is None
+    with pytest.raises(ValueError, match="equal length"):
+        paired_t_test([0.1, 0.2], [0.1])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.status import Status
 
 from mammocad.errors import MammocadError
 
@@ -60,3 +61,28 @@ def quiet_training_logs() -> None:
 
     for name in ("lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_config_from_options(config: Any, options: list[str] | None, dataset: Any = None, **shortcuts: Any) -> Any:
+    """The RunConfig of a command's ``--config FILE``, ``--set a.b=v`` options and shortcuts.
+
+    ``shortcuts`` map dotted fields to option values (None: not given); ``dataset`` sets data.dataset.
+    """
+    from mammocad.training.config import load_run_config
+
+    overrides = parse_assignments(options)
+    given = {"data.dataset": dataset, **shortcuts}
+    overrides.update({k: (str(v) if hasattr(v, "__fspath__") else v) for k, v in given.items() if v is not None})
+    if config is None and "data.dataset" not in overrides:
+        raise MammocadError("give --config run.yaml (or --dataset DIR)")
+    return load_run_config(config, overrides)
+
+
+def stepper(status: Status, label: str) -> Callable[[str], None]:
+    """Progress callback: the spinner shows the current step, the log keeps every step with its time."""
+
+    def step(message: str) -> None:
+        status.update(f"[bold]{label}[/]: {message}")
+        console.log(message)
+
+    return step

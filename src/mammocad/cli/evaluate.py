@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import typer
-from rich.status import Status
 
-from mammocad.cli.common import console, user_errors
-
-
-def _stepper(status: Status, label: str) -> Callable[[str], None]:
-    """Progress callback: the spinner shows the current step, the log keeps every step with its time."""
-
-    def step(message: str) -> None:
-        status.update(f"[bold]{label}[/]: {message}")
-        console.log(message)
-
-    return step
+from mammocad.cli.common import console, stepper, user_errors
+from mammocad.errors import MammocadError
 
 
 def evaluate(
@@ -39,7 +28,7 @@ def evaluate(
         with console.status("evaluate") as status:
             result = evaluate_run(
                 run, data, split, out, layers=layer or None, n_resamples=resamples, tsne=tsne,
-                progress=_stepper(status, "evaluate"),
+                progress=stepper(status, "evaluate"),
             )  # fmt: skip
         head = result.metrics["headline"]
         ci = result.metrics["confidence_intervals"].get("auc_macro", {})
@@ -55,18 +44,38 @@ def evaluate(
 
 
 def compare(
-    runs: list[Path] = typer.Argument(..., help="Two or more run directories."),
+    runs: list[Path] = typer.Argument(..., help="Two or more run directories, or two or more CV directories."),
     out: Path = typer.Option(Path("comparison"), "-o", "--out", help="Output directory (made unique if it exists)."),
     split: str = typer.Option("test", help="Split every run is scored on."),
     data: Path | None = typer.Option(None, "--data", help="Dataset to score on (default: each run's own)."),
     reuse: bool = typer.Option(True, help="Reuse each run's latest evaluation of the split."),
     resamples: int = typer.Option(1000, min=0, help="Bootstrap resamples when a run is evaluated now."),
 ) -> None:
-    """Table 1 / Table 2, paired DeLong and McNemar tests, comparison figures and a report."""
+    """Table 1 / Table 2, paired DeLong and McNemar tests, comparison figures and a report.
+
+    Given cross-validation directories (from `mammocad cv`), compares them across folds instead:
+    mean ± std, paired t-test and Wilcoxon per metric, DeLong and McNemar on the pooled OOF predictions.
+    """
     from mammocad.evaluation.compare import compare_runs, markdown_table
+    from mammocad.experiments.cv import is_cv_dir
 
     with user_errors():
+        kinds = {is_cv_dir(r) for r in runs}
+        if kinds == {True, False}:
+            raise MammocadError("compare either run directories or cross-validation directories, not a mix")
+        if kinds == {True}:
+            from mammocad.experiments.compare_cv import TABLE_METRICS, compare_cvs, display_table
+
+            with console.status("compare") as status:
+                cv_result = compare_cvs(runs, out, progress=stepper(status, "compare"))
+            console.print(
+                markdown_table(display_table(cv_result.table, TABLE_METRICS[:5])), soft_wrap=True, markup=False
+            )
+            tests = cv_result.fold_tests[["run_a", "run_b", "metric", "test", "p_value"]]
+            console.print(markdown_table(tests, "{:.4f}"), soft_wrap=True, markup=False)
+            console.print(f"report: [bold]{cv_result.report.resolve()}[/]")
+            return
         with console.status("compare") as status:
-            result = compare_runs(runs, out, split, data, reuse, resamples, progress=_stepper(status, "compare"))
+            result = compare_runs(runs, out, split, data, reuse, resamples, progress=stepper(status, "compare"))
         console.print(markdown_table(result.table1), soft_wrap=True, markup=False)
         console.print(f"report: [bold]{result.report.resolve()}[/]")

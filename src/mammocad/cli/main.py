@@ -9,6 +9,7 @@ import typer
 from mammocad.cli import bench, data
 from mammocad.cli.demo import demo
 from mammocad.cli.evaluate import compare, evaluate
+from mammocad.cli.experiments import ablate, cv
 from mammocad.cli.preprocess import preprocess
 from mammocad.cli.synth import synth
 from mammocad.cli.train import predict, train
@@ -27,6 +28,8 @@ app.command("train")(train)
 app.command("predict")(predict)
 app.command("evaluate")(evaluate)
 app.command("compare")(compare)
+app.command("cv")(cv)
+app.command("ablate")(ablate)
 app.command("demo")(demo)
 
 

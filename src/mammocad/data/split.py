@@ -184,3 +184,35 @@ def read_splits(dataset_dir: str | Path, name: str = "default") -> pd.DataFrame:
             + (f" (available: {', '.join(available)})" if available else "; run `mammocad data split` first")
         )
     return pd.read_parquet(path)
+
+
+def cv_split(dataset_dir: str | Path, source: str = "default", folds: int = 5, seed: int = 0) -> str:
+    """Name of a split of ``dataset_dir`` with ``folds`` patient-grouped, stratified folds.
+
+    ``source`` itself when it already has exactly ``folds`` folds; otherwise the derived split
+    ``<source>-cv<folds>`` (``-s<seed>`` appended for a non-zero seed), created on first use and
+    reused afterwards. The derived split keeps ``source``'s blind holdout out of every fold and spreads
+    all other images over the folds. Refuses (with counts) when a class has fewer patients than folds.
+    """
+    if folds < 2:
+        raise DatasetError(f"cross-validation needs at least 2 folds, got {folds}")
+    splits = read_splits(dataset_dir, source)
+    existing = sorted(int(k) for k in splits.loc[splits["fold"] >= 0, "fold"].unique())
+    if existing == list(range(folds)):
+        return source
+    name = f"{source}-cv{folds}" + (f"-s{seed}" if seed else "")
+    target = Path(dataset_dir) / SPLITS_DIR / f"{name}.parquet"
+    if target.exists():
+        derived = pd.read_parquet(target)
+        if sorted(derived["image_id"]) != sorted(splits["image_id"]):
+            raise DatasetError(f"{target}: its images differ from split {source!r}; remove it or pick another split")
+        return name
+    derived = splits.copy()
+    dev = derived["split"] != "blind"
+    derived["fold"] = -1
+    derived.loc[dev, "fold"] = assign_folds(derived[dev], folds, seed)
+    check_no_patient_leak(derived)
+    summary = {"spec": {"source": source, "folds": folds, "seed": seed}, **summarise_splits(derived)}
+    atomic_write_bytes(target, derived.to_parquet(index=False))
+    atomic_write_json(target.with_suffix(".json"), summary)
+    return name

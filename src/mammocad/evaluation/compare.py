@@ -91,7 +91,7 @@ def load_evaluation(run_dir: Path, evaluation_dir: Path, name: str) -> RunEvalua
     return RunEvaluation(name, run_dir, metrics, pd.read_parquet(evaluation_dir / "predictions.parquet"))
 
 
-def _names(run_dirs: list[Path]) -> list[str]:
+def unique_names(run_dirs: list[Path]) -> list[str]:
     """Run directory names, made unique when two runs share one."""
     names: list[str] = []
     for run in run_dirs:
@@ -216,7 +216,7 @@ def compare_runs(
     if len(paths) < 2:
         raise MammocadError("compare needs at least two run directories")
     evaluations = []
-    for path, name in zip(paths, _names(paths), strict=True):
+    for path, name in zip(paths, unique_names(paths), strict=True):
         existing = latest_evaluation(path, split) if reuse and dataset is None else None
         if existing is None:
             step(f"evaluating {name} on {split}")

@@ -204,13 +204,13 @@ def radar_figure(table: pd.DataFrame, groups: Mapping[str, Sequence[str]]) -> Fi
     return fig
 
 
-def mean_std_bars_figure(table: pd.DataFrame, pairs: Sequence[tuple[str, str, str]]) -> Figure:
-    """Bars of per-class mean ± std (e.g. F1 and recall across classes), one bar group per run."""
+def mean_std_bars_figure(table: pd.DataFrame, pairs: Sequence[tuple[str, str, str]], across: str = "classes") -> Figure:
+    """Bars of mean ± std (e.g. F1 and recall across classes, or scores across folds), one bar per run."""
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 3.6))
     for ax, (label, mean, std) in zip(np.atleast_1d(axes), pairs, strict=True):
         names = [str(n) for n in table.index]
         ax.bar(names, table[mean], yerr=table[std], capsize=4, color=[PALETTE[k % 10] for k in range(len(names))])
-        ax.set(title=f"{label} mean ± std across classes", ylim=(0, 1))
+        ax.set(title=f"{label} mean ± std across {across}", ylim=(0, 1))
         ax.tick_params(axis="x", rotation=30, labelsize=8)
     fig.tight_layout()
     return fig

@@ -8,6 +8,8 @@
   ``sklearn.metrics.roc_auc_score`` and R's pROC.
 - ``mcnemar_test``: McNemar's test for the paired accuracy of two classifiers on the same images,
   exact binomial for few discordant pairs, chi-square with continuity correction otherwise.
+- ``paired_t_test`` / ``wilcoxon_test``: two models' per-fold scores on the same cross-validation
+  folds (scipy's ``ttest_rel`` and ``wilcoxon``), with the degenerate cases named instead of NaN.
 
 Conventions: labels are 0/1 (1 = positive, e.g. malignant); a higher score means "more likely
 positive". Every result is a frozen dataclass whose ``to_dict()`` holds only JSON-safe plain types.
@@ -261,3 +263,97 @@ def mcnemar_test(correct_a: np.ndarray, correct_b: np.ndarray, exact: bool | Non
     statistic = max(abs(b - c) - 1, 0) ** 2 / discordant
     p_value = float(stats.chi2.sf(statistic, df=1))
     return McNemarResult(b=b, c=c, statistic=float(statistic), p_value=p_value, method=method)
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """A paired test of two models' per-fold scores (same folds, same order).
+
+    Fields: ``test`` name; ``n`` pairs used (folds where either score is missing are dropped);
+    ``mean_a``, ``mean_b`` and ``mean_difference`` (a - b) over those pairs; the test ``statistic``
+    and two-sided ``p_value`` (None when the test cannot run); ``note`` says why, or what to know.
+    """
+
+    test: str
+    n: int
+    mean_a: float | None
+    mean_b: float | None
+    mean_difference: float | None
+    statistic: float | None
+    p_value: float | None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _paired(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, str]:
+    values_a = np.asarray(a, dtype=np.float64)
+    values_b = np.asarray(b, dtype=np.float64)
+    if values_a.ndim != 1 or values_a.shape != values_b.shape:
+        raise ValueError(
+            f"paired scores must be two 1-D arrays of equal length, got {values_a.shape} and {values_b.shape}"
+        )
+    keep = np.isfinite(values_a) & np.isfinite(values_b)
+    dropped = int((~keep).sum())
+    note = f"{dropped} fold(s) without a score dropped" if dropped else ""
+    return values_a[keep], values_b[keep], note
+
+
+def _result(
+    test: str, a: np.ndarray, b: np.ndarray, statistic: float | None, p: float | None, note: str
+) -> PairedResult:
+    n = len(a)
+    return PairedResult(
+        test,
+        n,
+        _json_float(a.mean()) if n else None,
+        _json_float(b.mean()) if n else None,
+        _json_float((a - b).mean()) if n else None,
+        None if statistic is None else _json_float(statistic),
+        None if p is None else _json_float(p),
+        note,
+    )
+
+
+def paired_t_test(scores_a: Any, scores_b: Any) -> PairedResult:
+    """Paired (dependent-samples) t-test of H0: mean(a - b) == 0, as ``scipy.stats.ttest_rel``.
+
+    Identical scores in every fold give p = 1 (scipy would return NaN); fewer than 2 pairs: no test.
+    """
+    a, b, note = _paired(scores_a, scores_b)
+    if len(a) < 2:
+        return _result("paired t-test", a, b, None, None, "; ".join(filter(None, [note, "fewer than 2 folds"])))
+    differences = a - b
+    if np.all(differences == differences[0]):
+        if differences[0] == 0:
+            return _result("paired t-test", a, b, 0.0, 1.0, "; ".join(filter(None, [note, "identical scores"])))
+        return _result(
+            "paired t-test", a, b, None, None, "; ".join(filter(None, [note, "constant non-zero difference"]))
+        )
+    result = stats.ttest_rel(a, b)
+    return _result("paired t-test", a, b, float(result.statistic), float(result.pvalue), note)
+
+
+def wilcoxon_test(scores_a: Any, scores_b: Any) -> PairedResult:
+    """Wilcoxon signed-rank test of paired scores, as ``scipy.stats.wilcoxon`` (two-sided).
+
+    scipy chooses the exact null distribution for small samples, so with 5 folds the smallest
+    possible p is 2/32 = 0.0625: say so rather than let a reader wait for p < 0.05. All-zero
+    differences give p = 1.
+    """
+    a, b, note = _paired(scores_a, scores_b)
+    notes = [note]
+    if len(a) < 2:
+        return _result(
+            "Wilcoxon signed-rank", a, b, None, None, "; ".join(filter(None, [*notes, "fewer than 2 folds"]))
+        )
+    nonzero = int(np.count_nonzero(a - b))
+    if nonzero == 0:
+        return _result("Wilcoxon signed-rank", a, b, 0.0, 1.0, "; ".join(filter(None, [*notes, "identical scores"])))
+    if nonzero <= 6:
+        notes.append(f"smallest possible p with {nonzero} non-zero differences is {2 / 2**nonzero:.4g}")
+    result = stats.wilcoxon(a, b)
+    return _result(
+        "Wilcoxon signed-rank", a, b, float(result.statistic), float(result.pvalue), "; ".join(filter(None, notes))
+    )

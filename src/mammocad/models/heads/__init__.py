@@ -9,6 +9,8 @@ Registered heads (``list_heads()``):
 - ``gap_dense``: GAP -> Dense(256, ReLU) -> Dropout -> Linear.
 - ``gagm_dense``: GAGM -> Dense(256, ReLU) -> Dropout -> Linear.
 - ``gagm_se_dense``: GAGM -> SEVector -> Dense(256, ReLU) -> Dropout -> Linear (report A's improved head).
+- ``gap_se_dense``: GAP -> SEVector -> Dense(256, ReLU) -> Dropout -> Linear (the improved head without
+  GAGM, for the ablation).
 - ``flatten_dense``: Flatten -> Dense(256, ReLU) -> Dropout -> Linear (fixed input size).
 """
 
@@ -78,6 +80,14 @@ def _gagm_se_dense(
     return PooledDenseHead(GAGM(), pooled, num_classes, drop_rate, SEVector(pooled, reduction=se_reduction))
 
 
+def _gap_se_dense(
+    channels: int, num_classes: int, drop_rate: float, se_reduction: int, fmap_hw: tuple[int, int] | None
+) -> nn.Module:
+    return PooledDenseHead(
+        GlobalAvgPool(), channels, num_classes, drop_rate, SEVector(channels, reduction=se_reduction)
+    )
+
+
 def _flatten_dense(
     channels: int, num_classes: int, drop_rate: float, se_reduction: int, fmap_hw: tuple[int, int] | None
 ) -> nn.Module:
@@ -94,6 +104,7 @@ HEADS: dict[str, HeadBuilder] = {
     "gap_dense": _gap_dense,
     "gagm_dense": _gagm_dense,
     "gagm_se_dense": _gagm_se_dense,
+    "gap_se_dense": _gap_se_dense,
     "flatten_dense": _flatten_dense,
 }
 

@@ -1,0 +1,73 @@
+"""``mammocad tune``: hyperparameter search (Optuna) over a base run config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from mammocad.cli.common import console, error_console, parse_assignments, quiet_training_logs, user_errors
+
+
+def tune(
+    config: Path = typer.Option(..., "--config", help="Base run config (YAML); every trial starts from it."),
+    search: Path = typer.Option(..., "--search", help="Search-space file (YAML/JSON): metric, params, pruner."),
+    trials: int = typer.Option(
+        ..., "--trials", min=1, help="Target number of finished (complete + pruned) trials in the whole study."
+    ),
+    option: list[str] | None = typer.Option(None, "--set", help="Override a base-config field: section.field=value."),
+    dataset: Path | None = typer.Option(None, help="Shortcut for --set data.dataset=..."),
+    study_dir: Path | None = typer.Option(
+        None, "--study-dir", help="Study directory (default: <output.runs_dir>/tune-<study name>)."
+    ),
+    storage: str | None = typer.Option(
+        None,
+        "--storage",
+        envvar="MAMMOCAD_TUNE_STORAGE",
+        help="Study database URL (default: sqlite:///<study-dir>/study.db); share one URL across machines.",
+    ),
+    study_name: str | None = typer.Option(
+        None, "--study-name", help="Study name in the database (default: output.name, else model.name)."
+    ),
+    seed: int | None = typer.Option(
+        None, help="TPE sampler seed; overrides the search file's seed (give each machine its own)."
+    ),
+) -> None:
+    """Search hyperparameters: run trials (one training run each) until the study has --trials finished ones."""
+    from mammocad.experiments.tune import load_search_space, tune_study
+    from mammocad.training.config import load_run_config
+
+    quiet_training_logs()
+    with user_errors():
+        overrides = {key.replace("__", "."): value for key, value in parse_assignments(option).items()}
+        if dataset is not None:
+            overrides["data.dataset"] = str(dataset)
+        base = load_run_config(config, overrides)
+        space = load_search_space(search)
+        result = tune_study(
+            base,
+            space,
+            trials,
+            study_dir=study_dir,
+            storage=storage,
+            study_name=study_name,
+            progress=lambda line: console.print(escape(line)),
+            seed=seed,
+        )
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in result.counts.items() if n) or "no trials"
+    console.print(f"study {escape(result.study_name)}: {counts} ({result.n_finished}/{result.n_trials} finished)")
+    failed = result.counts.get("FAIL", 0)
+    if failed:
+        console.print(
+            f"[yellow]{failed} trial(s) failed[/]: see the error column of {escape(str(result.study_dir))}/trials.csv"
+        )
+    if result.n_finished < result.n_trials and not result.counts.get("RUNNING", 0):
+        console.print("run the same command again to run the missing trials")
+    console.print(f"[green]report[/] {escape(str(result.report))}")
+    if result.best_trial is None:
+        error_console.print("[bold red]error:[/] no trial completed, so there is no best configuration")
+        raise typer.Exit(code=1)
+    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items())
+    console.print(f"best {result.metric}={result.best_value:.4g} (trial {result.best_trial}): {escape(params)}")
+    console.print(f"[green]best config[/] {escape(str(result.best_config))}")

@@ -1,0 +1,394 @@
+"""``mammocad cv``: k-fold cross-validation, each fold a normal run, summarised across folds.
+
+Folds are patient-grouped and label-stratified (:func:`mammocad.data.split.cv_split`); fold ``k``
+is the validation set of run ``k`` and its predictions there are that run's out-of-fold (OOF)
+predictions. Every image outside the blind holdout is predicted exactly once, by the one model
+that never saw it (nor any other image of its patient).
+
+CV directory (new, never overwritten; resumable: finished folds are kept, an interrupted fold
+continues from its last epoch)::
+
+    config.yaml               the base run config (data.split = the split with the folds)
+    cv.json                   status, folds, split, classes, fold run directories
+    fold-<k>/                 run directory of fold k (see ``mammocad train``), with evaluation/val/
+    folds.csv                 one row per fold: every metric of its OOF predictions
+    summary.json / summary.md mean ± std (sample std, n - 1) of every metric; confusion matrix summed
+                              over folds; metrics and patient-bootstrap CIs of the pooled OOF predictions
+    oof_predictions.parquet   pooled OOF predictions (column ``fold``)
+    figures/*.png             per-fold scores, summed confusion matrix, pooled ROC, learning curves
+    report.html               everything in one self-contained page
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammocad.data.split import cv_split
+from mammocad.errors import DatasetError, MammocadError
+from mammocad.evaluation import figures
+from mammocad.evaluation.compare import latest_evaluation, markdown_table
+from mammocad.evaluation.evaluate import bootstrap_intervals, evaluate_run
+from mammocad.evaluation.metrics import classification_metrics
+from mammocad.evaluation.predictions import SplitPredictions
+from mammocad.experiments import figures as study_figures
+from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
+from mammocad.reporting.html import HtmlReport, figure_to_png
+from mammocad.training.config import RunConfig, dump_run_config, load_run_config
+from mammocad.training.data import task_frame
+from mammocad.training.run import train
+
+CV_FILE = "cv.json"
+ProgressFn = Callable[[str], None]
+
+# Scalar metrics of classification_metrics / overfit_metrics summarised across folds (when present).
+FOLD_METRICS = (
+    "accuracy",
+    "loss",
+    "f1_macro",
+    "auc_macro",
+    "precision_macro",
+    "recall_macro",
+    "recall_min",
+    "recall_std",
+    "f1_std",
+    "sensitivity",
+    "specificity",
+    "overfit_acc",
+    "overfit_f1",
+    "overfit_loss",
+)
+PER_CLASS_METRICS = ("f1", "recall", "auc")
+HEADLINE_METRICS = ("auc_macro", "f1_macro", "accuracy", "recall_min", "loss")
+
+
+@dataclass
+class CVResult:
+    """A finished cross-validation: per-fold metrics, the summary and the pooled OOF predictions."""
+
+    cv_dir: Path
+    folds: pd.DataFrame
+    summary: dict[str, Any]
+    oof: pd.DataFrame
+
+    @property
+    def report(self) -> Path:
+        return self.cv_dir / "report.html"
+
+
+def is_cv_dir(path: str | Path) -> bool:
+    """True for a directory written by :func:`cross_validate`."""
+    return (Path(path) / CV_FILE).is_file()
+
+
+def check_stratifiable(config: RunConfig, folds: int) -> list[str]:
+    """The task's classes; refuses (with counts) folds that cannot hold every class for validation.
+
+    Each fold is one run's validation set, so every class needs at least ``folds`` patients (a
+    patient's images never split across folds) and every fold must end up with every class.
+    """
+    classes, frame = task_frame(config.data, config.preprocess)
+    dev = frame[frame["split"] != "blind"]
+    patients = dev.groupby("target_name")["patient_id"].nunique().reindex(classes, fill_value=0)
+    short = patients[patients < folds]
+    if not short.empty:
+        counts = ", ".join(f"{name}: {n} patients" for name, n in patients.items())
+        raise DatasetError(
+            f"cannot make {folds} stratified folds for task {config.data.task!r}: "
+            f"{', '.join(short.index)} {'has' if len(short) == 1 else 'have'} fewer patients than folds ({counts})"
+        )
+    table = pd.crosstab(dev["fold"], dev["target_name"]).reindex(columns=classes, fill_value=0)
+    empty = [(int(k), c) for k, row in table.iterrows() for c in classes if row[c] == 0]
+    if empty:
+        raise DatasetError(
+            f"split {config.data.split!r}: some folds lack a class for task {config.data.task!r} "
+            f"({', '.join(f'fold {k}: no {c}' for k, c in empty)}); images per fold and class:\n{table.to_string()}"
+        )
+    return classes
+
+
+def _fold_runs(cv_dir: Path, fold: int) -> list[Path]:
+    """Run directories of ``fold`` (``fold-k``, ``fold-k-2``...), oldest first."""
+    runs = [d for d in cv_dir.glob(f"fold-{fold}*") if (d / "run.json").exists()]
+    runs = [d for d in runs if d.name == f"fold-{fold}" or d.name.removeprefix(f"fold-{fold}-").isdigit()]
+    return sorted(runs, key=lambda d: int(d.name.rsplit("-", 1)[1]) if d.name != f"fold-{fold}" else 1)
+
+
+def _status(run_dir: Path) -> str:
+    return json.loads((run_dir / "run.json").read_text()).get("status", "unknown")
+
+
+def _update(cv_dir: Path, updates: dict[str, Any]) -> dict[str, Any]:
+    path = cv_dir / CV_FILE
+    state = json.loads(path.read_text()) if path.exists() else {}
+    state.update(updates)
+    atomic_write_json(path, state)
+    return state
+
+
+def _train_fold(base: RunConfig, cv_dir: Path, fold: int, step: ProgressFn, train_progress: bool) -> Path:
+    """The finished run of ``fold``: kept when done, continued when interrupted, else trained anew."""
+
+    def epoch_done(row: dict[str, Any]) -> None:
+        step(
+            f"fold {fold} epoch {row['epoch']}: val_loss={row['val_loss']:.4f} "
+            f"val_auc_macro={row['val_auc_macro']:.3f} ({row['seconds']:.0f} s)"
+        )
+
+    runs = _fold_runs(cv_dir, fold)
+    latest = runs[-1] if runs else None
+    if latest is not None and _status(latest) == "completed":
+        step(f"fold {fold}: done already ({latest.name})")
+        return latest
+    if latest is not None and (latest / "checkpoints" / "last.ckpt").exists():
+        step(f"fold {fold}: continuing {latest.name}")
+        config = load_run_config(latest / "config.yaml")
+        return train(config, resume=latest, progress=train_progress, on_epoch=epoch_done).run_dir
+    step(f"fold {fold}: training")
+    config = base.model_copy(deep=True)
+    config.data.fold = fold
+    return train(config, run_dir=cv_dir / f"fold-{fold}", progress=train_progress, on_epoch=epoch_done).run_dir
+
+
+def cross_validate(
+    config: RunConfig,
+    folds: int = 5,
+    cv_dir: str | Path | None = None,
+    seed: int = 0,
+    n_resamples: int = 1000,
+    progress: ProgressFn | None = None,
+    train_progress: bool = False,
+) -> CVResult:
+    """Cross-validate ``config`` over ``folds`` patient-grouped, stratified folds.
+
+    Args:
+        config: the run config of every fold (``data.fold`` is set per fold). Its split is used when
+            it has exactly ``folds`` folds; otherwise ``<split>-cv<folds>`` is derived from it.
+        folds: number of folds (>= 2).
+        cv_dir: the new CV directory (made unique); default ``<runs_dir>/<name>-cv<folds>-<timestamp>``.
+        seed: seed of the fold assignment when a split has to be derived.
+        n_resamples: patient-bootstrap resamples for the pooled OOF confidence intervals (0: none).
+        progress: called with a short message as each step starts.
+        train_progress: show Lightning's progress bar while folds train.
+
+    Returns:
+        :class:`CVResult`; files as in the module docstring.
+    """
+    step = progress or (lambda _message: None)
+    split = cv_split(config.data.dataset, config.data.split, folds, seed)
+    base = config.model_copy(deep=True)
+    base.data.split, base.data.fold = split, None
+    classes = check_stratifiable(base, folds)
+    name = config.output.name or config.model.name
+    target = (
+        Path(cv_dir)
+        if cv_dir is not None
+        else base.output.runs_dir / f"{name}-cv{folds}-{datetime.now():%Y%m%d-%H%M%S}"
+    )
+    out = unique_new_dir(target)
+    atomic_write_text(out / "config.yaml", dump_run_config(base))
+    _update(
+        out,
+        {
+            "status": "running",
+            "folds": folds,
+            "split": split,
+            "dataset": str(base.data.dataset),
+            "task": base.data.task,
+            "classes": classes,
+            "n_resamples": n_resamples,
+            "started": datetime.now().isoformat(timespec="seconds"),
+            "runs": {},
+        },
+    )
+    step(f"{out}: {folds} folds of split {split!r}")
+    return _run(out, step, train_progress)
+
+
+def resume_cv(cv_dir: str | Path, progress: ProgressFn | None = None, train_progress: bool = False) -> CVResult:
+    """Continue a cross-validation: finished folds are kept, an interrupted fold continues."""
+    cv_dir = Path(cv_dir)
+    if not is_cv_dir(cv_dir):
+        raise MammocadError(f"{cv_dir}: not a cross-validation directory (no {CV_FILE})")
+    return _run(cv_dir, progress or (lambda _message: None), train_progress)
+
+
+def _run(cv_dir: Path, step: ProgressFn, train_progress: bool) -> CVResult:
+    state = json.loads((cv_dir / CV_FILE).read_text())
+    base = load_run_config(cv_dir / "config.yaml")
+    _update(cv_dir, {"status": "running"})
+    runs: dict[str, str] = dict(state.get("runs", {}))
+    try:
+        for fold in range(state["folds"]):
+            run_dir = _train_fold(base, cv_dir, fold, step, train_progress)
+            if latest_evaluation(run_dir, "val") is None:
+                step(f"fold {fold}: scoring its validation fold")
+                evaluate_run(run_dir, split="val", n_resamples=0, tsne=False)
+            runs[str(fold)] = run_dir.name
+            _update(cv_dir, {"runs": runs})
+    except BaseException as exc:
+        _update(cv_dir, {"status": "interrupted", "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    step("summarising folds")
+    result = summarise(cv_dir, n_resamples=state.get("n_resamples", 1000))
+    _update(cv_dir, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds"), "error": None})
+    return result
+
+
+def fold_row(fold: int, run_dir: Path, document: dict[str, Any]) -> dict[str, Any]:
+    """One fold's metrics as a flat row (``f1_<class>``, ``recall_<class>``, ``auc_<class>`` per class)."""
+    metrics, overfit = document["metrics"], document.get("overfit") or {}
+    run = json.loads((run_dir / "run.json").read_text())
+    row: dict[str, Any] = {
+        "fold": fold,
+        "run": run_dir.name,
+        "n_images": document["n_images"],
+        "n_patients": document["n_patients"],
+        "best_epoch": run.get("best_epoch"),
+        "epochs": run.get("epochs_done"),
+    }
+    for name in FOLD_METRICS:
+        if name in metrics:
+            row[name] = metrics[name]
+        elif name in overfit:
+            row[name] = overfit[name]
+    for name, per_class in metrics["per_class"].items():
+        for metric in PER_CLASS_METRICS:
+            row[f"{metric}_{name}"] = per_class[metric]
+    return row
+
+
+def _summary_table(folds: pd.DataFrame) -> pd.DataFrame:
+    """mean, std (n - 1), min, max and n of every metric column across folds."""
+    numeric = folds.drop(columns=["fold", "run", "n_images", "n_patients", "best_epoch", "epochs"]).astype(float)
+    table = pd.DataFrame(
+        {
+            "mean": numeric.mean(),
+            "std": numeric.std(ddof=1),
+            "min": numeric.min(),
+            "max": numeric.max(),
+            "n": numeric.notna().sum(),
+        }
+    )
+    table.index.name = "metric"
+    return table
+
+
+def summarise(cv_dir: str | Path, n_resamples: int = 1000) -> CVResult:
+    """Read every fold's validation evaluation and write folds.csv, summary, OOF predictions, report."""
+    cv_dir = Path(cv_dir)
+    state = json.loads((cv_dir / CV_FILE).read_text())
+    classes = state["classes"]
+    rows, parts, histories, matrices = [], [], {}, []
+    for fold in range(state["folds"]):
+        run_dir = cv_dir / state["runs"].get(str(fold), f"fold-{fold}")
+        evaluation = latest_evaluation(run_dir, "val")
+        if evaluation is None:
+            raise MammocadError(f"{run_dir}: fold {fold} has no validation evaluation; resume the CV first")
+        document = json.loads((evaluation / "metrics.json").read_text())
+        rows.append(fold_row(fold, run_dir, document))
+        matrices.append(np.asarray(document["metrics"]["confusion_matrix"]))
+        parts.append(pd.read_parquet(evaluation / "predictions.parquet").assign(fold=fold))
+        histories[f"fold {fold}"] = pd.read_csv(run_dir / "history.csv")
+    folds = pd.DataFrame(rows)
+    oof = pd.concat(parts, ignore_index=True)
+    if oof["sample_id"].duplicated().any():
+        raise MammocadError(f"{cv_dir}: an image was predicted in two folds; the folds overlap")
+    pooled = SplitPredictions(classes, "oof", oof)
+    pooled_metrics = classification_metrics(pooled.labels, pooled.probs, classes)
+    intervals = bootstrap_intervals(pooled, n_resamples) if n_resamples else {}
+    table = _summary_table(folds)
+    summed = np.sum(matrices, axis=0)
+    summary = {
+        "cv_dir": str(cv_dir),
+        "folds": state["folds"],
+        "split": state["split"],
+        "task": state["task"],
+        "classes": classes,
+        "n_images": len(oof),
+        "n_patients": int(oof["patient_id"].nunique()),
+        "metrics": json.loads(table.to_json(orient="index")),
+        "confusion_matrix_summed": summed.tolist(),
+        "pooled_oof": {"metrics": pooled_metrics, "confidence_intervals": intervals},
+    }
+    atomic_write_text(cv_dir / "folds.csv", folds.to_csv(index=False))
+    atomic_write_bytes(cv_dir / "oof_predictions.parquet", oof.to_parquet(index=False))
+    atomic_write_json(cv_dir / "summary.json", summary)
+    atomic_write_text(cv_dir / "summary.md", markdown_table(table))
+    pngs = {
+        "fold_scores": figure_to_png(study_figures.fold_scores_figure(folds, list(HEADLINE_METRICS[:4]))),
+        "confusion_summed": figure_to_png(figures.confusion_matrix_figure(summed, classes)),
+        "confusion_summed_normalised": figure_to_png(figures.confusion_matrix_figure(summed, classes, normalise=True)),
+        "roc_pooled": figure_to_png(figures.roc_figure(pooled.labels, pooled.probs, classes, "ROC · pooled OOF")),
+        "learning_curves": figure_to_png(study_figures.fold_curves_figure(histories)),
+    }
+    for name, png in pngs.items():
+        atomic_write_bytes(cv_dir / "figures" / f"{name}.png", png)
+    _report(cv_dir, summary, folds, table, pngs).write(cv_dir / "report.html")
+    return CVResult(cv_dir, folds, summary, oof)
+
+
+def mean_std(table: pd.DataFrame, metric: str) -> str:
+    """``0.612 ± 0.034`` from a :func:`_summary_table`-shaped table (– when undefined)."""
+    if metric not in table.index or pd.isna(table.loc[metric, "mean"]):
+        return "–"
+    std = table.loc[metric, "std"]
+    return f"{table.loc[metric, 'mean']:.3f} ± {std:.3f}" if pd.notna(std) else f"{table.loc[metric, 'mean']:.3f}"
+
+
+def _report(
+    cv_dir: Path, summary: dict[str, Any], folds: pd.DataFrame, table: pd.DataFrame, pngs: dict[str, bytes]
+) -> HtmlReport:
+    config = load_run_config(cv_dir / "config.yaml")
+    report = HtmlReport(f"Cross-validation · {cv_dir.name}")
+    report.paragraph(
+        f"{config.model.name} (head {config.model.head or 'default'}), task {summary['task']}, "
+        f"{summary['folds']} patient-grouped stratified folds of split {summary['split']!r} of "
+        f"{config.data.dataset}: {summary['n_images']} images from {summary['n_patients']} patients, "
+        "each predicted once by the fold model that never saw its patient."
+    )
+    report.heading("Mean ± std across folds")
+    report.paragraph("std is the sample standard deviation across folds (n − 1).", note=True)
+    headline = pd.DataFrame(
+        {"mean ± std": [mean_std(table, m) for m in HEADLINE_METRICS]}, index=pd.Index(HEADLINE_METRICS, name="metric")
+    )
+    report.table(headline)
+    report.heading("Per fold")
+    report.table(folds, index=False)
+    report.figure(pngs["fold_scores"], "per-fold scores (dots) with mean ± std")
+    report.heading("Pooled out-of-fold predictions")
+    pooled = summary["pooled_oof"]
+    rows = []
+    for metric in HEADLINE_METRICS:
+        ci = pooled["confidence_intervals"].get(metric, {})
+        value = pooled["metrics"].get(metric)
+        rows.append(
+            {
+                "metric": metric,
+                "pooled OOF": "–" if value is None else f"{value:.3f}",
+                "95% CI (patient bootstrap)": f"{ci['low']:.3f} – {ci['high']:.3f}"
+                if ci.get("low") is not None
+                else "",
+            }
+        )
+    report.table(pd.DataFrame(rows), index=False)
+    report.figure(pngs["confusion_summed"], "confusion matrix summed over folds", width=360)
+    report.figure(pngs["confusion_summed_normalised"], "summed, row-normalised", width=360)
+    report.figure(pngs["roc_pooled"], "one-vs-rest ROC of the pooled OOF predictions", width=360)
+    report.figure(pngs["learning_curves"], "validation loss per epoch, one line per fold")
+    report.heading("All metrics")
+    report.table(table)
+    report.heading("Fold runs")
+    links = "".join(
+        f'<li><a href="{run}/evaluation/val/report.html">{run}</a> (fold {fold})</li>'
+        for fold, run in zip(folds["fold"], folds["run"], strict=True)
+    )
+    report.raw(f"<ul>{links}</ul>")
+    return report
