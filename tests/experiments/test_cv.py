@@ -119,3 +119,27 @@ def test_compare_two_cvs_pairs_folds(dataset, tmp_path):
     assert mixed.exit_code == 2 and "different folds (3 images" in mixed.output
     mixed = CliRunner().invoke(app, ["compare", str(dirs[0]), str(dirs[0] / "fold-0"), "--out", str(tmp_path / "y")])
     assert mixed.exit_code == 2 and "not a mix" in mixed.output
+
+
+def test_cv_cli_refuses_too_many_folds_with_counts(dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from mammocad.cli.main import app
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"data: {{dataset: {dataset}}}\noutput: {{runs_dir: {tmp_path / 'runs'}, mlflow: false}}\n")
+    result = CliRunner().invoke(app, ["cv", "--config", str(cfg), "--folds", "50"])
+    assert result.exit_code == 2
+    assert "cannot make 50 stratified folds" in result.output and "patients" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_task_level_stratification_is_checked(dataset, tmp_path):
+    from mammocad.experiments.cv import check_stratifiable
+
+    cfg = config(dataset, tmp_path, **{"data.task": "benign-malignant", "data.split": "default"})
+    assert check_stratifiable(cfg, 2) == ["benign", "malignant"]
+    with pytest.raises(
+        DatasetError, match=r"cannot make 30 stratified folds for task 'benign-malignant'.*benign: \d+ patients"
+    ):
+        check_stratifiable(cfg, 30)

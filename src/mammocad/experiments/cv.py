@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mammocad.data.split import cv_split
+from mammocad.data.manifest import read_manifest
+from mammocad.data.split import cv_split, read_splits
 from mammocad.errors import DatasetError, MammocadError
 from mammocad.evaluation import figures
 from mammocad.evaluation.compare import latest_evaluation, markdown_table
@@ -42,7 +43,7 @@ from mammocad.experiments import figures as study_figures
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
 from mammocad.reporting.html import HtmlReport, figure_to_png
 from mammocad.training.config import RunConfig, dump_run_config, load_run_config
-from mammocad.training.data import task_frame
+from mammocad.training.data import task_classes
 from mammocad.training.run import train
 
 CV_FILE = "cv.json"
@@ -94,7 +95,14 @@ def check_stratifiable(config: RunConfig, folds: int) -> list[str]:
     Each fold is one run's validation set, so every class needs at least ``folds`` patients (a
     patient's images never split across folds) and every fold must end up with every class.
     """
-    classes, frame = task_frame(config.data, config.preprocess)
+    # From the manifest, not the preprocessing cache: refuse before minutes of preprocessing.
+    manifest = read_manifest(config.data.dataset)
+    classes, target = task_classes(manifest, config.data.task)
+    splits = read_splits(config.data.dataset, config.data.split)
+    frame = manifest[["image_id", "patient_id"]].assign(target_name=target)
+    frame = frame[frame["target_name"].notna()].merge(splits[["image_id", "split", "fold"]], on="image_id")
+    if frame.empty:
+        raise DatasetError(f"{config.data.dataset}: no image has labels for task {config.data.task!r}")
     dev = frame[frame["split"] != "blind"]
     patients = dev.groupby("target_name")["patient_id"].nunique().reindex(classes, fill_value=0)
     short = patients[patients < folds]
