@@ -25,7 +25,7 @@ def test_toggles_remove_one_component_each(dataset, tmp_path):
     )
     spec = load_ablations("gagm,sevector,fsl,dropout,batch_norm,augmentation,clahe,class_weights")
     found = variants(full, spec)
-    assert list(found)[0] == "full" and found["full"] == {}
+    assert next(iter(found)) == "full" and found["full"] == {}
     assert found["without-gagm"] == {"model.head": "gap_se_dense"}
     assert found["without-sevector"] == {"model.head": "gagm_dense"}
     assert found["without-fsl"] == {"train.lambda_fs": 0.0}

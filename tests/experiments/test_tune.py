@@ -243,6 +243,9 @@ def test_shared_storage_study_dirs_and_safety_checks(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "b" / "study.json").read_text())["trials"]["COMPLETE"] == 3
     with pytest.raises(ConfigError, match=r"optimises val_loss \(minimize\).*val_acc \(maximize\)"):
         tune_study(base, parse_search_space(space_with(metric="val_acc")), 5, storage=url, study_name="s")
+    changed = space_with(**{"params.model.drop_rate": {"type": "categorical", "choices": [0.1, 0.5]}})
+    with pytest.raises(ConfigError, match=r"params\.model\.drop_rate: does not fit study 's'"):
+        tune_study(base, parse_search_space(changed), 5, storage=url, study_name="s")
     with pytest.raises(ConfigError, match="database URL"):
         tune_study(base, space, 1, storage="shared.db")
 

@@ -480,6 +480,30 @@ def _claim_or_check(study: optuna.Study, space: SearchSpace) -> None:
             f"study {study.study_name!r} optimises {attrs['metric']} ({stored_direction}); the search space asks "
             f"for {space.metric} ({space.direction}). Use another --study-name or --study-dir for a new study."
         )
+    # Optuna refuses a parameter whose kind, log scale or categorical choices changed: every trial would fail.
+    recorded: dict[str, optuna.distributions.BaseDistribution] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for name, dist in trial.distributions.items():
+            recorded.setdefault(name, dist)
+    for name, spec in space.params.items():
+        if name not in recorded:
+            continue
+        try:
+            optuna.distributions.check_distribution_compatibility(recorded[name], _distribution(spec))
+        except ValueError as exc:
+            raise ConfigError(
+                f"params.{name}: does not fit study {study.study_name!r}, whose trials sampled it from "
+                f"{recorded[name]} ({exc}). Keep the type, log and choices, or start a new study "
+                "(another --study-name or --study-dir)."
+            ) from exc
+
+
+def _distribution(spec: FloatParam | IntParam | CategoricalParam) -> optuna.distributions.BaseDistribution:
+    if isinstance(spec, FloatParam):
+        return optuna.distributions.FloatDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
+    if isinstance(spec, IntParam):
+        return optuna.distributions.IntDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
+    return optuna.distributions.CategoricalDistribution(spec.choices)
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
