@@ -143,3 +143,20 @@ def test_task_level_stratification_is_checked(dataset, tmp_path):
         DatasetError, match=r"cannot make 30 stratified folds for task 'benign-malignant'.*benign: \d+ patients"
     ):
         check_stratifiable(cfg, 30)
+
+
+@pytest.mark.slow  # four process launches with gloo: minutes on 2 CPUs (DDP itself: tests/training/test_ddp.py)
+def test_cv_runs_ddp_folds_as_their_own_train_commands(dataset, tmp_path, monkeypatch):
+    """Lightning's DDP launcher reruns the command per device, so each DDP fold is a `mammocad train`."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cfg = config(
+        dataset,
+        tmp_path,
+        **{"train.epochs": 1, "train.accelerator": "cpu", "train.devices": 2, "train.strategy": "ddp"},
+    )
+    result = cross_validate(cfg, folds=2, cv_dir=tmp_path / "cv", n_resamples=0)
+    assert sorted(p.name for p in result.cv_dir.glob("fold-?")) == ["fold-0", "fold-1"]  # one directory per fold
+    for fold in (0, 1):
+        state = json.loads((result.cv_dir / f"fold-{fold}" / "run.json").read_text())
+        assert state["status"] == "completed"
+    assert len(result.oof) == len(read_splits(dataset, "default").query("split != 'blind'"))

@@ -17,6 +17,7 @@ from mammocad.cli.tune import tune
 from mammocad.errors import ConfigError
 from mammocad.experiments import tune as tune_module
 from mammocad.experiments.tune import (
+    check_single_device,
     check_space_against,
     load_search_space,
     mask_url,
@@ -121,6 +122,8 @@ def test_search_space_file_defaults_and_values_checked_against_the_base_config(t
     bad = parse_search_space(space_with(**{"params.model.drop_rate": {"type": "float", "low": 0.0, "high": 1.0}}))
     with pytest.raises(ConfigError, match=r"params\.model\.drop_rate: 1\.0 is not a valid value\n.*model\.drop_rate"):
         check_space_against(base, bad)
+    with pytest.raises(ConfigError, match=r"train\.devices=2: mammocad tune trains each trial on one device"):
+        check_single_device(config(tmp_path / "ds", tmp_path, **{"train.devices": 2, "train.strategy": "ddp"}))
     with pytest.raises(ConfigError, match=r"does not exist"):
         load_search_space(tmp_path / "missing.yaml")
     assert mask_url("postgresql://user:secret@db.lan:5432/optuna") == "postgresql://user:***@db.lan:5432/optuna"
@@ -142,7 +145,8 @@ def test_tiny_study_end_to_end_then_resume(dataset, tmp_path):
         history = pd.read_csv(run_dir / "history.csv")
         assert row["value"] == pytest.approx(history["val_loss"].min())  # objective: best epoch's value
         assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
-        assert load_run_config(run_dir / "config.yaml").train.lr == pytest.approx(row["params_train.lr"])
+        trial_config = load_run_config(run_dir / "config.yaml")
+        assert trial_config.train.lr == pytest.approx(row["params_train.lr"]) and trial_config.train.devices == 1
     best = trials.loc[trials["value"].idxmin()]
     assert result.best_trial == best["number"] and result.best_value == pytest.approx(best["value"])
     best_config = load_run_config(study_dir / "best_config.yaml")

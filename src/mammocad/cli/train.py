@@ -19,6 +19,7 @@ def train(
     devices: str | None = typer.Option(None, help="Lightning devices (e.g. 4, or auto)."),
     strategy: str | None = typer.Option(None, help="Lightning strategy (e.g. ddp)."),
     resume: Path | None = typer.Option(None, help="Continue an interrupted run directory from its last epoch."),
+    run_dir: Path | None = typer.Option(None, help="The new run directory (default: runs_dir/<name>-<time>)."),
 ) -> None:
     """Train a classifier; every run gets a new directory under output.runs_dir."""
     from mammocad.training.run import train_from_file
@@ -31,7 +32,7 @@ def train(
         overrides.update({k: (str(v) if isinstance(v, Path) else v) for k, v in shortcuts.items() if v is not None})
         if config is None and resume is None and "data.dataset" not in overrides:
             raise typer.BadParameter("give --config run.yaml, --dataset DIR or --resume RUN_DIR")
-        result = train_from_file(config, overrides, resume)
+        result = train_from_file(config, overrides, resume, run_dir)
         if int(os.environ.get("LOCAL_RANK", "0")) > 0:
             return  # a DDP worker: rank 0 reports
         best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]

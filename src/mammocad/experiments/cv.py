@@ -22,6 +22,8 @@ continues from its last epoch)::
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,7 +46,7 @@ from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from mammocad.reporting.html import HtmlReport, figure_to_png
 from mammocad.training.config import RunConfig, dump_run_config, load_run_config
 from mammocad.training.data import task_classes
-from mammocad.training.run import train
+from mammocad.training.run import relaunches_command, train
 
 CV_FILE = "cv.json"
 ProgressFn = Callable[[str], None]
@@ -155,14 +157,31 @@ def _train_fold(base: RunConfig, cv_dir: Path, fold: int, step: ProgressFn, trai
     if latest is not None and _status(latest) == "completed":
         step(f"fold {fold}: done already ({latest.name})")
         return latest
-    if latest is not None and (latest / "checkpoints" / "last.ckpt").exists():
-        step(f"fold {fold}: continuing {latest.name}")
-        config = load_run_config(latest / "config.yaml")
-        return train(config, resume=latest, progress=train_progress, on_epoch=epoch_done).run_dir
-    step(f"fold {fold}: training")
     config = base.model_copy(deep=True)
     config.data.fold = fold
+    own_process = relaunches_command(config)
+    if latest is not None and (latest / "checkpoints" / "last.ckpt").exists():
+        step(f"fold {fold}: continuing {latest.name}")
+        if own_process:
+            return _train_command(["--resume", str(latest)], cv_dir, fold)
+        config = load_run_config(latest / "config.yaml")
+        return train(config, resume=latest, progress=train_progress, on_epoch=epoch_done).run_dir
+    step(f"fold {fold}: training" + (" (own process: multi-device strategy)" if own_process else ""))
+    if own_process:
+        config_file = atomic_write_text(cv_dir / f"fold-{fold}.yaml", dump_run_config(config))
+        return _train_command(["--config", str(config_file), "--run-dir", str(cv_dir / f"fold-{fold}")], cv_dir, fold)
     return train(config, run_dir=cv_dir / f"fold-{fold}", progress=train_progress, on_epoch=epoch_done).run_dir
+
+
+def _train_command(arguments: list[str], cv_dir: Path, fold: int) -> Path:
+    """Run ``mammocad train ARGUMENTS`` as its own command (Lightning's DDP launcher relaunches it per
+    device); its output goes to this process's console. Returns the fold's newest run directory."""
+    command = [sys.executable, "-m", "mammocad.cli.main", "train", *arguments]
+    done = subprocess.run(command, check=False)
+    runs = _fold_runs(cv_dir, fold)
+    if done.returncode != 0 or not runs or _status(runs[-1]) != "completed":
+        raise MammocadError(f"fold {fold}: `{' '.join(command[1:])}` failed (exit code {done.returncode})")
+    return runs[-1]
 
 
 def cross_validate(

@@ -21,7 +21,10 @@ import contextlib
 import json
 import logging
 import math
+import os
+import random
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -232,6 +235,31 @@ def check_space_against(config: RunConfig, space: SearchSpace) -> None:
                 raise ConfigError(f"params.{name}: {value!r} is not a valid value\n{detail}") from exc
 
 
+def check_single_device(config: RunConfig) -> None:
+    """Trials train one after the other in this process, each on one device.
+
+    Lightning's ``ddp`` re-runs the whole command once per extra GPU, and those copies would start
+    trials of their own; several GPUs are used by running one worker per GPU on a shared study.
+    (``devices: auto`` becomes 1 in trial configs for the same reason.)
+    """
+    if int(os.environ.get("LOCAL_RANK", "0") or 0) > 0:
+        raise ConfigError(
+            "mammocad tune was started as a distributed worker (LOCAL_RANK > 0); start it once per GPU instead"
+        )
+    devices = config.train.devices
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    several = (isinstance(devices, int) and (devices > 1 or devices == -1)) or (
+        isinstance(devices, list) and len(devices) > 1
+    )
+    if several:
+        raise ConfigError(
+            f"train.devices={config.train.devices!r}: mammocad tune trains each trial on one device; to use "
+            "several GPUs run one tune worker per GPU on the same study (CUDA_VISIBLE_DEVICES=0 mammocad tune ..., "
+            "CUDA_VISIBLE_DEVICES=1 mammocad tune ...), or leave train.devices at auto or 1"
+        )
+
+
 class TrialPrunedStop(StopTraining, optuna.TrialPruned):
     """Raised from a trial's epoch callback: the run is marked ``stopped`` and Optuna records PRUNED."""
 
@@ -278,18 +306,30 @@ def open_storage(url: str, heartbeat_interval: int | None = 60, grace_period: in
         raise ConfigError(f"--storage {url!r}: expected a database URL such as sqlite:///study.db or postgresql://...")
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period if heartbeat_interval else None,
-            )
-    except ImportError as exc:
-        raise ConfigError(f"storage {mask_url(url)}: database driver missing ({exc})") from exc
-    except Exception as exc:
-        raise MammocadError(f"storage {mask_url(url)}: cannot open ({type(exc).__name__}: {exc})") from exc
+    from sqlalchemy.exc import DBAPIError
+
+    attempts = 5
+    for attempt in range(1, attempts + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    # SQLite: a few workers on one machine wait for each other's writes instead of failing.
+                    engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period if heartbeat_interval else None,
+                )
+        except ImportError as exc:
+            raise ConfigError(f"storage {mask_url(url)}: database driver missing ({exc})") from exc
+        except DBAPIError as exc:
+            # Workers started together race to create the tables (the loser gets an IntegrityError): retry.
+            if attempt == attempts:
+                raise MammocadError(f"storage {mask_url(url)}: cannot open ({type(exc).__name__}: {exc})") from exc
+            time.sleep(attempt * (0.5 + random.random()))
+        except Exception as exc:
+            raise MammocadError(f"storage {mask_url(url)}: cannot open ({type(exc).__name__}: {exc})") from exc
+    raise AssertionError("unreachable")
 
 
 def _suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
@@ -339,7 +379,8 @@ def _objective(config: RunConfig, space: SearchSpace, trials_dir: Path) -> Calla
 
         try:
             params = _suggest(trial, space)
-            run_config = trial_config(config, params, trials_dir)
+            one_device = {"train.devices": 1} if config.train.devices == "auto" else {}
+            run_config = trial_config(config, {**params, **one_device}, trials_dir)
             train(run_config, progress=False, on_epoch=on_epoch, run_dir=run_dir)
             if not values or all(math.isnan(v) for v in values):
                 raise MammocadError(f"{metric} was NaN in every epoch; the trial has no value")
@@ -394,6 +435,7 @@ def tune_study(
     """
     if n_trials < 1:
         raise ConfigError(f"n_trials must be at least 1, got {n_trials}")
+    check_single_device(config)
     check_space_against(config, space)
     study_name = study_name or config.output.name or config.model.name
     study_dir = Path(study_dir) if study_dir is not None else config.output.runs_dir / f"tune-{study_name}"
@@ -468,16 +510,14 @@ def _quiet_user_error_tracebacks() -> None:
 
 def _claim_or_check(study: optuna.Study, space: SearchSpace) -> None:
     """Record the metric in a new study; refuse to continue one that optimises something else."""
-    attrs = study.user_attrs
-    if "metric" not in attrs:
+    if "metric" not in study.user_attrs:
         study.set_user_attr("metric", space.metric)
         study.set_user_attr("direction", space.direction)
         study.set_user_attr("search_space", space.model_dump(mode="json"))
-        return
     stored_direction = study.direction.name.lower()
-    if attrs["metric"] != space.metric or stored_direction != space.direction:
+    if study.user_attrs["metric"] != space.metric or stored_direction != space.direction:
         raise ConfigError(
-            f"study {study.study_name!r} optimises {attrs['metric']} ({stored_direction}); the search space asks "
+            f"study {study.study_name!r} optimises {study.user_attrs['metric']} ({stored_direction}); the search space asks "
             f"for {space.metric} ({space.direction}). Use another --study-name or --study-dir for a new study."
         )
     # Optuna refuses a parameter whose kind, log scale or categorical choices changed: every trial would fail.
@@ -715,11 +755,15 @@ __all__ = [
     "SearchSpace",
     "TrialPrunedStop",
     "TuneResult",
+    "check_single_device",
     "check_space_against",
     "format_trial",
     "load_search_space",
+    "mask_url",
+    "open_storage",
     "parse_search_space",
     "trial_config",
+    "trials_table",
     "tune_study",
     "write_study_files",
 ]

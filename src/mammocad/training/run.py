@@ -217,6 +217,27 @@ def _mlflow_logger(config: RunConfig, run_dir: Path) -> Any:
     return MLFlowLogger(experiment_name=config.output.experiment, run_name=name, tracking_uri=uri)
 
 
+def relaunches_command(config: RunConfig) -> bool:
+    """True when Lightning would start the running command again once per extra device (DDP's script
+    launcher, also what ``devices: auto`` picks on a multi-GPU machine).
+
+    Such a fit cannot sit inside a loop of fits (cross-validation, tuning): the relaunched copies would
+    rerun the whole loop. Loops run each such fit as its own ``mammocad train`` command instead.
+    """
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    trainer = L.Trainer(
+        accelerator=config.train.accelerator,
+        devices=config.train.devices,
+        strategy=config.train.strategy,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
+
+
 def _precision(config: RunConfig) -> str:
     if config.train.precision != "auto":
         return config.train.precision
@@ -354,14 +375,17 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def train_from_file(
-    path: str | Path | None, overrides: dict[str, Any] | None = None, resume: Path | None = None
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    resume: Path | None = None,
+    run_dir: Path | None = None,
 ) -> RunResult:
     """CLI helper: a resumed run reads its own saved config; otherwise file + overrides."""
     if resume is not None:
         config = load_run_config(Path(resume) / "config.yaml", overrides)
     else:
         config = load_run_config(path, overrides)
-    return train(config, resume=resume)
+    return train(config, resume=resume, run_dir=run_dir)
 
 
-__all__ = ["RunResult", "StopTraining", "train", "train_from_file"]
+__all__ = ["RunResult", "StopTraining", "relaunches_command", "train", "train_from_file"]
