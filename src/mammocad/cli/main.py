@@ -13,6 +13,7 @@ from mammocad.cli.experiments import ablate, cv
 from mammocad.cli.preprocess import preprocess
 from mammocad.cli.synth import synth
 from mammocad.cli.train import predict, train
+from mammocad.cli.tune import tune
 
 app = typer.Typer(
     name="mammocad",
@@ -29,6 +30,7 @@ app.command("predict")(predict)
 app.command("evaluate")(evaluate)
 app.command("compare")(compare)
 app.command("cv")(cv)
+app.command("tune")(tune)
 app.command("ablate")(ablate)
 app.command("demo")(demo)
 

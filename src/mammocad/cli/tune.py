@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from mammocad.cli.common import console, error_console, parse_assignments, quiet_training_logs, user_errors
+from mammocad.cli.common import console, error_console, quiet_training_logs, run_config_from_options, user_errors
 
 
 def tune(
@@ -36,14 +36,10 @@ def tune(
 ) -> None:
     """Search hyperparameters: run trials (one training run each) until the study has --trials finished ones."""
     from mammocad.experiments.tune import load_search_space, tune_study
-    from mammocad.training.config import load_run_config
 
     quiet_training_logs()
     with user_errors():
-        overrides = {key.replace("__", "."): value for key, value in parse_assignments(option).items()}
-        if dataset is not None:
-            overrides["data.dataset"] = str(dataset)
-        base = load_run_config(config, overrides)
+        base = run_config_from_options(config, option, dataset)
         space = load_search_space(search)
         result = tune_study(
             base,
