@@ -125,3 +125,12 @@ def unique_new_dir(base: str | Path) -> Path:
         except FileExistsError:
             n += 1
             candidate = base.with_name(f"{base.name}-{n}")
+
+
+def update_json(path: str | Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into the JSON object at ``path`` (created if missing), atomically; returns it."""
+    path = Path(path)
+    state = json.loads(path.read_text()) if path.exists() else {}
+    state.update(updates)
+    atomic_write_json(path, state)
+    return state

@@ -266,14 +266,26 @@ def _figures(
             figures.mean_std_bars_figure(table2, [("F1", "f1_mean", "f1_std"), ("recall", "rec_mean", "rec_std")])
         ),
     }
+    pngs.update(roc_overlays({ev.name: ev.predictions for ev in evaluations}, classes))
+    return pngs
+
+
+def roc_overlays(
+    predictions: dict[str, pd.DataFrame], classes: list[str], prefix: str = "roc_overlay", title: str = "ROC"
+) -> dict[str, bytes]:
+    """``{<prefix>_<class>: PNG}``: every run's one-vs-rest ROC per class (binary: the positive class).
+
+    ``predictions`` maps a run name to its predictions table (``label_name``, ``p_<class>``).
+    """
+    pngs = {}
     for name in classes[1:] if len(classes) == 2 else classes:
         curves = {}
-        for ev in evaluations:
-            truth = (ev.predictions["label_name"] == name).to_numpy()
+        for run, frame in predictions.items():
+            truth = (frame["label_name"] == name).to_numpy()
             if truth.any() and not truth.all():
-                curves[ev.name] = (truth, ev.predictions[f"p_{name}"].to_numpy())
+                curves[run] = (truth, frame[f"p_{name}"].to_numpy())
         if curves:
-            pngs[f"roc_overlay_{name}"] = figure_to_png(figures.roc_overlay_figure(curves, f"ROC · {name} vs rest"))
+            pngs[f"{prefix}_{name}"] = figure_to_png(figures.roc_overlay_figure(curves, f"{title} · {name} vs rest"))
     return pngs
 
 

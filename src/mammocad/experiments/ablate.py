@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from mammocad.errors import ConfigError, MammocadError
 from mammocad.evaluation.compare import markdown_table
 from mammocad.experiments import figures as study_figures
 from mammocad.experiments.compare_cv import (
+    CVComparisonResult,
     LoadedCV,
     add_tests,
     describe,
@@ -52,7 +52,13 @@ from mammocad.experiments.compare_cv import (
     pooled_tests,
 )
 from mammocad.experiments.cv import CV_FILE, cross_validate, resume_cv
-from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_config_file, unique_new_dir
+from mammocad.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    read_config_file,
+    unique_new_dir,
+    update_json,
+)
 from mammocad.reporting.html import HtmlReport, figure_to_png
 from mammocad.training.config import RunConfig, dump_run_config, load_run_config
 
@@ -205,26 +211,8 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-@dataclass
-class AblationResult:
-    """Where the ablation wrote its files, and its tables."""
-
-    out_dir: Path
-    table: pd.DataFrame
-    fold_tests: pd.DataFrame
-    significance: pd.DataFrame
-
-    @property
-    def report(self) -> Path:
-        return self.out_dir / "report.html"
-
-
-def _update(out: Path, updates: dict[str, Any]) -> dict[str, Any]:
-    path = out / ABLATE_FILE
-    state = json.loads(path.read_text()) if path.exists() else {}
-    state.update(updates)
-    atomic_write_json(path, state)
-    return state
+# Same files as a CV comparison (table, fold tests, pooled tests, report), against the full model.
+AblationResult = CVComparisonResult
 
 
 def ablate(
@@ -251,8 +239,8 @@ def ablate(
     target = out_dir or config.output.runs_dir / f"{name}-ablation-{datetime.now():%Y%m%d-%H%M%S}"
     out = unique_new_dir(target)
     atomic_write_text(out / "config.yaml", dump_run_config(config))
-    _update(
-        out,
+    update_json(
+        out / ABLATE_FILE,
         {
             "status": "running",
             "folds": k,
@@ -275,7 +263,7 @@ def resume_ablation(out_dir: str | Path, progress: ProgressFn | None = None) -> 
 
 
 def _run(out: Path, step: ProgressFn) -> AblationResult:
-    state = _update(out, {"status": "running"})
+    state = update_json(out / ABLATE_FILE, {"status": "running"})
     config = load_run_config(out / "config.yaml")
     base = _flat(config.model_dump(mode="json"))
     try:
@@ -299,14 +287,16 @@ def _run(out: Path, step: ProgressFn) -> AblationResult:
                     progress=variant_step,
                 ).cv_dir
             state["variants"][variant]["cv_dir"] = cv_dir.name
-            _update(out, {"variants": state["variants"]})
+            update_json(out / ABLATE_FILE, {"variants": state["variants"]})
     except BaseException as exc:
-        _update(out, {"status": "interrupted", "error": f"{type(exc).__name__}: {exc}"})
+        update_json(out / ABLATE_FILE, {"status": "interrupted", "error": f"{type(exc).__name__}: {exc}"})
         raise
     step("ablation table, paired tests and report")
     cvs = [load_cv(out / entry["cv_dir"], variant) for variant, entry in state["variants"].items()]
     result = _write(out, cvs, state)
-    _update(out, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds"), "error": None})
+    update_json(
+        out / ABLATE_FILE, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds"), "error": None}
+    )
     return result
 
 

@@ -29,7 +29,7 @@ import pandas as pd
 
 from mammocad.errors import MammocadError
 from mammocad.evaluation import figures
-from mammocad.evaluation.compare import RunEvaluation, markdown_table, paired_tests, unique_names
+from mammocad.evaluation.compare import RunEvaluation, markdown_table, paired_tests, roc_overlays, unique_names
 from mammocad.evaluation.significance import paired_t_test, wilcoxon_test
 from mammocad.experiments import figures as study_figures
 from mammocad.experiments.cv import CV_FILE, is_cv_dir
@@ -86,7 +86,7 @@ class LoadedCV:
 
 @dataclass
 class CVComparisonResult:
-    """Where the comparison wrote its files, and its tables."""
+    """Where a CV comparison (or an ablation) wrote its files, and its tables."""
 
     out_dir: Path
     table: pd.DataFrame
@@ -274,13 +274,5 @@ def comparison_figures(cvs: Sequence[LoadedCV], table: pd.DataFrame) -> dict[str
     pngs["mean_std_bars"] = figure_to_png(
         figures.mean_std_bars_figure(table, [(m, f"{m}_mean", f"{m}_std") for m in PAIRED_METRICS], across="folds")
     )
-    classes = cvs[0].classes
-    for name in classes[1:] if len(classes) == 2 else classes:
-        curves = {}
-        for cv in cvs:
-            truth = (cv.oof["label_name"] == name).to_numpy()
-            if truth.any() and not truth.all():
-                curves[cv.name] = (truth, cv.oof[f"p_{name}"].to_numpy())
-        if curves:
-            pngs[f"roc_pooled_{name}"] = figure_to_png(figures.roc_overlay_figure(curves, f"pooled OOF ROC · {name}"))
+    pngs.update(roc_overlays({cv.name: cv.oof for cv in cvs}, cvs[0].classes, "roc_pooled", "pooled OOF ROC"))
     return pngs

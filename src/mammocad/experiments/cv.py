@@ -42,7 +42,7 @@ from mammocad.evaluation.evaluate import bootstrap_intervals, evaluate_run
 from mammocad.evaluation.metrics import classification_metrics
 from mammocad.evaluation.predictions import SplitPredictions
 from mammocad.experiments import figures as study_figures
-from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
+from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir, update_json
 from mammocad.reporting.html import HtmlReport, figure_to_png
 from mammocad.training.config import RunConfig, dump_run_config, load_run_config
 from mammocad.training.data import task_classes
@@ -135,14 +135,6 @@ def _status(run_dir: Path) -> str:
     return json.loads((run_dir / "run.json").read_text()).get("status", "unknown")
 
 
-def _update(cv_dir: Path, updates: dict[str, Any]) -> dict[str, Any]:
-    path = cv_dir / CV_FILE
-    state = json.loads(path.read_text()) if path.exists() else {}
-    state.update(updates)
-    atomic_write_json(path, state)
-    return state
-
-
 def _train_fold(base: RunConfig, cv_dir: Path, fold: int, step: ProgressFn, train_progress: bool) -> Path:
     """The finished run of ``fold``: kept when done, continued when interrupted, else trained anew."""
 
@@ -221,8 +213,8 @@ def cross_validate(
     )
     out = unique_new_dir(target)
     atomic_write_text(out / "config.yaml", dump_run_config(base))
-    _update(
-        out,
+    update_json(
+        out / CV_FILE,
         {
             "status": "running",
             "folds": folds,
@@ -250,7 +242,7 @@ def resume_cv(cv_dir: str | Path, progress: ProgressFn | None = None, train_prog
 def _run(cv_dir: Path, step: ProgressFn, train_progress: bool) -> CVResult:
     state = json.loads((cv_dir / CV_FILE).read_text())
     base = load_run_config(cv_dir / "config.yaml")
-    _update(cv_dir, {"status": "running"})
+    update_json(cv_dir / CV_FILE, {"status": "running"})
     runs: dict[str, str] = dict(state.get("runs", {}))
     try:
         for fold in range(state["folds"]):
@@ -259,13 +251,15 @@ def _run(cv_dir: Path, step: ProgressFn, train_progress: bool) -> CVResult:
                 step(f"fold {fold}: scoring its validation fold")
                 evaluate_run(run_dir, split="val", n_resamples=0, tsne=False)
             runs[str(fold)] = run_dir.name
-            _update(cv_dir, {"runs": runs})
+            update_json(cv_dir / CV_FILE, {"runs": runs})
     except BaseException as exc:
-        _update(cv_dir, {"status": "interrupted", "error": f"{type(exc).__name__}: {exc}"})
+        update_json(cv_dir / CV_FILE, {"status": "interrupted", "error": f"{type(exc).__name__}: {exc}"})
         raise
     step("summarising folds")
     result = summarise(cv_dir, n_resamples=state.get("n_resamples", 1000))
-    _update(cv_dir, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds"), "error": None})
+    update_json(
+        cv_dir / CV_FILE, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds"), "error": None}
+    )
     return result
 
 

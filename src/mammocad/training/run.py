@@ -12,7 +12,6 @@ Run directory (never overwritten; every file written atomically)::
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from mammocad.errors import ConfigError, MammocadError
-from mammocad.io import atomic_write_json, atomic_write_text, unique_new_dir
+from mammocad.io import atomic_write_json, atomic_write_text, unique_new_dir, update_json
 from mammocad.models import create_model
 from mammocad.models.freeze import freeze_all_but_last, freeze_all_but_stages
 from mammocad.models.losses import balanced_class_weights
@@ -136,10 +135,7 @@ class RunFiles(Callback):
 
 
 def _update_run_json(run_dir: Path, updates: dict[str, Any]) -> None:
-    path = run_dir / "run.json"
-    state = json.loads(path.read_text()) if path.exists() else {}
-    state.update(updates)
-    atomic_write_json(path, state)
+    update_json(run_dir / "run.json", updates)
 
 
 def _loaders(task: TaskData, config: RunConfig) -> tuple[DataLoader, DataLoader]:
