@@ -145,7 +145,6 @@ def test_task_level_stratification_is_checked(dataset, tmp_path):
         check_stratifiable(cfg, 30)
 
 
-@pytest.mark.slow  # four process launches with gloo: minutes on 2 CPUs (DDP itself: tests/training/test_ddp.py)
 def test_cv_runs_ddp_folds_as_their_own_train_commands(dataset, tmp_path, monkeypatch):
     """Lightning's DDP launcher reruns the command per device, so each DDP fold is a `mammocad train`."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
