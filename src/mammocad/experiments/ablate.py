@@ -13,7 +13,7 @@ variants (any config overrides)::
         set: {train.lr: 1.0e-3}
 
 Toggles (:data:`TOGGLES`): dropout, batch_norm, augmentation, clahe, class_weights, gagm, sevector,
-fsl. A toggle that would change nothing for the given config (e.g. ``fsl`` with lambda_fs = 0,
+fsl, knowledge_transfer. A toggle that would change nothing for the given config (e.g. ``fsl`` with lambda_fs = 0,
 ``gagm`` on a GAP head) is refused before anything trains.
 
 Directory (new, never overwritten; resumable, each variant a resumable CV)::
@@ -134,6 +134,12 @@ def _fsl(config: RunConfig) -> dict[str, Any]:
     return {"train.lambda_fs": 0.0}
 
 
+def _knowledge_transfer(config: RunConfig) -> dict[str, Any]:
+    if config.train.kt_beta == 0:
+        raise ConfigError("knowledge_transfer: train.kt_beta is 0 already (set it > 0 in the full model to ablate KT)")
+    return {"train.kt_beta": 0.0}
+
+
 # toggle name -> config overrides that remove the component from ``config`` (ConfigError: nothing to remove)
 TOGGLES: dict[str, Callable[[RunConfig], dict[str, Any]]] = {
     "dropout": _dropout,
@@ -144,6 +150,7 @@ TOGGLES: dict[str, Callable[[RunConfig], dict[str, Any]]] = {
     "gagm": _gagm,
     "sevector": _sevector,
     "fsl": _fsl,
+    "knowledge_transfer": _knowledge_transfer,
 }
 
 

@@ -71,6 +71,17 @@ class TrainConfig(_Strict):
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     lambda_fs: float = Field(0.0, ge=0, description="Weight of the Feature Smoothing Loss.")
+    kt_beta: float = Field(
+        0.0,
+        ge=0,
+        description="Mask-guided knowledge transfer weight β (report D): adds (β/2) Σ_j d^j between the activation "
+        "maps of each image's lesion mask and of the image; 0 = off. Needs a dataset with lesion masks.",
+    )
+    kt_layers: list[str] | None = Field(
+        None,
+        description="Layer groups Ω for knowledge transfer (names from the model's stage_names(), with or without "
+        "'backbone.', or indices such as -1); None = the last layer group, as report D.",
+    )
     class_weights: bool = Field(True, description="Balanced class weights in the cross-entropy.")
     sampler: Literal["none", "weighted"] = Field(
         "none", description="weighted: oversample rare classes (with augmentation)."

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from mammocad.data.manifest import read_manifest
@@ -142,7 +143,12 @@ def build_augment(config: AugmentConfig) -> v2.Compose | None:
 
 
 class CachedImageDataset(Dataset):
-    """Cached preprocessed images as float tensors in [0, 1] (C x H x W) with integer labels."""
+    """Cached preprocessed images as float tensors in [0, 1] (C x H x W) with integer labels.
+
+    With ``with_masks`` (knowledge transfer) an item is ``(image, label, mask, has_mask)``: the
+    lesion mask (1 x H x W, 0/1 float; zeros for images without one) goes through the same flips and
+    rotations as the image (torchvision's joint transforms), never through the colour jitter.
+    """
 
     def __init__(
         self,
@@ -150,12 +156,22 @@ class CachedImageDataset(Dataset):
         in_chans: int = 1,
         augment: v2.Compose | None = None,
         in_memory: bool = True,
+        with_masks: bool = False,
     ) -> None:
         self.paths = list(frame["image"])
         self.labels = torch.as_tensor(frame["target"].to_numpy(dtype=np.int64, copy=True), dtype=torch.long)
         self.in_chans = in_chans
         self.augment = augment
         self.images = [read_sample(p) for p in self.paths] if in_memory else None
+        self.mask_paths: list[str | None] | None = None
+        if with_masks:
+            column = frame["mask"] if "mask" in frame else pd.Series([None] * len(frame))
+            self.mask_paths = [p if isinstance(p, str) and p else None for p in column]
+        self.masks = (
+            [read_sample(p) if p else None for p in self.mask_paths]
+            if self.mask_paths is not None and in_memory
+            else None
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -163,15 +179,31 @@ class CachedImageDataset(Dataset):
     def _pixels(self, index: int) -> np.ndarray:
         return self.images[index] if self.images is not None else read_sample(self.paths[index])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mask(self, index: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, float]:
+        assert self.mask_paths is not None
+        pixels = self.masks[index] if self.masks is not None else None
+        if pixels is None and self.masks is None and self.mask_paths[index]:
+            pixels = read_sample(self.mask_paths[index])
+        if pixels is None:
+            return torch.zeros((1, *shape[-2:]), dtype=torch.float32), 0.0
+        return torch.from_numpy((pixels > 0).astype(np.float32))[None], 1.0
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         pixels = self._pixels(index)
         scale = 1.0 / (65535.0 if pixels.dtype == np.uint16 else 255.0)
         image = torch.from_numpy(pixels.astype(np.float32) * scale)[None]
+        if self.mask_paths is None:
+            if self.augment is not None:
+                image = self.augment(image).clamp_(0, 1)
+            return self._channels(image), self.labels[index]
+        mask, has_mask = self._mask(index, image.shape)
         if self.augment is not None:
-            image = self.augment(image).clamp_(0, 1)
-        if self.in_chans > 1:
-            image = image.expand(self.in_chans, -1, -1)
-        return image, self.labels[index]
+            image, mask = self.augment(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            image, mask = image.as_subclass(torch.Tensor).clamp_(0, 1), mask.as_subclass(torch.Tensor)
+        return self._channels(image), self.labels[index], self._channels(mask), torch.tensor(has_mask)
+
+    def _channels(self, image: torch.Tensor) -> torch.Tensor:
+        return image.expand(self.in_chans, -1, -1) if self.in_chans > 1 else image
 
 
 def oversampled_indices(

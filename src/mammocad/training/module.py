@@ -7,13 +7,20 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
+from mammocad.models.activation_maps import recording, resolve_layers
 from mammocad.models.freeze import set_frozen_bn_eval
 from mammocad.models.losses import ClassificationLoss
+from mammocad.models.losses.knowledge_transfer import knowledge_transfer_loss
 from mammocad.training.config import TrainConfig
 
 
 class ClassifierModule(L.LightningModule):
-    """Wraps a ``MammoNet``: cross-entropy (+ optional FSL), Adam, ReduceLROnPlateau on val loss."""
+    """Wraps a ``MammoNet``: cross-entropy (+ optional FSL and knowledge transfer), Adam, ReduceLROnPlateau.
+
+    Knowledge transfer (``train.kt_beta > 0``) expects training batches ``(images, labels, masks,
+    has_mask)`` and adds ``(β/2) Σ_j d^j`` on the training loss only: validation loss stays the
+    plain classification loss, so early stopping compares KT and fine-tuning runs on one scale.
+    """
 
     def __init__(self, model: torch.nn.Module, train_config: TrainConfig, class_weights: torch.Tensor | None) -> None:
         super().__init__()
@@ -22,22 +29,54 @@ class ClassifierModule(L.LightningModule):
         self.loss = ClassificationLoss(class_weights, train_config.label_smoothing, train_config.lambda_fs)
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {"train": [], "val": []}
         self.epoch_metrics: dict[str, float] = {}
+        self.kt_layers = resolve_layers(model, train_config.kt_layers) if train_config.kt_beta > 0 else []
+        self._kt_totals: list[torch.Tensor] = []  # per batch: Σ_j d^j summed over masked images
+        self._kt_counts: list[torch.Tensor] = []  # per batch: masked images
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        images, labels = batch
+    def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
+        images, labels = batch[0], batch[1]
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        if self.config.lambda_fs > 0:
-            logits, features = self.model.forward_with_features(images)
-        else:
-            logits, features = self.model(images), None
+        transfer = stage == "train" and bool(self.kt_layers)
+        with recording(self.model, self.kt_layers if transfer else []) as recorder:
+            if self.config.lambda_fs > 0:
+                logits, features = self.model.forward_with_features(images)
+            else:
+                logits, features = self.model(images), None
         loss, _parts = self.loss(logits, labels, features)
+        if transfer:
+            if len(batch) != 4:
+                raise ValueError("knowledge transfer needs (images, labels, masks, has_mask) training batches")
+            masks, has_mask = batch[2], batch[3]
+            kt, distances = knowledge_transfer_loss(
+                self._mask_activations(masks), recorder.outputs, self.config.kt_beta, has_mask
+            )
+            loss = loss + kt
+            self._kt_totals.append(torch.stack(list(distances.values())).sum() * has_mask.sum())
+            self._kt_counts.append(has_mask.sum().detach())
         probs = torch.softmax(logits.detach().float(), dim=1)
         self._outputs[stage].append((loss.detach() * len(labels), probs, labels))
         return loss
+
+    def _mask_activations(self, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The mask branch: the same network in inference mode, without gradient (targets only).
+
+        Inference mode keeps binary masks out of the BatchNorm running statistics.
+        """
+        if self.config.channels_last:
+            masks = masks.contiguous(memory_format=torch.channels_last)
+        modes = {module: module.training for module in self.model.modules()}
+        self.model.eval()
+        try:
+            with torch.no_grad(), recording(self.model, self.kt_layers) as recorder:
+                self.model.forward_features(masks)
+        finally:
+            for module, mode in modes.items():
+                module.training = mode
+        return dict(recorder.outputs)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _index: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -76,6 +115,15 @@ class ClassifierModule(L.LightningModule):
         """Compute the epoch's training metrics (idempotent: callbacks may call it before the module hook)."""
         if self._outputs["train"]:
             self._epoch_end("train")
+            if self._kt_totals:
+                total, count = torch.stack(self._kt_totals).sum(), torch.stack(self._kt_counts).sum()
+                if self.trainer.world_size > 1:
+                    total, count = self.all_gather(total).sum(), self.all_gather(count).sum()
+                # mean over masked training images of Σ_j d^j
+                self.epoch_metrics["train_kt_distance"] = float(total / count.clamp_min(1))
+                self.log("train_kt_distance", self.epoch_metrics["train_kt_distance"])
+                self._kt_totals.clear()
+                self._kt_counts.clear()
             self.epoch_metrics["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"])
             self.log("lr", self.epoch_metrics["lr"])
 

@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from mammocad.errors import ConfigError, MammocadError
+from mammocad.errors import ConfigError, DatasetError, MammocadError
 from mammocad.io import atomic_write_json, atomic_write_text, unique_new_dir, update_json
 from mammocad.models import create_model
 from mammocad.models.freeze import freeze_all_but_last, freeze_all_but_stages
@@ -51,6 +51,7 @@ HISTORY_COLUMNS = [
     "val_acc",
     "val_f1_macro",
     "val_auc_macro",
+    "train_kt_distance",
     "lr",
     "seconds",
 ]
@@ -140,7 +141,13 @@ def _update_run_json(run_dir: Path, updates: dict[str, Any]) -> None:
 
 def _loaders(task: TaskData, config: RunConfig) -> tuple[DataLoader, DataLoader]:
     in_chans = config.model.in_chans
-    train_set = CachedImageDataset(task.train, in_chans, build_augment(config.augment), config.data.cache_in_memory)
+    train_set = CachedImageDataset(
+        task.train,
+        in_chans,
+        build_augment(config.augment),
+        config.data.cache_in_memory,
+        with_masks=config.train.kt_beta > 0,
+    )
     val_set = CachedImageDataset(task.val, in_chans, None, config.data.cache_in_memory)
     generator = torch.Generator().manual_seed(config.train.seed)
     labels = task.train["target"].to_numpy()
@@ -168,6 +175,24 @@ def _loaders(task: TaskData, config: RunConfig) -> tuple[DataLoader, DataLoader]
     )
     val_loader = DataLoader(val_set, shuffle=False, **common)
     return train_loader, val_loader
+
+
+def check_masks(task: TaskData, config: RunConfig) -> int:
+    """How many training images have a lesion mask; refuses knowledge transfer when none has.
+
+    Images without a mask (normals in a full-image task) still train, with no transfer term.
+    """
+    if config.train.kt_beta == 0:
+        return 0
+    masks = task.train["mask"] if "mask" in task.train else pd.Series(dtype=object)
+    masked = int(sum(isinstance(m, str) and bool(m) for m in masks))
+    if masked == 0:
+        raise DatasetError(
+            f"{config.data.dataset}: knowledge transfer (train.kt_beta = {config.train.kt_beta}) needs lesion masks, "
+            f"but none of the {len(task.train)} training images has one. Use a dataset with masks or outlines "
+            "(CBIS-DDSM, BCDR, MIAS circles, synthetic phantoms), or set train.kt_beta = 0."
+        )
+    return masked
 
 
 def _build_model(config: RunConfig, num_classes: int) -> torch.nn.Module:
@@ -276,6 +301,7 @@ def train(
         run_dir = new_run_dir(config, run_dir)
         atomic_write_text(run_dir / "config.yaml", dump_run_config(config))
     counts = task.counts("train")
+    masked = check_masks(task, config)
     model = _build_model(config, len(task.classes))
     weights = balanced_class_weights(counts) if config.train.class_weights else None
     module = ClassifierModule(model, config.train, weights)
@@ -289,6 +315,7 @@ def train(
                 "classes": task.classes,
                 "counts": {s: task.counts(s) for s in ("train", "val", "test")},
                 "task": config.data.task,
+                **({"kt_masked_train_images": masked} if config.train.kt_beta > 0 else {}),
             },
         )
     files = RunFiles(run_dir, module, start_history, on_epoch)
