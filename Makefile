@@ -28,3 +28,4 @@ lint: setup
 bench: setup
 	$(UV) run --frozen mammocad bench preprocess
 	$(UV) run --frozen mammocad bench train
+	$(UV) run --frozen mammocad bench explain

@@ -26,6 +26,7 @@ from mammocad.data.split import SplitSpec, read_splits, split_dataset
 from mammocad.data.synth import write_synthetic_dataset
 from mammocad.evaluation.compare import ComparisonResult, compare_runs
 from mammocad.evaluation.evaluate import EvaluationResult, evaluate_run
+from mammocad.explain import gallery_overlays
 from mammocad.preprocess import PreprocessConfig, load_preprocessed, preprocess_dataset, read_sample
 from mammocad.reporting.html import HtmlReport, array_to_png, figure_to_png
 from mammocad.training.config import load_run_config
@@ -153,7 +154,9 @@ def run_demo(
         evaluations[label] = timed(
             f"evaluate_{label}",
             f"evaluating {label} on the test split",
-            lambda result=result: evaluate_run(result.run_dir, split="test", n_resamples=200 if quick else 1000),
+            lambda result=result: evaluate_run(
+                result.run_dir, split="test", n_resamples=200 if quick else 1000, gallery_pictures=gallery_overlays
+            ),
         )
     comparison = timed(
         "compare",

@@ -98,3 +98,35 @@ def bench_train(
             )
         console.print(table)
         console.print(f"[green]wrote[/] {output}")
+
+
+@app.command("explain")
+def bench_explain(
+    model: list[str] | None = typer.Option(None, help="Architectures (default: baseline_cnn, densenet121)."),
+    repeats: int = typer.Option(5, min=1, help="Timed repeats per measurement (the median is reported)."),
+    output: Path = typer.Option(Path("bench-output/explain.json"), "-o", "--output", help="JSON to write."),
+) -> None:
+    """Explanation latency per image (Grad-CAM, Grad-CAM++, activation maps, Lesion/Background) and KT's cost."""
+    from mammocad.benchmarks.explain import run_explain_benchmark
+
+    with user_errors():
+        result = run_explain_benchmark(model, repeats=repeats)
+        atomic_write_json(output, result)
+        table = Table(title=f"explanation latency per image ({result['threads']} threads)")
+        columns = ("model", "input", "Grad-CAM s", "Grad-CAM++ s", "act. maps s", "Lesion/Bkg s", "grid", "KT cost")
+        for column in columns:
+            table.add_column(column, justify="right")
+        for name, entry in result["models"].items():
+            table.add_row(
+                name,
+                str(entry["input"]),
+                str(entry["gradcam_s"]),
+                str(entry["gradcam++_s"]),
+                str(entry["activation_maps_s"]),
+                str(entry["lesion_background_s"]),
+                "×".join(str(v) for v in entry["lesion_background_grid"]),
+                f"{entry['kt_step_cost_ratio']}×",
+            )
+        console.print(table)
+        console.print(f"GLCM variance map, 224² ROI: {result['glcm_variance_224_s'] * 1000:.1f} ms")
+        console.print(f"[green]wrote[/] {output}")

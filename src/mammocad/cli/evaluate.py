@@ -19,16 +19,20 @@ def evaluate(
     layer: list[str] | None = typer.Option(None, help="Layer for the latent-space analysis (repeatable)."),
     resamples: int = typer.Option(1000, min=0, help="Bootstrap resamples for the 95% CIs (0: none)."),
     tsne: bool = typer.Option(True, help="Also compute t-SNE embeddings."),
+    heatmaps: str | None = typer.Option(
+        "gradcam", help="CAM method drawn over the gallery images (gradcam, gradcam++, ...); 'none' for plain images."
+    ),
 ) -> None:
-    """Metrics, CIs, calibration, figures, latent space and galleries of a run on one split."""
+    """Metrics, CIs, calibration, figures, latent space and galleries (with heatmaps) of a run on one split."""
     from mammocad.evaluation.evaluate import evaluate_run
+    from mammocad.explain import gallery_pictures_for
 
     with user_errors():
         start = time.perf_counter()
         with console.status("evaluate") as status:
             result = evaluate_run(
                 run, data, split, out, layers=layer or None, n_resamples=resamples, tsne=tsne,
-                progress=stepper(status, "evaluate"),
+                progress=stepper(status, "evaluate"), gallery_pictures=gallery_pictures_for(heatmaps),
             )  # fmt: skip
         head = result.metrics["headline"]
         ci = result.metrics["confidence_intervals"].get("auc_macro", {})

@@ -10,6 +10,7 @@ from mammocad.cli import bench, data
 from mammocad.cli.demo import demo
 from mammocad.cli.evaluate import compare, evaluate
 from mammocad.cli.experiments import ablate, cv
+from mammocad.cli.explain import explain
 from mammocad.cli.preprocess import preprocess
 from mammocad.cli.synth import synth
 from mammocad.cli.train import predict, train
@@ -29,6 +30,7 @@ app.command("train")(train)
 app.command("predict")(predict)
 app.command("evaluate")(evaluate)
 app.command("compare")(compare)
+app.command("explain")(explain)
 app.command("cv")(cv)
 app.command("tune")(tune)
 app.command("ablate")(ablate)

@@ -37,7 +37,7 @@ from mammocad.evaluation.predictions import (
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
 from mammocad.preprocess import read_sample
 from mammocad.reporting.html import HtmlReport, array_to_png, figure_to_png
-from mammocad.training.predict import load_run
+from mammocad.training.predict import LoadedRun, load_run
 
 ProgressFn = Callable[[str], None]
 
@@ -128,32 +128,49 @@ def _critical_errors(frame: pd.DataFrame) -> pd.DataFrame:
     return wrong.sort_values("confidence", ascending=False)
 
 
-def _thumbnail(path: str, width: int = 180) -> bytes:
+def _thumbnail(pixels: np.ndarray, width: int = 180) -> bytes:
     import cv2
 
-    pixels = read_sample(path)
     if pixels.dtype != np.uint8:
         pixels = (pixels / 257).astype(np.uint8)
     height = max(1, round(pixels.shape[0] * width / pixels.shape[1]))
     return array_to_png(cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA))
 
 
-def gallery_items(frame: pd.DataFrame, per_class: int = 4, errors: int = 8) -> dict[str, list[tuple[bytes, str]]]:
-    """Thumbnails for the report: correct high-confidence cases per class, and critical errors."""
-    items: dict[str, list[tuple[bytes, str]]] = {}
+#: Draws a picture per gallery row (e.g. a Grad-CAM overlay, RGB uint8) from the run and the rows.
+GalleryPictures = Callable[[LoadedRun, pd.DataFrame], list[np.ndarray]]
+
+
+def gallery_items(
+    frame: pd.DataFrame,
+    per_class: int = 4,
+    errors: int = 8,
+    pictures: Callable[[pd.DataFrame], list[np.ndarray]] | None = None,
+) -> dict[str, list[tuple[bytes, str]]]:
+    """Thumbnails for the report: correct high-confidence cases per class, and critical errors.
+
+    ``pictures`` (optional) draws the shown rows instead of the plain cached image, e.g. with a
+    heatmap of the predicted class over it (the explain stage's ``gallery_overlays``).
+    """
+    groups: dict[str, pd.DataFrame] = {}
     for name in frame["label_name"].unique():
-        best = frame[frame["correct"] & (frame["label_name"] == name)].nlargest(per_class, "confidence")
-        items[f"correct, high confidence: {name}"] = [
-            (_thumbnail(row.image), f"{row.image_id} · {name} p={row.confidence:.2f}") for row in best.itertuples()
-        ]
-    items["critical errors"] = [
-        (
-            _thumbnail(row.image),
-            f"{row.image_id} · true {row.label_name} → {row.prediction_name} (p={row.confidence:.2f})",
+        groups[f"correct, high confidence: {name}"] = frame[frame["correct"] & (frame["label_name"] == name)].nlargest(
+            per_class, "confidence"
         )
-        for row in _critical_errors(frame).head(errors).itertuples()
-    ]
+    groups["critical errors"] = _critical_errors(frame).head(errors)
+    shown = pd.concat(list(groups.values()))
+    drawn = pictures(shown) if pictures is not None and len(shown) else [read_sample(p) for p in shown["image"]]
+    by_sample = dict(zip(shown["sample_id"], drawn, strict=True))
+    items: dict[str, list[tuple[bytes, str]]] = {}
+    for title, rows in groups.items():
+        items[title] = [(_thumbnail(by_sample[row.sample_id]), _caption(row, title)) for row in rows.itertuples()]
     return items
+
+
+def _caption(row: Any, title: str) -> str:
+    if title == "critical errors":
+        return f"{row.image_id} · true {row.label_name} → {row.prediction_name} (p={row.confidence:.2f})"
+    return f"{row.image_id} · {row.label_name} p={row.confidence:.2f}"
 
 
 def evaluate_run(
@@ -166,6 +183,7 @@ def evaluate_run(
     tsne: bool = True,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    gallery_pictures: GalleryPictures | None = None,
 ) -> EvaluationResult:
     """Evaluate a run on ``split`` of ``dataset`` (default: the dataset it was trained on).
 
@@ -179,6 +197,8 @@ def evaluate_run(
         tsne: also compute t-SNE embeddings (slower than PCA).
         seed: seed of the bootstrap and the embeddings.
         progress: called with a short message as each step starts.
+        gallery_pictures: draws the gallery rows (e.g. ``mammocad.explain.gallery_overlays``: Grad-CAM
+            of the predicted class); None shows the plain cached images.
 
     Returns:
         :class:`EvaluationResult` with the output directory, the ``metrics.json`` content and the predictions.
@@ -250,7 +270,11 @@ def evaluate_run(
     for name, png in pngs.items():
         atomic_write_bytes(out / "figures" / f"{name}.png", png)
     step("writing the report")
-    report = _report(document, predictions, pngs, projections)
+    if gallery_pictures is not None:
+        step("heatmaps for the galleries")
+    pictures = None if gallery_pictures is None else (lambda rows: gallery_pictures(run, rows))
+    galleries = gallery_items(predictions.frame, pictures=pictures)
+    report = _report(document, pngs, projections, galleries, predictions)
     atomic_write_text(out / "report.html", report.render())
     return EvaluationResult(out, document, predictions)
 
@@ -295,7 +319,11 @@ def _fmt(value: Any) -> str:
 
 
 def _report(
-    document: dict[str, Any], predictions: SplitPredictions, pngs: dict[str, bytes], projections: list[LayerProjection]
+    document: dict[str, Any],
+    pngs: dict[str, bytes],
+    projections: list[LayerProjection],
+    galleries: dict[str, list[tuple[bytes, str]]],
+    predictions: SplitPredictions,
 ) -> HtmlReport:
     metrics = document["metrics"]
     report = HtmlReport(f"Evaluation · {Path(document['run']).name} · {document['split']}")
@@ -358,7 +386,7 @@ def _report(
         )
 
     report.heading("Galleries")
-    for title, items in gallery_items(predictions.frame).items():
+    for title, items in galleries.items():
         report.paragraph(title if items else f"{title}: none")
         if items:
             report.gallery(items, width=190)

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammocad.data.images import read_image
+from mammocad.data.images import MammoImage, read_image
 from mammocad.errors import ImageReadError, MammocadError
 from mammocad.models import create_model
 from mammocad.models.weights import load_weights
-from mammocad.preprocess import PreprocessConfig, preprocess_image, preprocess_roi
+from mammocad.preprocess import PreprocessConfig, Preprocessed, preprocess_image, preprocess_roi
 
 
 @dataclass
@@ -60,11 +60,18 @@ Box = tuple[int, int, int, int]
 
 
 def prepare(run: LoadedRun, path: str | Path, lesion_box: Box | None = None) -> torch.Tensor:
-    """Read and preprocess one image exactly as the training cache did.
+    """Read and preprocess one image exactly as the training cache did; the model input (C, H, W).
 
     A run trained on mass-centred ROIs (``preprocess.mode: roi``) needs the lesion's box
     ``(x0, y0, x1, y1)`` in the original image's pixels; a full-image run ignores it.
     """
+    return prepare_image(run, path, lesion_box)[0]
+
+
+def prepare_image(
+    run: LoadedRun, path: str | Path, lesion_box: Box | None = None
+) -> tuple[torch.Tensor, Preprocessed, MammoImage]:
+    """:func:`prepare`, also returning the preprocessing result (pixels, geometry) and the decoded image."""
     image = read_image(path)
     if run.preprocess.mode == "roi":
         if lesion_box is None:
@@ -72,12 +79,17 @@ def prepare(run: LoadedRun, path: str | Path, lesion_box: Box | None = None) -> 
                 f"{run.run_dir} was trained on mass-centred ROIs: give each image's lesion box "
                 "(x0,y0,x1,y1 in original pixels; CLI: --box)"
             )
-        pixels = preprocess_roi(image, run.preprocess, lesion_box).pixels
+        result = preprocess_roi(image, run.preprocess, lesion_box)
     else:
-        pixels = preprocess_image(image, run.preprocess).pixels
+        result = preprocess_image(image, run.preprocess)
+    return pixels_to_input(result.pixels, run.model.in_chans), result, image
+
+
+def pixels_to_input(pixels: np.ndarray, in_chans: int) -> torch.Tensor:
+    """Cached/preprocessed pixels (uint8 or uint16, H x W) -> the float model input (in_chans, H, W) in [0, 1]."""
     scale = 1.0 / (65535.0 if pixels.dtype == np.uint16 else 255.0)
     tensor = torch.from_numpy(pixels.astype(np.float32) * scale)[None]
-    return tensor.expand(run.model.in_chans, -1, -1)
+    return tensor.expand(in_chans, -1, -1)
 
 
 @torch.inference_mode()

@@ -1,0 +1,134 @@
+"""Class activation maps with pytorch-grad-cam, on the layer a model's head reads by default.
+
+``class_activation_maps(model, batch, method, targets, layer)`` returns one map per image at the
+input's resolution, scaled to [0, 1] per image (pytorch-grad-cam's convention). The default layer
+is the backbone's last layer group (``model.stage_names()[-1]``: DenseNet's ``features.norm5``,
+ConvNeXt's final norm, the baseline CNN's ``block4``), i.e. the last convolutional stage's output
+that the head pools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mammocad.errors import ConfigError
+from mammocad.models.activation_maps import resolve_layers
+
+#: CAM-family method name -> pytorch-grad-cam class name.
+CAM_METHODS: dict[str, str] = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "hirescam": "HiResCAM",
+    "eigencam": "EigenCAM",
+    "layercam": "LayerCAM",
+}
+#: Every ``mammocad explain --method``.
+METHODS: tuple[str, ...] = (*CAM_METHODS, "activation", "lesion-background")
+
+
+def check_method(method: str) -> str:
+    """The method name, lower-cased; ConfigError listing the valid ones when it does not exist."""
+    name = method.strip().lower()
+    if name not in METHODS:
+        raise ConfigError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
+    return name
+
+
+def target_layer(model: nn.Module, layer: str | None = None) -> str:
+    """The layer a CAM is computed on: ``layer`` resolved (see ``resolve_layers``) or the last layer group."""
+    return resolve_layers(model, None if layer is None else [layer])[0]
+
+
+def class_activation_maps(
+    model: nn.Module,
+    batch: torch.Tensor,
+    method: str = "gradcam",
+    targets: Sequence[int] | None = None,
+    layer: str | None = None,
+) -> np.ndarray:
+    """CAMs (N, H, W) float32 in [0, 1] for a [0, 1] batch (N, C, H, W).
+
+    Args:
+        model: a classifier returning logits (a ``MammoNet`` normalises its own input).
+        batch: the preprocessed inputs.
+        method: one of :data:`CAM_METHODS`.
+        targets: class index per image (None: each image's predicted class).
+        layer: target layer name (None: the last layer group); unknown names list the candidates.
+
+    The model is put in eval mode (as pytorch-grad-cam does) and left there.
+    """
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    name = check_method(method)
+    if name not in CAM_METHODS:
+        raise ConfigError(f"{method!r} is not a CAM method; CAM methods: {', '.join(CAM_METHODS)}")
+    if batch.ndim != 4:
+        raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(batch.shape)}")
+    num_classes = getattr(model, "num_classes", None)
+    if targets is not None:
+        if len(targets) != len(batch):
+            raise ValueError(f"{len(targets)} target classes for {len(batch)} images")
+        bad = [t for t in targets if num_classes is not None and not 0 <= int(t) < num_classes]
+        if bad:
+            raise ConfigError(f"target class {bad[0]} out of range: the model has {num_classes} classes")
+    module = model.get_submodule(target_layer(model, layer))
+    cam_class = _sign_corrected_eigencam() if name == "eigencam" else getattr(pytorch_grad_cam, CAM_METHODS[name])
+    wanted = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
+    # An input that requires grad keeps a graph even when every parameter is frozen.
+    inputs = batch.detach().float().clone().requires_grad_(True)
+    with torch.enable_grad(), cam_class(model=model, target_layers=[module]) as cam:
+        maps = cam(input_tensor=inputs, targets=wanted)
+    maps = np.nan_to_num(np.asarray(maps, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(maps, 0.0, 1.0)
+
+
+def _sign_corrected_eigencam() -> type:
+    from pytorch_grad_cam import EigenCAM
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+
+    class SignCorrectedEigenCAM(EigenCAM):
+        """EigenCAM whose first principal component is oriented (Seg-Eigen-CAM's sign correction):
+        plain SVD picks the sign at random, and a flipped map is clipped to zero on the object."""
+
+        def get_cam_image(self, *args: object, **kwargs: object) -> np.ndarray:
+            activations = kwargs["activations"] if "activations" in kwargs else args[3]
+            return get_2d_projection_with_sign_correction(np.asarray(activations))
+
+    return SignCorrectedEigenCAM
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """An RGB uint8 picture of ``heatmap`` ([0, 1], any size: resized bilinearly) over a grey ``image``.
+
+    ``image``: 2-D uint8/uint16 or float in [0, 1]. ``opacity``: the heatmap's weight in [0, 1].
+    """
+    import cv2
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    grey = to_float_image(image)
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if heat.shape != grey.shape:
+        heat = cv2.resize(heat, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_LINEAR)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    return show_cam_on_image(rgb, np.clip(heat, 0, 1), use_rgb=True, image_weight=1.0 - opacity)
+
+
+def to_float_image(image: np.ndarray) -> np.ndarray:
+    """A 2-D grey image as float32 in [0, 1] (uint8 / uint16 scaled; RGB averaged)."""
+    array = np.asarray(image)
+    if array.ndim == 3:
+        array = array.mean(axis=2 if array.shape[2] in (3, 4) else 0)
+    if array.ndim != 2:
+        raise ValueError(f"expected a 2-D grey image, got shape {np.asarray(image).shape}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    return np.clip(array.astype(np.float32), 0.0, 1.0)

@@ -1,0 +1,451 @@
+"""Explain a run's predictions on image files or on a split of its dataset; files land in one new folder.
+
+Output directory (new, never overwritten; default ``RUN/explain/<method>``)::
+
+    explanations.json                 what was explained: per input the prediction, target, layer, files or error
+    report.html                       overlays (or figures) of every input, one page
+    <name>.<method>.png               CAM methods: the heatmap over the original image (crop, flip, resize undone)
+    <name>.<method>.npy               ... the map itself on the original image grid (float32 in [0, 1])
+    <name>.<method>.input.png         ... the heatmap over the model input
+    <name>.activation.png / .npz      activation maps at every layer group (figure, raw maps by layer)
+    <name>.lesion-background.png/.json   Lesion/Background interpretation (figure, dis^L / dis^B per cell)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mammocad.data.images import read_image
+from mammocad.data.manifest import read_manifest, resolve_path
+from mammocad.errors import ConfigError, ImageReadError, MammocadError
+from mammocad.evaluation.predictions import run_config, split_frame
+from mammocad.explain.activation import activation_figure, layer_activation_maps
+from mammocad.explain.cam import CAM_METHODS, check_method, class_activation_maps, overlay, target_layer
+from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
+from mammocad.preprocess import Geometry, read_sample
+from mammocad.preprocess.pipeline import to_unit
+from mammocad.reporting.html import HtmlReport, array_to_png
+from mammocad.training.predict import Box, LoadedRun, load_run, pixels_to_input, prepare_image
+
+ProgressFn = Callable[[str], None]
+
+#: Overlays on the original image are drawn at most this many pixels per side (the .npy keeps full size).
+MAX_OVERLAY_SIDE = 2048
+#: Inputs per forward/backward pass.
+BATCH = 8
+#: Lesion/Background inputs sent through the network at once.
+LESION_BACKGROUND_ONE_PASS = 128
+
+
+@dataclass
+class Subject:
+    """One input to explain: the model input, where it came from and how to map back onto it."""
+
+    name: str
+    source: str
+    tensor: torch.Tensor  # (C, H, W) in [0, 1]
+    geometry: Geometry | None = None
+    original: np.ndarray | None = None  # 2-D float [0, 1], the decoded original image
+    mask: np.ndarray | None = None  # lesion mask on the input grid (0/255), if known
+    label: str | None = None
+
+
+@dataclass
+class ExplainResult:
+    """The output directory and one record per input (``status`` ok/error)."""
+
+    out_dir: Path
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [item for item in self.items if item["status"] != "ok"]
+
+
+def explain_images(
+    run_dir: str | Path,
+    images: Sequence[str | Path],
+    *,
+    method: str = "gradcam",
+    target: str | int | None = None,
+    layer: str | None = None,
+    boxes: Sequence[Box | None] | None = None,
+    out_dir: str | Path | None = None,
+    opacity: float = 0.45,
+    progress: ProgressFn | None = None,
+) -> ExplainResult:
+    """Explain image files (DICOM, PNG, JPEG, PGM, TIFF) with a run's model.
+
+    Args:
+        run_dir: a trained run directory.
+        images: image files; unreadable ones are reported in ``explanations.json`` and skipped.
+        method: one of :data:`~mammocad.explain.cam.METHODS`.
+        target: class name or index the CAM explains (None: each image's predicted class).
+        layer: layer for CAMs / Lesion-Background (None: the last layer group); activation maps
+            use every layer group unless a layer is given.
+        boxes: one lesion box (x0, y0, x1, y1, original pixels) per image, needed by ROI runs.
+        out_dir: output directory (must not exist; default ``RUN/explain/<method>``, made unique).
+        opacity: heatmap weight in the overlays.
+        progress: called with a message per step.
+
+    Returns:
+        :class:`ExplainResult`; raises ConfigError for a bad method, layer or target before any work.
+    """
+    run = load_run(run_dir)
+    method = _check(run, method, layer)
+    if boxes is not None and len(boxes) != len(images):
+        raise ConfigError(f"{len(boxes)} boxes for {len(images)} images")
+    subjects: list[Subject] = []
+    failures: list[dict[str, Any]] = []
+    for index, path in enumerate(images):
+        try:
+            tensor, result, image = prepare_image(run, path, boxes[index] if boxes is not None else None)
+            original = to_unit(image, run.preprocess)
+            subjects.append(Subject(Path(path).stem, str(path), tensor, result.geometry, original, None))
+        except (ImageReadError, MammocadError) as exc:
+            failures.append({"source": str(path), "status": "error", "reason": getattr(exc, "reason", str(exc))})
+    return _explain(run, subjects, failures, method, target, layer, out_dir, opacity, progress)
+
+
+def explain_split(
+    run_dir: str | Path,
+    split: str = "test",
+    *,
+    dataset: str | Path | None = None,
+    limit: int | None = None,
+    method: str = "gradcam",
+    target: str | int | None = None,
+    layer: str | None = None,
+    out_dir: str | Path | None = None,
+    opacity: float = 0.45,
+    progress: ProgressFn | None = None,
+) -> ExplainResult:
+    """Explain the cached samples of one split of the run's dataset (first ``limit`` of them).
+
+    The inputs are exactly what the model was scored on (the preprocessing cache); their lesion masks
+    (when the dataset has them) outline the lesion in the figures and guide Lesion/Background.
+    """
+    run = load_run(run_dir)
+    method = _check(run, method, layer)
+    part = split_frame(run, run_config(run_dir), dataset, split)
+    if limit is not None:
+        part = part.head(limit)
+    subjects, failures = cached_subjects(run, part, dataset or run_config(run_dir).data.dataset)
+    return _explain(run, subjects, failures, method, target, layer, out_dir, opacity, progress)
+
+
+def cached_subjects(
+    run: LoadedRun, part: pd.DataFrame, dataset: str | Path
+) -> tuple[list[Subject], list[dict[str, Any]]]:
+    """Subjects for cached samples (rows of a task frame); originals decoded from the manifest's paths."""
+    manifest = read_manifest(dataset).set_index("image_id")
+    subjects, failures = [], []
+    for row in part.to_dict("records"):
+        try:
+            geometry = Geometry.from_record(row) if "original_height" in row else None
+            mask = read_sample(row["mask"]) if isinstance(row.get("mask"), str) and row["mask"] else None
+            original = None
+            path = resolve_path(dataset, manifest.loc[row["image_id"], "image_path"])
+            if path is not None and path.exists():
+                original = to_unit(read_image(path), run.preprocess)
+            tensor = pixels_to_input(read_sample(row["image"]), run.model.in_chans)
+            label = row.get("target_name")
+            subjects.append(
+                Subject(str(row["sample_id"]), str(row["image_id"]), tensor, geometry, original, mask, label)
+            )
+        except (ImageReadError, MammocadError, KeyError) as exc:
+            failures.append({"source": str(row.get("sample_id")), "status": "error", "reason": str(exc)})
+    return subjects, failures
+
+
+def _check(run: LoadedRun, method: str, layer: str | None) -> str:
+    method = check_method(method)
+    if layer is not None:
+        target_layer(run.model, layer)  # unknown names fail here, listing the layer groups
+    return method
+
+
+def _target_index(run: LoadedRun, target: str | int | None) -> int | None:
+    if target is None or (isinstance(target, str) and target.lower() == "predicted"):
+        return None
+    if isinstance(target, str) and target.lstrip("-").isdigit():
+        target = int(target)
+    if isinstance(target, int):
+        if not 0 <= target < len(run.classes):
+            raise ConfigError(f"target class {target} out of range; classes: {', '.join(run.classes)}")
+        return target
+    if target not in run.classes:
+        raise ConfigError(f"unknown target class {target!r}; classes: {', '.join(run.classes)}")
+    return run.classes.index(target)
+
+
+def _explain(
+    run: LoadedRun,
+    subjects: list[Subject],
+    failures: list[dict[str, Any]],
+    method: str,
+    target: str | int | None,
+    layer: str | None,
+    out_dir: str | Path | None,
+    opacity: float,
+    progress: ProgressFn | None,
+) -> ExplainResult:
+    step = progress or (lambda _message: None)
+    wanted = _target_index(run, target)
+    out = unique_new_dir(Path(out_dir) if out_dir is not None else run.run_dir / "explain" / method)
+    result = ExplainResult(out, list(failures))
+    names = _unique_names([s.name for s in subjects])
+    report = HtmlReport(f"Explanations · {run.run_dir.name} · {method}")
+    gallery: list[tuple[bytes, str]] = []
+    for start in range(0, len(subjects), BATCH):
+        chunk = subjects[start : start + BATCH]
+        step(f"{method}: inputs {start + 1}-{start + len(chunk)} of {len(subjects)}")
+        batch = torch.stack([s.tensor for s in chunk]).float()
+        with torch.inference_mode():
+            probs = torch.softmax(run.model(batch), dim=1).numpy()
+        targets = [wanted if wanted is not None else int(p.argmax()) for p in probs]
+        heatmaps = class_activation_maps(run.model, batch, method, targets, layer) if method in CAM_METHODS else None
+        for k, subject in enumerate(chunk):
+            name = names[start + k]
+            record: dict[str, Any] = {
+                "source": subject.source,
+                "name": name,
+                "status": "ok",
+                "label": subject.label,
+                "prediction": run.classes[int(probs[k].argmax())],
+                "probabilities": {c: round(float(v), 6) for c, v in zip(run.classes, probs[k], strict=True)},
+            }
+            try:
+                files, picture = _write_one(run, subject, name, method, targets[k], layer, heatmaps, k, opacity, out)
+            except (MammocadError, ValueError) as exc:
+                result.items.append({**record, "status": "error", "reason": str(exc)})
+                continue
+            record.update(files)
+            result.items.append(record)
+            caption = f"{name} · {record['prediction']} p={probs[k].max():.2f}"
+            if subject.label is not None:
+                caption += f" · true {subject.label}"
+            gallery.append((picture, caption))
+    document = {
+        "run": str(run.run_dir),
+        "method": method,
+        "layer": target_layer(run.model, layer) if method != "activation" or layer else "every layer group",
+        "target": "predicted class" if wanted is None else run.classes[wanted],
+        "classes": run.classes,
+        "items": result.items,
+    }
+    atomic_write_json(out / "explanations.json", document)
+    report.paragraph(
+        f"Run {run.run_dir} · method {method} · layer {document['layer']} · target {document['target']} · "
+        f"{len(gallery)} explained, {len(result.failed)} failed."
+    )
+    if gallery:
+        report.gallery(gallery, width=420 if method in ("activation", "lesion-background") else 260)
+    if result.failed:
+        report.table(pd.DataFrame(result.failed)[["source", "reason"]], index=False)
+    atomic_write_text(out / "report.html", report.render())
+    return result
+
+
+def _write_one(
+    run: LoadedRun,
+    subject: Subject,
+    name: str,
+    method: str,
+    target: int,
+    layer: str | None,
+    heatmaps: np.ndarray | None,
+    index: int,
+    opacity: float,
+    out: Path,
+) -> tuple[dict[str, Any], bytes]:
+    """Write one input's files; returns (record fields, the PNG shown in the report)."""
+    grey = subject.tensor[0].numpy()
+    if heatmaps is not None:
+        heat = heatmaps[index]
+        files: dict[str, Any] = {"target": run.classes[target], "layer": target_layer(run.model, layer)}
+        input_png = array_to_png(overlay(grey, heat, opacity))
+        atomic_write_bytes(out / f"{name}.{method}.input.png", input_png)
+        files["input_overlay"] = f"{name}.{method}.input.png"
+        if subject.geometry is not None:
+            on_original = subject.geometry.map_to_original(heat)
+            _write_npy(out / f"{name}.{method}.npy", on_original)
+            files["map"] = f"{name}.{method}.npy"
+            if subject.original is not None:
+                atomic_write_bytes(
+                    out / f"{name}.{method}.png", array_to_png(_display_overlay(subject, on_original, opacity))
+                )
+                files["overlay"] = f"{name}.{method}.png"
+        return files, input_png
+    if method == "activation":
+        maps = layer_activation_maps(run.model, subject.tensor, None if layer is None else [layer])
+        png = activation_figure(grey, maps, title=name)
+        atomic_write_bytes(out / f"{name}.activation.png", png)
+        buffer = _npz_bytes({_safe(k): v for k, v in maps.items()})
+        atomic_write_bytes(out / f"{name}.activation.npz", buffer)
+        return {"figure": f"{name}.activation.png", "maps": f"{name}.activation.npz", "layers": list(maps)}, png
+    from mammocad.explain.lesion_background import lesion_background
+
+    interpretation = lesion_background(
+        run.model, subject.tensor, layer=layer, mask=subject.mask, batch_size=_lesion_background_batch(run, layer)
+    )
+    png = interpretation.figure_png()
+    atomic_write_bytes(out / f"{name}.lesion-background.png", png)
+    document = {"source": subject.source, **interpretation.to_json()}
+    atomic_write_json(out / f"{name}.lesion-background.json", document)
+    files = {
+        "figure": f"{name}.lesion-background.png",
+        "cells": f"{name}.lesion-background.json",
+        "layer": interpretation.layer,
+        "lesion_cells": document["lesion_cells"],
+        "background_cells": document["background_cells"],
+    }
+    return files, png
+
+
+def _lesion_background_batch(run: LoadedRun, layer: str | None) -> int | None:
+    """One forward pass for the 2·g² + 1 inputs (report D's 7×7 grid: 99) unless that is too big for memory
+    (the baseline CNN's 14×14 grid at 224² makes 393 inputs, about 6 GB in one pass)."""
+    from mammocad.models.activation_maps import activation_maps
+
+    side = run.preprocess.image_size
+    probe = torch.zeros(1, run.model.in_chans, *side)
+    grid = next(iter(activation_maps(run.model, probe, [target_layer(run.model, layer)]).values())).shape[-2:]
+    return None if 2 * grid[0] * grid[1] + 1 <= LESION_BACKGROUND_ONE_PASS else LESION_BACKGROUND_ONE_PASS
+
+
+def _display_overlay(subject: Subject, on_original: np.ndarray, opacity: float) -> np.ndarray:
+    """The heatmap over the original image, drawn only inside the model's crop (outside: the image as is)."""
+    import cv2
+
+    assert subject.original is not None and subject.geometry is not None
+    picture, heat = subject.original, on_original
+    inside = subject.geometry.map_to_original(np.ones(subject.geometry.output_hw, dtype=np.float32)) > 0.5
+    scale = MAX_OVERLAY_SIDE / max(picture.shape)
+    if scale < 1:
+        size = (max(1, round(picture.shape[1] * scale)), max(1, round(picture.shape[0] * scale)))
+        picture = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+        heat = cv2.resize(heat, size, interpolation=cv2.INTER_AREA)
+        inside = cv2.resize(inside.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    blended = overlay(picture, heat, opacity)
+    grey = np.repeat(np.rint(np.clip(picture, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    return np.where(inside[..., None], blended, grey)
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, dtype=np.float32), allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        base = _safe(name) or "image"
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        unique.append(base if count == 0 else f"{base}-{count + 1}")
+    return unique
+
+
+def compare_activations(
+    run_dirs: Sequence[str | Path],
+    split: str = "val",
+    *,
+    labels: Sequence[str] | None = None,
+    dataset: str | Path | None = None,
+    limit: int | None = 8,
+    layer: str | None = None,
+    out_dir: str | Path | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Activation maps of several runs (e.g. knowledge transfer vs plain fine-tuning) on the same inputs.
+
+    The inputs are the first run's ``split`` samples (first ``limit``); every run must be scorable on them
+    (same task classes). Writes ``activation-comparison.png`` and ``activation-comparison.json`` (per run
+    and input: d between the lesion mask's and the input's activation maps, and its mean) into ``out_dir``
+    (new; default ``<first run>/explain/activation-comparison``). Returns (out_dir, the JSON document).
+    """
+    from mammocad.explain.activation import compare_activation_maps
+
+    if len(run_dirs) < 2:
+        raise ConfigError("comparing activation maps needs two or more runs")
+    runs = [load_run(r) for r in run_dirs]
+    names = _unique_names(list(labels) if labels else [Path(r).name for r in run_dirs])
+    if len(names) != len(runs):
+        raise ConfigError(f"{len(names)} labels for {len(runs)} runs")
+    part = split_frame(runs[0], run_config(run_dirs[0]), dataset, split)
+    part = part.head(limit) if limit is not None else part
+    subjects, _failures = cached_subjects(runs[0], part, dataset or run_config(run_dirs[0]).data.dataset)
+    inputs = [(s.name, s.tensor, s.mask) for s in subjects]
+    png, distances = compare_activation_maps(dict(zip(names, (r.model for r in runs), strict=True)), inputs, layer)
+    out = unique_new_dir(
+        Path(out_dir) if out_dir is not None else Path(run_dirs[0]) / "explain" / "activation-comparison"
+    )
+    document = {
+        "runs": dict(zip(names, (str(r) for r in run_dirs), strict=True)),
+        "split": split,
+        "inputs": [s.name for s in subjects],
+        "layer": layer or "each run's last layer group",
+        "distance": distances,
+        "mean_distance": {
+            name: (float(np.mean([d for d in values if d is not None])) if any(d is not None for d in values) else None)
+            for name, values in distances.items()
+        },
+    }
+    atomic_write_bytes(out / "activation-comparison.png", png)
+    atomic_write_json(out / "activation-comparison.json", document)
+    return out, document
+
+
+def gallery_overlays(
+    run: LoadedRun, rows: pd.DataFrame, method: str = "gradcam", opacity: float = 0.45
+) -> list[np.ndarray]:
+    """RGB overlays of each row's heatmap (for its predicted class) on its cached image.
+
+    ``rows``: prediction-table rows (``image`` = cached sample path, ``prediction`` = class index).
+    This is the evaluation report's ``gallery_pictures`` hook: ``evaluate_run(..., gallery_pictures=gallery_overlays)``.
+    """
+    if method not in CAM_METHODS:
+        raise ConfigError(f"gallery heatmaps need a CAM method ({', '.join(CAM_METHODS)}), got {method!r}")
+    pictures: list[np.ndarray] = []
+    records = rows.to_dict("records")
+    for start in range(0, len(records), BATCH):
+        chunk = records[start : start + BATCH]
+        pixels = [read_sample(r["image"]) for r in chunk]
+        batch = torch.stack([pixels_to_input(p, run.model.in_chans) for p in pixels]).float()
+        maps = class_activation_maps(run.model, batch, method, [int(r["prediction"]) for r in chunk])
+        pictures += [overlay(p, m, opacity) for p, m in zip(pixels, maps, strict=True)]
+    return pictures
+
+
+def gallery_pictures_for(method: str | None) -> Callable[[LoadedRun, pd.DataFrame], list[np.ndarray]] | None:
+    """The evaluation report's gallery hook for a CAM ``method`` (None or "none": plain images)."""
+    if method is None or method.lower() == "none":
+        return None
+    name = check_method(method)
+    if name not in CAM_METHODS:
+        raise ConfigError(f"gallery heatmaps need a CAM method ({', '.join(CAM_METHODS)}), got {method!r}")
+    return lambda run, rows: gallery_overlays(run, rows, name)
