@@ -11,6 +11,7 @@ import torch
 
 from mammocad.data.manifest import lesions_of
 from mammocad.errors import ConfigError, DatasetError, MammocadError
+from mammocad.models.weights import read_state_dict
 from mammocad.training.config import load_run_config
 from mammocad.training.data import oversampled_indices, task_classes
 from mammocad.training.predict import load_run, predict_paths
@@ -161,3 +162,13 @@ def test_macro_auc_matches_hand_computed_values():
     three = np.eye(3)[[0, 1, 2, 2]] * 0.7 + 0.1
     assert macro_auc(np.array([0, 1, 2, 2]), three) == pytest.approx(1.0)
     assert np.isnan(macro_auc(np.array([1, 1]), binary[:2]))
+
+
+def test_restore_best_weights_off_keeps_the_last_epoch(dataset, tmp_path):
+    run = train(config(dataset, tmp_path, **{"train.epochs": 2, "train.restore_best_weights": False}), progress=False)
+    assert json.loads((run.run_dir / "model.json").read_text())["weights"]["final"] == "last"
+    loaded = load_run(run.run_dir).model.state_dict()
+    last = read_state_dict(run.run_dir / "checkpoints" / "last.safetensors")
+    assert all(torch.equal(loaded[k], last[k]) for k in last)
+    best = load_run(run.run_dir, "best")  # still reachable by name
+    assert best.meta["weights"]["final"] == "last"

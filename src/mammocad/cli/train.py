@@ -47,7 +47,9 @@ def predict(
     run: Path = typer.Argument(..., help="Run directory."),
     images: list[Path] = typer.Argument(..., help="Image files (DICOM, PNG, JPEG, PGM, TIFF)."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write .csv or .json (default: print)."),
-    which: str = typer.Option("best", help="best or last weights."),
+    which: str | None = typer.Option(
+        None, help="best or last weights (default: those the run ended with, normally best)."
+    ),
     box: list[str] | None = typer.Option(
         None, help="Lesion box x0,y0,x1,y1 (original pixels), once per image in order; ROI-trained runs need it."
     ),

@@ -147,7 +147,7 @@ def predict_split(
     dataset: str | Path | None = None,
     split: str = "test",
     layers: list[str] | None = None,
-    which: str = "best",
+    which: str | None = None,
     batch_size: int = 32,
 ) -> SplitPredictions:
     """Score ``split`` of ``dataset`` (default: the run's own dataset) with a run's ``which`` weights."""

@@ -69,6 +69,11 @@ class TrainConfig(_Strict):
     early_stopping_patience: int | None = Field(
         10, ge=1, description="Epochs without val-loss improvement (None: off)."
     )
+    restore_best_weights: bool = Field(
+        True,
+        description="End with the weights of the lowest validation loss (Keras' restore_best_weights). False: keep "
+        "the last epoch's weights, so scoring the validation split involves no choice made on it (fixed-epoch CV).",
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     lambda_fs: float = Field(0.0, ge=0, description="Weight of the Feature Smoothing Loss.")
     kt_beta: float = Field(

@@ -29,13 +29,20 @@ class LoadedRun:
     meta: dict[str, Any]
 
 
-def load_run(run_dir: str | Path, which: str = "best") -> LoadedRun:
-    """Rebuild the model of a run directory (``which``: best or last weights), in eval mode."""
+def load_run(run_dir: str | Path, which: str | None = None) -> LoadedRun:
+    """Rebuild the model of a run directory in eval mode.
+
+    ``which``: ``best`` (lowest validation loss) or ``last`` weights; None = the weights the run ended
+    with (``best`` unless it was trained with ``train.restore_best_weights: false``).
+    """
     run_dir = Path(run_dir)
     meta_path = run_dir / "model.json"
     if not meta_path.exists():
         raise MammocadError(f"{run_dir}: not a run directory (no model.json)")
     meta = json.loads(meta_path.read_text())
+    which = which or meta["weights"].get("final", "best")
+    if which not in ("best", "last"):
+        raise MammocadError(f"unknown weights {which!r}; choose best or last")
     weights = run_dir / meta["weights"].get(which, f"checkpoints/{which}.safetensors")
     if not weights.exists():
         raise MammocadError(f"{run_dir}: the run has no {which} checkpoint ({weights.name}); was it trained?")

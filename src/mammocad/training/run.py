@@ -363,9 +363,9 @@ def train(
             os.environ.pop(_DDP_RUN_DIR_ENV, None)
         else:
             os.environ[_DDP_RUN_DIR_ENV] = previous_env
-    best = run_dir / "checkpoints" / "best.safetensors"
-    if best.exists():  # early stopping restores the best epoch's weights
-        load_weights(module.model, best)
+    final = run_dir / "checkpoints" / ("best" if config.train.restore_best_weights else "last")
+    if final.with_suffix(".safetensors").exists():  # early stopping restores the best epoch's weights
+        load_weights(module.model, final.with_suffix(".safetensors"))
     if trainer.is_global_zero:
         _update_run_json(run_dir, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds")})
     history = pd.read_csv(run_dir / "history.csv")
@@ -381,7 +381,12 @@ def _write_model_json(run_dir: Path, config: RunConfig, task: TaskData, model: t
             "classes": task.classes,
             "task": config.data.task,
             "preprocess": config.preprocess.model_dump(mode="json"),
-            "weights": {"best": "checkpoints/best.safetensors", "last": "checkpoints/last.safetensors"},
+            "weights": {
+                "best": "checkpoints/best.safetensors",
+                "last": "checkpoints/last.safetensors",
+                # the weights the run ends with, used by predict/evaluate unless told otherwise
+                "final": "best" if config.train.restore_best_weights else "last",
+            },
         },
     )
 
