@@ -356,15 +356,24 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+def _run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
+    """Run names, with their parent folder when the names alone collide (CV folds: ``kt-cv5/fold-0``)."""
+    paths = [Path(r).resolve() for r in run_dirs]
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{p.parent.name}/{p.name}" for p in paths]
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _unique_names(names: list[str]) -> list[str]:
+def _unique_names(names: list[str], safe: bool = True) -> list[str]:
     seen: dict[str, int] = {}
     unique = []
     for name in names:
-        base = _safe(name) or "image"
+        base = (_safe(name) if safe else name) or "image"
         count = seen.get(base, 0)
         seen[base] = count + 1
         unique.append(base if count == 0 else f"{base}-{count + 1}")
@@ -393,7 +402,7 @@ def compare_activations(
     if len(run_dirs) < 2:
         raise ConfigError("comparing activation maps needs two or more runs")
     runs = [load_run(r) for r in run_dirs]
-    names = _unique_names(list(labels) if labels else [Path(r).name for r in run_dirs])
+    names = _unique_names(list(labels) if labels else _run_labels(run_dirs), safe=False)
     if len(names) != len(runs):
         raise ConfigError(f"{len(names)} labels for {len(runs)} runs")
     part = split_frame(runs[0], run_config(run_dirs[0]), dataset, split)
