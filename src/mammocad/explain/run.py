@@ -281,7 +281,8 @@ def _write_one(
             files["map"] = f"{name}.{method}.npy"
             if subject.original is not None:
                 atomic_write_bytes(
-                    out / f"{name}.{method}.png", array_to_png(_display_overlay(subject, on_original, opacity))
+                    out / f"{name}.{method}.png",
+                    array_to_png(display_overlay(subject.original, subject.geometry, on_original, opacity)),
                 )
                 files["overlay"] = f"{name}.{method}.png"
         return files, input_png
@@ -322,13 +323,13 @@ def _lesion_background_batch(run: LoadedRun, layer: str | None) -> int | None:
     return None if 2 * grid[0] * grid[1] + 1 <= LESION_BACKGROUND_ONE_PASS else LESION_BACKGROUND_ONE_PASS
 
 
-def _display_overlay(subject: Subject, on_original: np.ndarray, opacity: float) -> np.ndarray:
-    """The heatmap over the original image, drawn only inside the model's crop (outside: the image as is)."""
+def display_overlay(original: np.ndarray, geometry: Geometry, on_original: np.ndarray, opacity: float) -> np.ndarray:
+    """RGB uint8: the heatmap (already on the original grid) over the ``original`` image ([0, 1] grey),
+    drawn only inside the model's crop (outside: the image as is), at most MAX_OVERLAY_SIDE per side."""
     import cv2
 
-    assert subject.original is not None and subject.geometry is not None
-    picture, heat = subject.original, on_original
-    inside = subject.geometry.map_to_original(np.ones(subject.geometry.output_hw, dtype=np.float32)) > 0.5
+    picture, heat = original, on_original
+    inside = geometry.map_to_original(np.ones(geometry.output_hw, dtype=np.float32)) > 0.5
     scale = MAX_OVERLAY_SIDE / max(picture.shape)
     if scale < 1:
         size = (max(1, round(picture.shape[1] * scale)), max(1, round(picture.shape[0] * scale)))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammocad.data.images import MammoImage, read_image
+from mammocad.data.images import DEFAULT_MAX_PIXELS, MammoImage, read_image
 from mammocad.errors import ImageReadError, MammocadError
 from mammocad.models import create_model
 from mammocad.models.weights import load_weights
@@ -76,10 +76,12 @@ def prepare(run: LoadedRun, path: str | Path, lesion_box: Box | None = None) -> 
 
 
 def prepare_image(
-    run: LoadedRun, path: str | Path, lesion_box: Box | None = None
+    run: LoadedRun, path: str | Path, lesion_box: Box | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[torch.Tensor, Preprocessed, MammoImage]:
-    """:func:`prepare`, also returning the preprocessing result (pixels, geometry) and the decoded image."""
-    image = read_image(path)
+    """:func:`prepare`, also returning the preprocessing result (pixels, geometry) and the decoded image.
+
+    Images over ``max_pixels`` are refused from their header, before decoding."""
+    image = read_image(path, max_pixels=max_pixels)
     if run.preprocess.mode == "roi":
         if lesion_box is None:
             raise MammocadError(

@@ -1,0 +1,1 @@
+"""Serving a trained run: ONNX export, the inference engine, the REST API."""
