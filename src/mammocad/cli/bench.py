@@ -130,3 +130,51 @@ def bench_explain(
         console.print(table)
         console.print(f"GLCM variance map, 224² ROI: {result['glcm_variance_224_s'] * 1000:.1f} ms")
         console.print(f"[green]wrote[/] {output}")
+
+
+@app.command("serve")
+def bench_serve(
+    model: list[str] | None = typer.Option(None, help="Architectures (default: baseline_cnn, icnt)."),
+    repeats: int = typer.Option(7, min=1, help="Timed repeats per measurement (the median is reported)."),
+    requests: int = typer.Option(1000, min=0, help="Load-test requests to POST /predict (0: no load test)."),
+    concurrency: int = typer.Option(16, min=1, help="Concurrent clients in the load test."),
+    output: Path = typer.Option(Path("bench-output/serve.json"), "-o", "--output", help="JSON to write."),
+) -> None:
+    """Single-image latency (decode → preprocess → predict → Grad-CAM), PyTorch vs ONNX Runtime, and a load test."""
+    from mammocad.benchmarks.serve import run_serve_benchmark
+
+    with user_errors():
+        result = run_serve_benchmark(model, repeats=repeats, load_requests=requests, load_concurrency=concurrency)
+        atomic_write_json(output, result)
+        table = Table(title=f"serving latency per image ({result['threads']} threads, PNG upload)")
+        for column in (
+            "model",
+            "backend",
+            "decode+prep ms",
+            "predict ms",
+            "b16 img/s",
+            "→ prediction ms",
+            "→ Grad-CAM ms",
+        ):
+            table.add_column(column, justify="right")
+        for name, entry in result["models"].items():
+            for backend in ("torch", "onnx"):
+                row = entry[backend]
+                table.add_row(
+                    name,
+                    backend,
+                    str(row["decode_preprocess_ms"]),
+                    str(row["predict_ms"]),
+                    str(row["predict_b16_img_s"]),
+                    str(row["decode_to_prediction_ms"]),
+                    str(row["decode_to_gradcam_ms"]),
+                )
+        console.print(table)
+        if "load_test" in result:
+            load = result["load_test"]
+            console.print(
+                f"load test {load['requests']} requests × {load['concurrency']} concurrent: "
+                f"p50 {load['p50_ms']} ms, p95 {load['p95_ms']} ms, {load['throughput_rps']} req/s, "
+                f"{load['errors_5xx']} server errors"
+            )
+        console.print(f"[green]wrote[/] {output}")

@@ -1,0 +1,130 @@
+"""Serving latency: one uploaded image through decode → preprocess → predict → Grad-CAM, PyTorch vs ONNX Runtime.
+
+Per architecture (random init — latency does not depend on the weights — 1 grey channel, the
+papers' input size) a throw-away run directory is written and exported to ONNX; a synthetic
+full-field phantom encoded as PNG is the upload. Each stage is timed separately (median of
+``repeats``) for both backends; Grad-CAM always runs in PyTorch (it needs gradients). Then a
+bounded load test of ``POST /predict`` on loopback (real uvicorn server, ONNX Runtime backend).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import torch
+
+from mammocad.benchmarks.preprocess import machine_info
+from mammocad.data.synth.phantom import generate_case
+from mammocad.io import atomic_write_json
+from mammocad.models import create_model
+from mammocad.models.weights import save_weights
+from mammocad.preprocess import PreprocessConfig
+from mammocad.serve.engine import InferenceEngine
+from mammocad.serve.export import export_onnx
+
+ARCHITECTURES = {"baseline_cnn": 224, "icnt": 224}
+CLASSES = ["normal", "benign", "malignant"]
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def throwaway_run(folder: Path, name: str, side: int) -> Path:
+    """A minimal run directory (model.json + weights) for a random-init ``name`` at ``side``², 3 classes."""
+    model = create_model(name, num_classes=len(CLASSES), in_chans=1, pretrained=False).eval()
+    run_dir = folder / name
+    save_weights(model, run_dir / "checkpoints" / "best.safetensors")
+    atomic_write_json(
+        run_dir / "model.json",
+        {
+            "model": model.config(),
+            "classes": CLASSES,
+            "task": "3class",
+            "preprocess": PreprocessConfig(image_size=side).model_dump(mode="json"),
+            "weights": {"best": "checkpoints/best.safetensors", "final": "best"},
+        },
+    )
+    return run_dir
+
+
+def phantom_png(height: int = 2048, width: int = 1536) -> bytes:
+    """A synthetic malignant CC view, PNG-encoded (the upload every measurement decodes)."""
+    case = generate_case(0, "malignant", height=height, width=width)
+    ok, buffer = cv2.imencode(".png", case.pixels)
+    if not ok:
+        raise RuntimeError("PNG encoding of the phantom failed")
+    return buffer.tobytes()
+
+
+def _measure(run_dir: Path, upload: bytes, repeats: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    for backend in ("torch", "onnx"):
+        engine = InferenceEngine(run_dir, backend=backend)
+        image = engine.decode(upload, "phantom.png")
+        decode = _median_seconds(lambda engine=engine: engine.decode(upload, "phantom.png"), repeats)
+        predict = _median_seconds(lambda engine=engine, image=image: engine.predict([image]), repeats)
+        batch = torch.stack([image.tensor] * 16)
+        batch16 = _median_seconds(
+            lambda engine=engine, batch=batch: engine.predict_tensors(batch), max(1, repeats // 2)
+        )
+        entry[backend] = {
+            "decode_preprocess_ms": round(decode * 1000, 1),
+            "predict_ms": round(predict * 1000, 2),
+            "predict_b16_img_s": round(16 / batch16, 1),
+            "decode_to_prediction_ms": round((decode + predict) * 1000, 1),
+        }
+    engine = InferenceEngine(run_dir, backend="onnx")
+    image = engine.decode(upload, "phantom.png")
+    gradcam = _median_seconds(lambda: engine.explain(image, "gradcam"), repeats)
+    entry["gradcam_with_overlays_ms"] = round(gradcam * 1000, 1)
+    for backend in ("torch", "onnx"):
+        row = entry[backend]
+        row["decode_to_gradcam_ms"] = round(row["decode_to_prediction_ms"] + gradcam * 1000, 1)
+    entry["onnx_speedup_predict"] = round(entry["torch"]["predict_ms"] / entry["onnx"]["predict_ms"], 2)
+    entry["onnx_speedup_b16"] = round(entry["onnx"]["predict_b16_img_s"] / entry["torch"]["predict_b16_img_s"], 2)
+    return entry
+
+
+def run_serve_benchmark(
+    models: list[str] | None = None,
+    repeats: int = 7,
+    load_requests: int = 1000,
+    load_concurrency: int = 16,
+    image_hw: tuple[int, int] = (2048, 1536),
+) -> dict[str, Any]:
+    """Per-stage latency of each architecture on both backends, and a loopback load test of the first one."""
+    torch.manual_seed(0)
+    upload = phantom_png(*image_hw)
+    result: dict[str, Any] = {
+        "machine": machine_info(),
+        "threads": torch.get_num_threads(),
+        "upload": {"format": "png", "height": image_hw[0], "width": image_hw[1], "bytes": len(upload)},
+        "models": {},
+    }
+    names = models or list(ARCHITECTURES)
+    with tempfile.TemporaryDirectory(prefix="mammocad-bench-serve-") as folder:
+        for name in names:
+            run_dir = throwaway_run(Path(folder), name, ARCHITECTURES.get(name, 224))
+            export_onnx(run_dir)
+            result["models"][name] = {"input": ARCHITECTURES.get(name, 224), **_measure(run_dir, upload, repeats)}
+        if load_requests > 0:
+            from mammocad.serve.api import create_app
+            from mammocad.serve.loadtest import load_test
+
+            engine = InferenceEngine(Path(folder) / names[0], backend="onnx")
+            stats = load_test(create_app(engine), upload, requests=load_requests, concurrency=load_concurrency)
+            result["load_test"] = {"model": names[0], "backend": "onnx", "endpoint": "/predict", **stats}
+    return result
