@@ -8,30 +8,19 @@ images/s with and without the knowledge-transfer mask branch (batch 8).
 
 from __future__ import annotations
 
-import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from mammocad.benchmarks.preprocess import machine_info
+from mammocad.benchmarks.timing import median_seconds
 from mammocad.models import create_model
 from mammocad.models.activation_maps import activation_maps, recording, resolve_layers
 from mammocad.models.losses.knowledge_transfer import knowledge_transfer_loss
 
 ARCHITECTURES = {"baseline_cnn": 224, "densenet121": 224}
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _kt_train_rate(model: torch.nn.Module, side: int, batch: int, steps: int, transfer: bool) -> float:
@@ -69,7 +58,7 @@ def run_explain_benchmark(models: list[str] | None = None, repeats: int = 5, kt_
     torch.manual_seed(0)
     result: dict[str, Any] = {"machine": machine_info(), "threads": torch.get_num_threads(), "models": {}}
     roi = (np.random.default_rng(0).random((224, 224)) * 255).astype(np.uint8)
-    result["glcm_variance_224_s"] = round(_median_seconds(lambda: glcm_variance_map(roi), repeats), 5)
+    result["glcm_variance_224_s"] = round(median_seconds(lambda: glcm_variance_map(roi), repeats), 5)
     for name in models or list(ARCHITECTURES):
         result["models"][name] = _measure(name, ARCHITECTURES.get(name, 224), repeats, kt_steps)
     return result
@@ -82,12 +71,12 @@ def _measure(name: str, side: int, repeats: int, kt_steps: int) -> dict[str, Any
     model = create_model(name, num_classes=2).eval()
     image = torch.rand(1, 1, side, side)
     entry: dict[str, Any] = {"input": side}
-    entry["gradcam_s"] = round(_median_seconds(lambda: class_activation_maps(model, image, "gradcam"), repeats), 4)
-    seconds = _median_seconds(lambda: class_activation_maps(model, image, "gradcam++"), repeats)
+    entry["gradcam_s"] = round(median_seconds(lambda: class_activation_maps(model, image, "gradcam"), repeats), 4)
+    seconds = median_seconds(lambda: class_activation_maps(model, image, "gradcam++"), repeats)
     entry["gradcam++_s"] = round(seconds, 4)
-    entry["activation_maps_s"] = round(_median_seconds(lambda: activation_maps(model, image), repeats), 4)
+    entry["activation_maps_s"] = round(median_seconds(lambda: activation_maps(model, image), repeats), 4)
     entry["lesion_background_grid"] = list(lesion_background(model, image[0]).activation.shape)
-    seconds = _median_seconds(lambda: lesion_background(model, image[0]), max(1, repeats // 2))
+    seconds = median_seconds(lambda: lesion_background(model, image[0]), max(1, repeats // 2))
     entry["lesion_background_s"] = round(seconds, 3)
     plain = _kt_train_rate(create_model(name, num_classes=2), side, 8, kt_steps, transfer=False)
     transfer = _kt_train_rate(create_model(name, num_classes=2), side, 8, kt_steps, transfer=True)

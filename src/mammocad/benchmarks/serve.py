@@ -9,10 +9,7 @@ bounded load test of ``POST /predict`` on loopback (real uvicorn server, ONNX Ru
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ import cv2
 import torch
 
 from mammocad.benchmarks.preprocess import machine_info
+from mammocad.benchmarks.timing import median_seconds
 from mammocad.data.synth.phantom import generate_case
 from mammocad.io import atomic_write_json
 from mammocad.models import create_model
@@ -30,16 +28,6 @@ from mammocad.serve.export import export_onnx
 
 ARCHITECTURES = {"baseline_cnn": 224, "icnt": 224}
 CLASSES = ["normal", "benign", "malignant"]
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def throwaway_run(folder: Path, name: str, side: int) -> Path:
@@ -74,12 +62,10 @@ def _measure(run_dir: Path, upload: bytes, repeats: int) -> dict[str, Any]:
     for backend in ("torch", "onnx"):
         engine = InferenceEngine(run_dir, backend=backend)
         image = engine.decode(upload, "phantom.png")
-        decode = _median_seconds(lambda engine=engine: engine.decode(upload, "phantom.png"), repeats)
-        predict = _median_seconds(lambda engine=engine, image=image: engine.predict([image]), repeats)
+        decode = median_seconds(lambda engine=engine: engine.decode(upload, "phantom.png"), repeats)
+        predict = median_seconds(lambda engine=engine, image=image: engine.predict([image]), repeats)
         batch = torch.stack([image.tensor] * 16)
-        batch16 = _median_seconds(
-            lambda engine=engine, batch=batch: engine.predict_tensors(batch), max(1, repeats // 2)
-        )
+        batch16 = median_seconds(lambda engine=engine, batch=batch: engine.predict_tensors(batch), max(1, repeats // 2))
         entry[backend] = {
             "decode_preprocess_ms": round(decode * 1000, 1),
             "predict_ms": round(predict * 1000, 2),
@@ -88,7 +74,7 @@ def _measure(run_dir: Path, upload: bytes, repeats: int) -> dict[str, Any]:
         }
     engine = InferenceEngine(run_dir, backend="onnx")
     image = engine.decode(upload, "phantom.png")
-    gradcam = _median_seconds(lambda: engine.explain(image, "gradcam"), repeats)
+    gradcam = median_seconds(lambda: engine.explain(image, "gradcam"), repeats)
     entry["gradcam_with_overlays_ms"] = round(gradcam * 1000, 1)
     for backend in ("torch", "onnx"):
         row = entry[backend]
