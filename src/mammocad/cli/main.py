@@ -11,7 +11,9 @@ from mammocad.cli.demo import demo
 from mammocad.cli.evaluate import compare, evaluate
 from mammocad.cli.experiments import ablate, cv
 from mammocad.cli.explain import explain
+from mammocad.cli.export import export
 from mammocad.cli.preprocess import preprocess
+from mammocad.cli.serve import serve
 from mammocad.cli.synth import synth
 from mammocad.cli.train import predict, train
 from mammocad.cli.tune import tune
@@ -31,10 +33,12 @@ app.command("predict")(predict)
 app.command("evaluate")(evaluate)
 app.command("compare")(compare)
 app.command("explain")(explain)
+app.command("export")(export)
 app.command("cv")(cv)
 app.command("tune")(tune)
 app.command("ablate")(ablate)
 app.command("demo")(demo)
+app.command("serve")(serve)
 
 
 def main() -> None:
