@@ -7,6 +7,7 @@ import warnings
 import typer
 
 from mammocad.cli import bench, data
+from mammocad.cli.dashboard import dashboard
 from mammocad.cli.demo import demo
 from mammocad.cli.evaluate import compare, evaluate
 from mammocad.cli.experiments import ablate, cv
@@ -39,6 +40,7 @@ app.command("tune")(tune)
 app.command("ablate")(ablate)
 app.command("demo")(demo)
 app.command("serve")(serve)
+app.command("dashboard")(dashboard)
 
 
 def main() -> None:

@@ -1,0 +1,62 @@
+"""``mammocad dashboard``: the clinician dashboard (Streamlit) over trained, evaluated runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from mammocad.cli.common import console, user_errors
+
+
+def dashboard(
+    runs: list[Path] = typer.Argument(..., help="Run directories, each trained and evaluated (mammocad evaluate)."),
+    port: int = typer.Option(8501, min=0, max=65535, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    blind_n: int = typer.Option(150, min=1, help="Held-out images in a blind-test session."),
+    split: str = typer.Option("test", help="Evaluated held-out split to show: test, val or blind."),
+) -> None:
+    """Blind test (you vs the model), upload & explain, model comparison, latent space, misclassifications."""
+    from mammocad.dashboard.logic import DashboardSettings, load_runs, settings_env
+
+    with user_errors():
+        # Every run is checked here, so an incomplete one is refused with its reason before the server starts.
+        checked = load_runs(runs, split)
+    settings = DashboardSettings(tuple(run.run_dir.resolve() for run in checked), blind_n, split)
+    console.print(f"[green]dashboard[/] {', '.join(run.name for run in checked)} · http://{_url_host(host)}:{port}")
+    sys.stdout.flush()
+    # exec, not a child process: Streamlit gets the signals directly (Ctrl-C, docker stop).
+    os.execve(sys.executable, streamlit_command(host, port), {**os.environ, **settings_env(settings)})
+
+
+def streamlit_command(host: str, port: int) -> list[str]:
+    """The argv that serves the dashboard app headless on ``host:port``, without usage statistics."""
+    from mammocad.dashboard import APP_PATH
+
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP_PATH),
+        "--server.port",
+        str(port),
+        "--server.address",
+        host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        # A clinical audience needs no "Deploy" button or developer menu.
+        "--client.toolbarMode",
+        "minimal",
+        # The installed app does not change while it runs: no file watcher polling the package.
+        "--server.fileWatcherType",
+        "none",
+    ]
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
