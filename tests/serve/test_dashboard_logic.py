@@ -194,7 +194,7 @@ def test_latent_figure_has_a_3d_point_per_image_with_errors_marked(run, engine):
     figure = logic.latent_figure(points, run.classes)
     assert {trace.type for trace in figure.data} == {"scatter3d"}
     assert sum(len(trace.x) for trace in figure.data) == len(frame)
-    crosses = sum(list(trace.marker.symbol).count("x") for trace in figure.data)
+    crosses = sum(list(trace.marker.symbol).count("circle-open") for trace in figure.data)
     assert crosses == int((~frame["correct"]).sum())
 
 

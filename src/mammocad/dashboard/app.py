@@ -243,13 +243,12 @@ def comparison_tab(runs: list[logic.DashboardRun]) -> None:
     )
     if len(runs) == 1:
         st.caption("Start the dashboard with more runs to compare them.")
-    left, right = st.columns(2)
-    left.plotly_chart(logic.radar_figure(table), key="comparison_radar")
-    right.plotly_chart(logic.scatter_figure(table), key="comparison_scatter")
+    st.plotly_chart(logic.radar_figure(table), key="comparison_radar")
+    st.plotly_chart(logic.scatter_figure(table), key="comparison_scatter")
 
 
 def latent_tab(run: logic.DashboardRun, engine: InferenceEngine) -> None:
-    """3-D PCA of a layer's features on the evaluation images: colour = truth, ✕ = misclassified."""
+    """3-D PCA of a layer's features on the evaluation images: colour = truth, open ring = misclassified."""
     layers = logic.latent_layers(engine)
     layer = st.selectbox("Layer", layers, index=len(layers) - 1, key="latent_layer")
     try:

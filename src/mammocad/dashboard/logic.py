@@ -363,18 +363,17 @@ def radar_figure(table: pd.DataFrame, metrics: Sequence[str] = RADAR_METRICS) ->
 
 
 def scatter_figure(table: pd.DataFrame, pairs: Sequence[tuple[str, str]] = tuple(SCATTER_PAIRS)) -> go.Figure:
-    """``mammocad compare``'s scatter pairs (accuracy vs loss, ...): a labelled point per run in each panel."""
-    figure = make_subplots(rows=1, cols=len(pairs))
+    """``mammocad compare``'s scatter pairs (accuracy vs loss, ...): a point per run in each panel (legend: run)."""
+    figure = make_subplots(rows=1, cols=len(pairs), horizontal_spacing=0.12)
     for k, (name, row) in enumerate(table.iterrows()):
         for col, (x, y) in enumerate(pairs, start=1):
             figure.add_trace(
                 go.Scatter(
                     x=[row[x]],
                     y=[row[y]],
-                    mode="markers+text",
-                    text=[str(name)],
-                    textposition="top center",
+                    mode="markers",
                     name=str(name),
+                    hovertext=str(name),
                     legendgroup=str(name),
                     showlegend=col == 1,
                     marker={"size": 11, "color": COLOURS[k % len(COLOURS)]},
@@ -384,7 +383,7 @@ def scatter_figure(table: pd.DataFrame, pairs: Sequence[tuple[str, str]] = tuple
             )
             figure.update_xaxes(title_text=x, row=1, col=col)
             figure.update_yaxes(title_text=y, row=1, col=col)
-    figure.update_layout(height=380, margin={"t": 30})
+    figure.update_layout(height=380, margin={"t": 30}, legend={"orientation": "h", "y": -0.25})
     return figure
 
 
@@ -427,7 +426,7 @@ def latent_points(run: DashboardRun, layer: str, seed: int = 0) -> LatentPoints:
 
 
 def latent_figure(points: LatentPoints, classes: Sequence[str]) -> go.Figure:
-    """A rotatable 3-D scatter: colour = true class, ✕ = misclassified (hover says what the model said)."""
+    """A rotatable 3-D scatter: colour = true class, open ring = misclassified (hover says what the model said)."""
     figure = go.Figure()
     wrong = points.truth != points.prediction
     for k, name in enumerate(classes):
@@ -440,11 +439,12 @@ def latent_figure(points: LatentPoints, classes: Sequence[str]) -> go.Figure:
                 y=points.coords[chosen, 1],
                 z=points.coords[chosen, 2],
                 mode="markers",
-                name=f"{name} ({int(wrong[chosen].sum())} ✕ misclassified)",
+                name=f"{name} ({int(wrong[chosen].sum())} ○ misclassified)",
                 marker={
                     "size": 4,
                     "color": COLOURS[k % len(COLOURS)],
-                    "symbol": np.where(wrong[chosen], "x", "circle").tolist(),
+                    # Plotly draws 3-D symbols as font glyphs: ○/● exist in every font, ✕ is tofu in some.
+                    "symbol": np.where(wrong[chosen], "circle-open", "circle").tolist(),
                 },
                 text=[f"true {name} · predicted {p}" for p in points.prediction[chosen]],
                 hoverinfo="text",
