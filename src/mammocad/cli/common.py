@@ -86,3 +86,8 @@ def stepper(status: Status, label: str) -> Callable[[str], None]:
         console.log(message)
 
     return step
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes in a URL (IPv6 addresses in brackets)."""
+    return f"[{host}]" if ":" in host else host

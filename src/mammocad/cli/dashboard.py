@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from mammocad.cli.common import console, user_errors
+from mammocad.cli.common import console, url_host, user_errors
 
 
 def dashboard(
@@ -25,7 +25,7 @@ def dashboard(
         # Every run is checked here, so an incomplete one is refused with its reason before the server starts.
         checked = load_runs(runs, split)
     settings = DashboardSettings(tuple(run.run_dir.resolve() for run in checked), blind_n, split)
-    console.print(f"[green]dashboard[/] {', '.join(run.name for run in checked)} · http://{_url_host(host)}:{port}")
+    console.print(f"[green]dashboard[/] {', '.join(run.name for run in checked)} · http://{url_host(host)}:{port}")
     sys.stdout.flush()
     # exec, not a child process: Streamlit gets the signals directly (Ctrl-C, docker stop).
     os.execve(sys.executable, streamlit_command(host, port), {**os.environ, **settings_env(settings)})
@@ -56,7 +56,3 @@ def streamlit_command(host: str, port: int) -> list[str]:
         "--server.fileWatcherType",
         "none",
     ]
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from mammocad.cli.common import console, error_console, user_errors
+from mammocad.cli.common import console, error_console, url_host, user_errors
 
 
 def serve(
@@ -58,7 +58,7 @@ def serve(
     console.print(
         f"[green]serving[/] {engine.info()['name']} {engine.version} · backend {engine.backend} · auth: {auth}"
     )
-    console.print(f"docs: http://{_url_host(host)}:{port}/docs")
+    console.print(f"docs: http://{url_host(host)}:{port}/docs")
     if not settings.api.token and not _is_loopback(host):
         error_console.print(
             f"[yellow]warning:[/] listening on {host} without a token: anyone who can reach it can use the model "
@@ -97,7 +97,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
