@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -163,6 +164,11 @@ def test_cache_second_run_decodes_nothing(dataset, monkeypatch):
     samples = load_preprocessed(dataset, config)
     assert len(samples) == 9 and read_sample(samples["image"][0]).shape == (64, 64)
     assert samples["mask"].notna().sum() == 6  # benign + malignant carry masks
+    # A dataset named relative to the working directory still gives absolute paths (predictions and
+    # the dashboard read them from elsewhere).
+    monkeypatch.chdir(dataset.parent)
+    relative = load_preprocessed(dataset.name, config)
+    assert all(Path(p).is_absolute() and Path(p).exists() for p in relative["image"])
     other = PreprocessConfig(image_size=32)
     assert cache_dir_for(dataset, other) != first.cache_dir
 

@@ -501,7 +501,7 @@ def load_preprocessed(dataset_dir: str | Path, config: PreprocessConfig) -> pd.D
     Raises :class:`~mammocad.errors.DatasetError` when the dataset was not preprocessed with
     ``config`` yet.
     """
-    cache = cache_dir_for(dataset_dir, config)
+    cache = cache_dir_for(Path(dataset_dir).resolve(), config)
     path = cache / SAMPLES_NAME
     if not path.exists():
         raise DatasetError(f"{cache}: not preprocessed with this config yet; run `mammocad preprocess` first")
