@@ -39,7 +39,7 @@ from mammocad.evaluation.significance import McNemarResult, mcnemar_test
 from mammocad.preprocess import Geometry, read_sample
 from mammocad.reporting.html import array_to_png
 from mammocad.serve.engine import Explanation, InferenceEngine, PreparedImage
-from mammocad.training.predict import Box, load_run, pixels_to_input
+from mammocad.training.predict import Box, load_run, pixels_to_input, run_weights
 
 RUNS_ENV = "MAMMOCAD_DASHBOARD_RUNS"
 BLIND_N_ENV = "MAMMOCAD_DASHBOARD_BLIND_N"
@@ -125,11 +125,7 @@ def validate_run(run_dir: str | Path, split: str = DEFAULT_SPLIT, name: str | No
     if not meta_path.exists():
         raise MammocadError(f"run {run_dir} is not a trained run (no model.json); train it with `mammocad train`")
     meta = json.loads(meta_path.read_text())
-    # The same weights InferenceEngine will load (load_run's default choice), checked before any model is built.
-    which = meta.get("weights", {}).get("final", "best")
-    weights = run_dir / meta.get("weights", {}).get(which, f"checkpoints/{which}.safetensors")
-    if not weights.exists():
-        raise MammocadError(f"run {run_dir} has no {which} weights ({weights.name}); was its training finished?")
+    run_weights(run_dir, meta)  # the weights InferenceEngine will load, checked before any model is built
     evaluation = latest_evaluation(run_dir, split)
     if evaluation is None:
         raise MammocadError(

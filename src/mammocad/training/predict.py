@@ -29,6 +29,23 @@ class LoadedRun:
     meta: dict[str, Any]
 
 
+def run_weights(run_dir: Path, meta: dict[str, Any], which: str | None = None) -> Path:
+    """The weights file ``load_run`` loads (``meta`` is the run's model.json); MammocadError when it is missing.
+
+    ``which``: ``best``/``last``; None = the weights the run ended with.
+    """
+    which = which or meta["weights"].get("final", "best")
+    if which not in ("best", "last"):
+        raise MammocadError(f"unknown weights {which!r}; choose best or last")
+    weights = run_dir / meta["weights"].get(which, f"checkpoints/{which}.safetensors")
+    if not weights.exists():
+        raise MammocadError(
+            f"run {run_dir} has no {which} weights ({weights.name}): no {which} checkpoint was written; "
+            "was its training finished?"
+        )
+    return weights
+
+
 def load_run(run_dir: str | Path, which: str | None = None) -> LoadedRun:
     """Rebuild the model of a run directory in eval mode.
 
@@ -40,12 +57,7 @@ def load_run(run_dir: str | Path, which: str | None = None) -> LoadedRun:
     if not meta_path.exists():
         raise MammocadError(f"{run_dir}: not a run directory (no model.json)")
     meta = json.loads(meta_path.read_text())
-    which = which or meta["weights"].get("final", "best")
-    if which not in ("best", "last"):
-        raise MammocadError(f"unknown weights {which!r}; choose best or last")
-    weights = run_dir / meta["weights"].get(which, f"checkpoints/{which}.safetensors")
-    if not weights.exists():
-        raise MammocadError(f"{run_dir}: the run has no {which} checkpoint ({weights.name}); was it trained?")
+    weights = run_weights(run_dir, meta, which)
     spec = dict(meta["model"])
     model = create_model(
         spec.pop("name"),
