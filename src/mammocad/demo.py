@@ -1,9 +1,9 @@
 """The demo: every stage, end to end on synthetic data, ending in an HTML report.
 
 ``mammocad demo`` synthesises a small dataset, imports it, splits it by patient, preprocesses it
-(whole breast and mass-centred ROIs), trains the baseline CNN, ICNT and the ImageNet-pretrained
-EfficientNet-Lite0 with the improved head briefly, evaluates each on the test split, compares them
-and writes ``report.html`` in a new directory. ``quick=True`` is the same pipeline at toy sizes
+(whole breast and mass-centred ROIs), trains the baseline CNN, ICNT, the ImageNet-pretrained
+EfficientNet-Lite0 with the improved head and the lesion-aware model briefly, evaluates each on the
+test split (with where each model looks), compares them and writes ``report.html`` in a new directory. ``quick=True`` is the same pipeline at toy sizes
 (for tests and CI).
 """
 
@@ -26,20 +26,32 @@ from mammocad.data.split import SplitSpec, read_splits, split_dataset
 from mammocad.data.synth import write_synthetic_dataset
 from mammocad.evaluation.compare import ComparisonResult, compare_runs
 from mammocad.evaluation.evaluate import EvaluationResult, evaluate_run
-from mammocad.explain import gallery_overlays
+from mammocad.explain import gallery_overlays, localization_maps_for
 from mammocad.preprocess import PreprocessConfig, load_preprocessed, preprocess_dataset, read_sample
 from mammocad.reporting.html import HtmlReport, array_to_png, figure_to_png
 from mammocad.training.config import load_run_config
 from mammocad.training.run import RunResult, train
 
-# (label, config overrides, epochs at full size): report A's baseline and ICNT, and the one
-# ImageNet-pretrained backbone available offline with the improved GAGM + SEVector head.
+# (label, config overrides, epochs at full size): report A's baseline and ICNT, the ImageNet-pretrained
+# EfficientNet-Lite0 with the improved GAGM + SEVector head, and the lesion-aware model (patches from
+# the masks, a heatmap over the whole film; its patch is a third of the film side).
 DEMO_MODELS: list[tuple[str, dict[str, object], int]] = [
     ("baseline", {"model.name": "baseline_cnn", "train.lr": 1e-3}, 8),
     ("icnt", {"model.name": "icnt", "train.lr": 1e-4}, 3),
     (
         "lite0",
         {"model.name": "efficientnet_lite0", "model.pretrained": True, "model.head": "gagm_se_dense", "train.lr": 3e-4},
+        6,
+    ),
+    (
+        "lesion",
+        {
+            "model.name": "lesion_aware",
+            "model.backbone": "efficientnet_lite0",
+            "model.pretrained": True,
+            "train.lr": 3e-4,
+            "train.batch_size": 32,
+        },
         6,
     ),
 ]
@@ -135,6 +147,9 @@ def run_demo(
                 "output.name": label,
                 "output.mlflow": not quick,
                 **overrides,
+                **(
+                    {"lesion.patch_size": max(32, image_size // 3)} if overrides["model.name"] == "lesion_aware" else {}
+                ),
             },
         )
 
@@ -155,7 +170,11 @@ def run_demo(
             f"evaluate_{label}",
             f"evaluating {label} on the test split",
             lambda result=result: evaluate_run(
-                result.run_dir, split="test", n_resamples=200 if quick else 1000, gallery_pictures=gallery_overlays
+                result.run_dir,
+                split="test",
+                n_resamples=200 if quick else 1000,
+                gallery_pictures=gallery_overlays,
+                localization_maps=localization_maps_for("gradcam"),
             ),
         )
     comparison = timed(
@@ -278,6 +297,34 @@ def _side_by_side(left: np.ndarray, right: np.ndarray, height: int = 256) -> np.
     return np.concatenate([fit(left), gap, fit(right)], axis=1)
 
 
+def _localization_table(report: HtmlReport, evaluations: dict[str, EvaluationResult]) -> None:
+    """Where each model looks on the test films: the lesion model's heatmap, Grad-CAM for the others."""
+    rows = []
+    for label, evaluation in evaluations.items():
+        located = evaluation.metrics.get("localization")
+        if not located:
+            continue
+        pointing, froc = located["pointing_game"], located["froc"]
+        rate = pointing["hit_rate"]
+        row: dict[str, object] = {
+            "model": label,
+            "heatmap": "lesion heatmap" if evaluation.metrics["model"].get("name") == "lesion_aware" else "Grad-CAM",
+            "pointing game": f"{pointing['hits']}/{pointing['films']}" + ("" if rate is None else f" ({rate:.0%})"),
+        }
+        for fp in (0.5, 1, 2):
+            value = froc.get(f"sensitivity_at_{fp:g}_fp")
+            row[f"sensitivity @ {fp:g} FP/film"] = "undefined" if value is None else f"{value:.2f}"
+        rows.append(row)
+    if rows:
+        report.heading("Where the models look")
+        report.paragraph(
+            "On the test films with an annotated lesion: the pointing game (is the heatmap's peak inside the "
+            "lesion?) and FROC-style lesion sensitivity at 0.5/1/2 false positives per film. Each model's report "
+            "shows its heatmaps in the galleries (the lesion model: its own lesion heatmap; the others: Grad-CAM)."
+        )
+        report.table(pd.DataFrame(rows), index=False)
+
+
 def _training_sections(
     report: HtmlReport,
     run_dir: Path,
@@ -319,6 +366,7 @@ def _training_sections(
         rows.append(row)
     report.paragraph("Values with their 95% patient-level bootstrap confidence intervals.")
     report.table(pd.DataFrame(rows), index=False)
+    _localization_table(report, evaluations)
     figures_dir = {label: evaluation.out_dir / "figures" for label, evaluation in evaluations.items()}
     items = []
     for label, folder in figures_dir.items():

@@ -16,9 +16,12 @@ REGISTERED = [
     "densenet121",
     "efficientnet_b0",
     "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
     "icnt",
     "iiv3",
     "inception_v3",
+    "lesion_aware",
     "mobilenetv2",
     "resnet50",
     "resnet50v2",
@@ -29,6 +32,7 @@ DEFAULT_HEAD = {
     "baseline_cnn_flatten": "flatten_dense",
     "icnt": "gagm_se_dense",
     "iiv3": "gagm_se_dense",
+    "lesion_aware": "lesion_map",
 }
 BACKBONE_CHANNELS = {
     "baseline_cnn": 256,
@@ -43,6 +47,8 @@ BACKBONE_CHANNELS = {
     "mobilenetv2": 1280,
     "densenet121": 1024,
     "efficientnet_lite0": 1280,
+    "efficientnet_lite1": 1280,
+    "efficientnet_lite2": 1280,
 }
 
 
@@ -70,7 +76,8 @@ def test_model_builds_and_trains_one_step(name):
         assert fmap.shape[1] == BACKBONE_CHANNELS[name]
     logits, features = net.forward_with_features(x)
     assert logits.shape == (2, 3) and torch.isfinite(logits).all()
-    assert features.shape == (2, 256 if net.head_name != "gap" else fmap.shape[1])
+    width = {"gap": fmap.shape[1], "lesion_map": 4 * getattr(net.head, "num_patch_classes", 0)}
+    assert features.shape == (2, width.get(net.head_name, 256))
     loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2]))
     loss.backward()
     first = next(p for p in net.backbone.parameters())
@@ -91,6 +98,8 @@ def test_model_builds_and_trains_one_step(name):
 def test_default_input_sizes_and_config_round_trip():
     assert create_model("iiv3", 2).input_size == 299
     assert create_model("efficientnet_lite0", 2).input_size == 224
+    assert create_model("efficientnet_lite1", 2).input_size == 240  # timm's pretrained_cfg for the ImageNet weights
+    assert create_model("efficientnet_lite2", 2).input_size == 260
     net = create_model("baseline_cnn_flatten", 4, in_chans=1, input_size=32, drop_rate=0.3)
     config = net.config()
     assert config == {

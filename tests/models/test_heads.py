@@ -100,7 +100,15 @@ def test_flatten_head_refuses_other_map_sizes():
 
 
 def test_unknown_head_lists_valid_names():
-    assert list_heads() == ["flatten_dense", "gagm_dense", "gagm_se_dense", "gap", "gap_dense", "gap_se_dense"]
+    assert list_heads() == [
+        "flatten_dense",
+        "gagm_dense",
+        "gagm_se_dense",
+        "gap",
+        "gap_dense",
+        "gap_se_dense",
+        "lesion_map",
+    ]
     with pytest.raises(ConfigError) as info:
         build_head("gagm_se", 8, 2)
     for name in list_heads():

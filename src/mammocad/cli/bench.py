@@ -132,6 +132,39 @@ def bench_explain(
         console.print(f"[green]wrote[/] {output}")
 
 
+@app.command("lesion")
+def bench_lesion(
+    mias: Path | None = typer.Option(
+        None, help="MIAS folder for a real 1024² film (default: $MAMMOCAD_MIAS_DIR or ../shared/data/mias-dev)."
+    ),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone of the lesion-aware model."),
+    image_size: int = typer.Option(512, min=64, help="Working resolution (preprocess.image_size)."),
+    patch_size: int = typer.Option(96, min=16, help="Patch side (lesion.patch_size)."),
+    repeats: int = typer.Option(5, min=1, help="Timed repeats per measurement (the median is reported)."),
+    output: Path = typer.Option(Path("bench-output/lesion.json"), "-o", "--output", help="JSON to write."),
+) -> None:
+    """One whole film through the lesion-aware model (decode, preprocess, heatmap) and patch training speed."""
+    from mammocad.benchmarks.lesion import run_lesion_benchmark
+
+    with user_errors():
+        result = run_lesion_benchmark(mias or _default_mias(), backbone, image_size, patch_size, repeats=repeats)
+        atomic_write_json(output, result)
+        table = Table(title=f"lesion-aware model, one {'×'.join(map(str, result['film_pixels']))} film")
+        for column in ("step", "seconds"):
+            table.add_column(column, justify="right")
+        for key in (
+            "decode_s",
+            "preprocess_s",
+            "heatmap_and_probabilities_no_tta_s",
+            "heatmap_and_probabilities_tta_s",
+        ):
+            table.add_row(key.removesuffix("_s").replace("_", " "), str(result[key]))
+        table.add_row("whole film, flip TTA", str(result["film_total_tta_s"]))
+        console.print(table)
+        console.print(f"patch-stage training: {result['patch_train_img_per_s']} patches/s")
+        console.print(f"[green]wrote[/] {output}")
+
+
 @app.command("serve")
 def bench_serve(
     model: list[str] | None = typer.Option(None, help="Architectures (default: baseline_cnn, icnt)."),

@@ -20,12 +20,14 @@ def evaluate(
     resamples: int = typer.Option(1000, min=0, help="Bootstrap resamples for the 95% CIs (0: none)."),
     tsne: bool = typer.Option(True, help="Also compute t-SNE embeddings."),
     heatmaps: str | None = typer.Option(
-        "gradcam", help="CAM method drawn over the gallery images (gradcam, gradcam++, ...); 'none' for plain images."
+        "gradcam",
+        help="CAM method drawn over the gallery images and scored against lesion masks (pointing game, FROC): "
+        "gradcam, gradcam++, ...; lesion-aware runs use their own lesion heatmap; 'none': plain images, no scoring.",
     ),
 ) -> None:
     """Metrics, CIs, calibration, figures, latent space and galleries (with heatmaps) of a run on one split."""
     from mammocad.evaluation.evaluate import evaluate_run
-    from mammocad.explain import gallery_pictures_for
+    from mammocad.explain import gallery_pictures_for, localization_maps_for
 
     with user_errors():
         start = time.perf_counter()
@@ -33,6 +35,7 @@ def evaluate(
             result = evaluate_run(
                 run, data, split, out, layers=layer or None, n_resamples=resamples, tsne=tsne,
                 progress=stepper(status, "evaluate"), gallery_pictures=gallery_pictures_for(heatmaps),
+                localization_maps=localization_maps_for(heatmaps),
             )  # fmt: skip
         head = result.metrics["headline"]
         ci = result.metrics["confidence_intervals"].get("auc_macro", {})
@@ -42,6 +45,16 @@ def evaluate(
             f"{split}: {result.metrics['n_images']} images · accuracy {head['accuracy']:.3f} · "
             f"macro-F1 {head['f1_macro']:.3f} · macro-AUC {'undefined' if auc is None else f'{auc:.3f}'}{interval}"
         )
+        located = result.metrics.get("localization")
+        if located:
+            pointing, froc = located["pointing_game"], located["froc"]
+            rate = pointing["hit_rate"]
+            sens = froc.get("sensitivity_at_1_fp")
+            console.print(
+                f"where it looks: pointing game {pointing['hits']}/{pointing['films']}"
+                f"{'' if rate is None else f' ({rate:.0%})'} · lesion sensitivity at 1 FP/film "
+                f"{'undefined' if sens is None else f'{sens:.2f}'} ({froc['lesions']} lesions)"
+            )
         console.print(
             f"[green]done[/] in {time.perf_counter() - start:.1f} s · report: [bold]{result.report.resolve()}[/]"
         )

@@ -15,7 +15,7 @@ import streamlit as st
 
 from mammocad.dashboard import logic
 from mammocad.errors import MammocadError
-from mammocad.serve.engine import EXPLAIN_METHODS, InferenceEngine
+from mammocad.serve.engine import InferenceEngine
 
 TABS = ("Blind test", "Upload & explain", "Model comparison", "Latent space", "Misclassifications")
 #: One fixed order, so every reader of a run sees the same blind set (their scores compare).
@@ -187,7 +187,7 @@ def upload_tab(run: logic.DashboardRun, engine: InferenceEngine) -> None:
         key="upload_file",
     )
     columns = st.columns(3)
-    method = columns[0].selectbox("Method", EXPLAIN_METHODS, key="upload_method")
+    method = columns[0].selectbox("Method", engine.explain_methods, key="upload_method")
     target = columns[1].selectbox("Class to explain", [PREDICTED, *run.classes], key="upload_target")
     opacity = columns[2].slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="upload_opacity")
     box = ""

@@ -174,6 +174,11 @@ def split_dataset(dataset_dir: str | Path, spec: SplitSpec, name: str = "default
     return target
 
 
+def split_exists(dataset_dir: str | Path, name: str = "default") -> bool:
+    """Whether ``dataset_dir`` has a written split called ``name``."""
+    return (Path(dataset_dir) / SPLITS_DIR / f"{name}.parquet").exists()
+
+
 def read_splits(dataset_dir: str | Path, name: str = "default") -> pd.DataFrame:
     """Read a written split, with a clear error when it does not exist."""
     path = Path(dataset_dir) / SPLITS_DIR / f"{name}.parquet"

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.metrics import roc_auc_score
 
 from mammocad.errors import DatasetError
@@ -25,6 +26,7 @@ from mammocad.evaluation import figures
 from mammocad.evaluation.bootstrap import cluster_bootstrap
 from mammocad.evaluation.calibration import calibration_summary, reliability_table
 from mammocad.evaluation.latent import LayerProjection, project_layer
+from mammocad.evaluation.localization import FP_RATES, score_localization
 from mammocad.evaluation.metrics import classification_metrics, headline, overfit_metrics
 from mammocad.evaluation.predictions import (
     SplitPredictions,
@@ -35,11 +37,14 @@ from mammocad.evaluation.predictions import (
     split_frames,
 )
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
+from mammocad.models import is_lesion_aware
 from mammocad.preprocess import read_sample
 from mammocad.reporting.html import HtmlReport, array_to_png, figure_to_png
 from mammocad.training.predict import LoadedRun, load_run
 
 ProgressFn = Callable[[str], None]
+#: ``(run, batch) -> (N, h, w)``: where a model sees a lesion (see ``evaluate_run``).
+LocalizationMaps = Callable[[LoadedRun, torch.Tensor], np.ndarray]
 
 # Clinically worst mistakes: a cancer (or any abnormality) called normal or benign.
 CRITICAL_TRUE = ("malignant", "abnormal")
@@ -184,6 +189,7 @@ def evaluate_run(
     seed: int = 0,
     progress: ProgressFn | None = None,
     gallery_pictures: GalleryPictures | None = None,
+    localization_maps: LocalizationMaps | None = None,
 ) -> EvaluationResult:
     """Evaluate a run on ``split`` of ``dataset`` (default: the dataset it was trained on).
 
@@ -199,6 +205,9 @@ def evaluate_run(
         progress: called with a short message as each step starts.
         gallery_pictures: draws the gallery rows (e.g. ``mammocad.explain.gallery_overlays``: Grad-CAM
             of the predicted class); None shows the plain cached images.
+        localization_maps: ``(run, batch) -> (N, h, w)`` maps of where the model sees a lesion, scored
+            against the lesion masks (pointing game, FROC; e.g. ``mammocad.explain.localization_maps_for``).
+            None: a lesion-aware run's own heatmap, no localization for other runs.
 
     Returns:
         :class:`EvaluationResult` with the output directory, the ``metrics.json`` content and the predictions.
@@ -232,6 +241,12 @@ def evaluate_run(
             train_headline = headline(train_metrics)
             overfit = overfit_metrics(train_metrics, metrics)
 
+    maps_fn = localization_maps or (_lesion_maps if is_lesion_aware(run.model) else None)
+    localization = None
+    if maps_fn is not None:
+        step("localization (pointing game, FROC)")
+        localization = score_localization(part, lambda batch: maps_fn(run, batch), run.model.in_chans)
+
     intervals = {}
     if n_resamples:
         step(f"patient-level bootstrap ({n_resamples} resamples)")
@@ -257,6 +272,7 @@ def evaluate_run(
         "overfit": overfit,
         "confidence_intervals": intervals,
         "calibration": calibration,
+        "localization": localization,
         "latent": {
             p.layer: {"dimensions": p.dimensions, "explained_variance_ratio": p.explained_variance_ratio.tolist()}
             for p in projections
@@ -267,6 +283,8 @@ def evaluate_run(
     atomic_write_bytes(out / "predictions.parquet", buffer)
     atomic_write_json(out / "metrics.json", document)
     pngs = _figures(predictions, metrics, calibration, projections, run_dir)
+    if localization is not None and localization["froc"]["fp_per_film"]:
+        pngs["froc"] = figure_to_png(figures.froc_figure(localization["froc"]))
     for name, png in pngs.items():
         atomic_write_bytes(out / "figures" / f"{name}.png", png)
     step("writing the report")
@@ -314,6 +332,26 @@ def _figures(
     return pngs
 
 
+def _lesion_maps(run: LoadedRun, batch: torch.Tensor) -> np.ndarray:
+    with torch.inference_mode():
+        return run.model.lesion_map(batch).float().numpy()
+
+
+def _localization_section(report: HtmlReport, localization: dict[str, Any], pngs: dict[str, bytes]) -> None:
+    pointing, froc = localization["pointing_game"], localization["froc"]
+    report.heading("Where the model looks")
+    report.paragraph(
+        f"Pointing game: the heatmap's peak falls inside an annotated lesion on {pointing['hits']} of "
+        f"{pointing['films']} films with a located lesion (hit rate {_fmt(pointing['hit_rate'])}). "
+        f"FROC-style lesion sensitivity over {froc['films']} films ({froc['lesions']} lesions; normal films count "
+        "for false positives): "
+        + ", ".join(f"{_fmt(froc.get(f'sensitivity_at_{r:g}_fp'))} at {r:g} FP/film" for r in FP_RATES)
+        + "."
+    )
+    if "froc" in pngs:
+        report.figure(pngs["froc"], "FROC: lesion sensitivity against false positives per film", width=360)
+
+
 def _fmt(value: Any) -> str:
     return "undefined" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
 
@@ -352,6 +390,9 @@ def _report(
         )
     cal = document["calibration"]
     report.paragraph(f"Calibration: Brier score {_fmt(cal['brier'])}, expected calibration error {_fmt(cal['ece'])}.")
+
+    if document.get("localization"):
+        _localization_section(report, document["localization"], pngs)
 
     report.heading("Per class")
     per_class = pd.DataFrame(metrics["per_class"]).T

@@ -7,6 +7,7 @@ via :func:`mammocad.reporting.html.figure_to_png`, or a file). Nothing is shown 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -219,3 +220,18 @@ def mean_std_bars_figure(table: pd.DataFrame, pairs: Sequence[tuple[str, str, st
 def roc_overlay_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str) -> Figure:
     """ROC curves of several runs on the same images, ``{run: (truth, score)}``."""
     return _roc_curves(curves, title, legend_size=7)
+
+
+def froc_figure(froc: Mapping[str, Any]) -> Figure:
+    """Lesion sensitivity against false positives per film (the FROC curve), with the 0.5/1/2 FP marks."""
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    ax.step(froc["fp_per_film"], froc["sensitivity"], where="post", color="#1f77b4")
+    for rate in (0.5, 1.0, 2.0):
+        ax.axvline(rate, color="#999999", linestyle=":", linewidth=0.8)
+    ax.set_xlabel("false positives per film")
+    ax.set_ylabel("lesion sensitivity")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(0, max(2.2, max(froc["fp_per_film"] or [0])))
+    ax.set_title(f"FROC ({froc['lesions']} lesions, {froc['films']} films)")
+    fig.tight_layout()
+    return fig

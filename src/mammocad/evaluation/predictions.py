@@ -20,6 +20,7 @@ from mammocad.errors import DatasetError, MammocadError
 from mammocad.models.heads.dense import DenseClassifier
 from mammocad.training.config import RunConfig, load_run_config
 from mammocad.training.data import CachedImageDataset, partition, task_frame
+from mammocad.training.lesion import contralateral_index, paired_features
 from mammocad.training.predict import LoadedRun, load_run
 
 SPLITS = ("train", "val", "test", "blind", "all")
@@ -71,13 +72,15 @@ def split_frames(
     if unknown:
         raise DatasetError(f"unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
     data = config.data.model_copy(update={"dataset": Path(dataset)}) if dataset is not None else config.data
-    classes, frame = task_frame(data, config.preprocess)
+    # Scoring a whole dataset needs no split: an external test set can be imported and evaluated as is.
+    classes, frame = task_frame(data, config.preprocess, allow_unsplit="all" in splits)
     if classes != run.classes:
         raise DatasetError(
             f"{data.dataset}: task {data.task!r} gives classes {classes}, but {run.run_dir.name} was trained on "
             f"{run.classes}; evaluate on a dataset with the same classes"
         )
-    parts = partition(frame, data.fold, data.split)
+    unsplit = (frame["split"] == "unsplit").all()
+    parts = {s: frame.iloc[:0] for s in SPLITS} if unsplit else partition(frame, data.fold, data.split)
     parts["all"] = frame.reset_index(drop=True)
     return {split: parts[split] for split in splits}
 
@@ -98,6 +101,9 @@ def default_feature_layers(model: nn.Module) -> list[str]:
     Dense(256) layer; the final classifier and dropout are left out.
     """
     layers = ["backbone"]
+    latent = getattr(model.head, "latent_children", None)  # a head may name its own latent stages
+    if latent is not None:
+        return layers + [f"head.{name}" for name in latent]
     for name, module in model.head.named_children():
         if isinstance(module, (nn.Dropout, nn.Identity)) or name == "fc":
             continue
@@ -119,9 +125,13 @@ def predict_frame(
     if unknown:
         raise MammocadError(f"unknown layer(s) {unknown}; the model's layers include {default_feature_layers(model)}")
     captured: dict[str, list[np.ndarray]] = {name: [] for name in layers or []}
+    seen: set[str] = set()  # layers already captured for the current batch
 
     def hook_for(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            if name in seen:  # a second pass in one forward (flip TTA): keep the first, unflipped one
+                return
+            seen.add(name)
             value = output.float()
             if value.ndim == 4:
                 value = value.mean(dim=(2, 3))
@@ -131,15 +141,23 @@ def predict_frame(
 
     handles = [modules[name].register_forward_hook(hook_for(name)) for name in captured]
     dataset = CachedImageDataset(part, model.in_chans, None, in_memory=False)
-    probs: list[np.ndarray] = []
+    # A bilateral lesion-aware model reads each film with its other breast's: first every film's own
+    # heatmap statistics, then the pairs (both breasts of a patient are always in the same split).
+    bilateral = getattr(getattr(model, "head", None), "bilateral", False)
+    outputs: list[torch.Tensor] = []
     try:
         for start in range(0, len(dataset), batch_size):
             batch = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
-            probs.append(torch.softmax(model(batch).float(), dim=1).numpy())
+            seen.clear()
+            outputs.append(model.head.own_features(model.heatmap(batch)) if bilateral else model(batch))
     finally:
         for handle in handles:
             handle.remove()
-    return np.concatenate(probs), {name: np.concatenate(chunks) for name, chunks in captured.items()}
+    logits = torch.cat(outputs).float()
+    if bilateral:
+        logits = model.head.classify(paired_features(model.head, logits, contralateral_index(part)))
+    probs = torch.softmax(logits, dim=1).numpy()
+    return probs, {name: np.concatenate(chunks) for name, chunks in captured.items()}
 
 
 def predict_split(

@@ -13,7 +13,8 @@ variants (any config overrides)::
         set: {train.lr: 1.0e-3}
 
 Toggles (:data:`TOGGLES`): dropout, batch_norm, augmentation, clahe, class_weights, gagm, sevector,
-fsl, knowledge_transfer. A toggle that would change nothing for the given config (e.g. ``fsl`` with lambda_fs = 0,
+fsl, knowledge_transfer; for the lesion-aware model also hard_negatives (mining off), flip_tta and
+learned_aggregation (→ the fixed top-k mean). A toggle that would change nothing for the given config (e.g. ``fsl`` with lambda_fs = 0,
 ``gagm`` on a GAP head) is refused before anything trains.
 
 Directory (new, never overwritten; resumable, each variant a resumable CV)::
@@ -95,6 +96,11 @@ def _batch_norm(config: RunConfig) -> dict[str, Any]:
 
 
 def _augmentation(config: RunConfig) -> dict[str, Any]:
+    lesion = config.lesion_options()
+    if lesion is not None:  # patches are augmented by their sampling: shift, rotation, zoom
+        if not (lesion.rotate or lesion.scale or lesion.jitter):
+            raise ConfigError("augmentation: lesion.rotate, lesion.scale and lesion.jitter are off already")
+        return {"lesion.rotate": False, "lesion.scale": 0.0, "lesion.jitter": 0.0}
     fields = ("hflip", "vflip", "rotate_p", "brightness_p", "contrast_p")
     if not any(getattr(config.augment, f) for f in fields):
         raise ConfigError("augmentation: every augment probability is 0 already")
@@ -140,6 +146,31 @@ def _knowledge_transfer(config: RunConfig) -> dict[str, Any]:
     return {"train.kt_beta": 0.0}
 
 
+def _lesion(config: RunConfig, toggle: str) -> Any:
+    options = config.lesion_options()
+    if options is None:
+        raise ConfigError(f"{toggle}: only the lesion_aware model has it (model.name is {config.model.name!r})")
+    return options
+
+
+def _hard_negatives(config: RunConfig) -> dict[str, Any]:
+    if _lesion(config, "hard_negatives").hard_negative_fraction == 0:
+        raise ConfigError("hard_negatives: lesion.hard_negative_fraction is 0 already")
+    return {"lesion.hard_negative_fraction": 0.0}
+
+
+def _flip_tta(config: RunConfig) -> dict[str, Any]:
+    if not _lesion(config, "flip_tta").tta_flip:
+        raise ConfigError("flip_tta: lesion.tta_flip is false already")
+    return {"lesion.tta_flip": False}
+
+
+def _learned_aggregation(config: RunConfig) -> dict[str, Any]:
+    if _lesion(config, "learned_aggregation").aggregation != "learned":
+        raise ConfigError("learned_aggregation: lesion.aggregation is not 'learned'")
+    return {"lesion.aggregation": "topk"}
+
+
 # toggle name -> config overrides that remove the component from ``config`` (ConfigError: nothing to remove)
 TOGGLES: dict[str, Callable[[RunConfig], dict[str, Any]]] = {
     "dropout": _dropout,
@@ -151,6 +182,9 @@ TOGGLES: dict[str, Callable[[RunConfig], dict[str, Any]]] = {
     "sevector": _sevector,
     "fsl": _fsl,
     "knowledge_transfer": _knowledge_transfer,
+    "hard_negatives": _hard_negatives,
+    "flip_tta": _flip_tta,
+    "learned_aggregation": _learned_aggregation,
 }
 
 

@@ -188,7 +188,8 @@ def cross_validate(
     """Cross-validate ``config`` over ``folds`` patient-grouped, stratified folds.
 
     Args:
-        config: the run config of every fold (``data.fold`` is set per fold). Its split is used when
+        config: the run config of every fold (``data.fold`` is set per fold; ``data.refit`` is turned
+            off, so a final-model config is cross-validated as the same recipe). Its split is used when
             it has exactly ``folds`` folds; otherwise ``<split>-cv<folds>`` is derived from it.
         folds: number of folds (>= 2).
         cv_dir: the new CV directory (made unique); default ``<runs_dir>/<name>-cv<folds>-<timestamp>``.
@@ -203,7 +204,8 @@ def cross_validate(
     step = progress or (lambda _message: None)
     split = cv_split(config.data.dataset, config.data.split, folds, seed)
     base = config.model_copy(deep=True)
-    base.data.split, base.data.fold = split, None
+    # A refit config (the final-model protocol) is cross-validated as the same recipe on each fold.
+    base.data.split, base.data.fold, base.data.refit = split, None, False
     classes = check_stratifiable(base, folds)
     name = config.output.name or config.model.name
     target = (

@@ -217,6 +217,9 @@ def _field_problem(name: str) -> str | None:
 def trial_config(config: RunConfig, params: dict[str, Any], runs_dir: Path | None = None) -> RunConfig:
     """``config`` with dotted ``params`` applied (and ``output.runs_dir`` when given), re-validated."""
     overrides: dict[str, Any] = config.model_dump(mode="json")  # sections first, then dotted fields into them
+    # A trial is scored on the val split, so it must not train on it: a final-model (refit) config is
+    # tuned as the same recipe on the train split.
+    overrides["data"]["refit"] = False
     overrides.update(params)
     if runs_dir is not None:
         overrides["output.runs_dir"] = str(runs_dir)

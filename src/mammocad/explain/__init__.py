@@ -8,7 +8,16 @@ Imports models, preprocess, training (to load a run) and evaluation (split frame
 serve or dashboard.
 """
 
-from mammocad.explain.cam import CAM_METHODS, METHODS, check_method, class_activation_maps, overlay, target_layer
+from mammocad.explain.cam import (
+    CAM_METHODS,
+    METHODS,
+    check_method,
+    class_activation_maps,
+    lesion_heatmaps,
+    localization_maps,
+    overlay,
+    target_layer,
+)
 from mammocad.explain.run import (
     ExplainResult,
     compare_activations,
@@ -16,6 +25,7 @@ from mammocad.explain.run import (
     explain_split,
     gallery_overlays,
     gallery_pictures_for,
+    localization_maps_for,
 )
 
 __all__ = [
@@ -29,6 +39,9 @@ __all__ = [
     "explain_split",
     "gallery_overlays",
     "gallery_pictures_for",
+    "lesion_heatmaps",
+    "localization_maps",
+    "localization_maps_for",
     "overlay",
     "target_layer",
 ]

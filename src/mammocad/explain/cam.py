@@ -26,8 +26,8 @@ CAM_METHODS: dict[str, str] = {
     "eigencam": "EigenCAM",
     "layercam": "LayerCAM",
 }
-#: Every ``mammocad explain --method``.
-METHODS: tuple[str, ...] = (*CAM_METHODS, "activation", "lesion-background")
+#: Every ``mammocad explain --method``; ``lesion`` is a lesion-aware model's own P(lesion) heatmap.
+METHODS: tuple[str, ...] = (*CAM_METHODS, "lesion", "activation", "lesion-background")
 
 
 def check_method(method: str) -> str:
@@ -100,6 +100,43 @@ def _sign_corrected_eigencam() -> type:
             return get_2d_projection_with_sign_correction(np.asarray(activations))
 
     return SignCorrectedEigenCAM
+
+
+def lesion_heatmaps(model: nn.Module, batch: torch.Tensor) -> np.ndarray:
+    """A lesion-aware model's P(any lesion) maps (N, H, W) at the input's resolution, float32 in [0, 1].
+
+    Unlike a CAM the values are probabilities, not rescaled per image: a film with nothing
+    suspicious stays dark. ConfigError for a model without a lesion heatmap.
+    """
+    import torch.nn.functional as F
+
+    if not callable(getattr(model, "lesion_map", None)):
+        raise ConfigError(
+            "method 'lesion' needs a lesion-aware run (model.name: lesion_aware); use a CAM method for this model"
+        )
+    with torch.inference_mode():
+        maps = model.lesion_map(batch.float())[:, None]
+        maps = F.interpolate(maps, size=tuple(batch.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+    return np.clip(maps.float().numpy(), 0.0, 1.0)
+
+
+def localization_maps(
+    model: nn.Module, batch: torch.Tensor, classes: Sequence[str], method: str = "gradcam"
+) -> np.ndarray:
+    """Maps (N, H, W) of where ``model`` sees a lesion, for the pointing game and FROC.
+
+    Lesion-aware models: their P(lesion) heatmap. Others: the CAM ``method`` of the most probable
+    class other than ``normal`` (every film gets a lesion map, normal ones too, for the FROC's false
+    positives); without a ``normal`` class, of the predicted class.
+    """
+    if callable(getattr(model, "lesion_map", None)):
+        return lesion_heatmaps(model, batch)
+    with torch.inference_mode():
+        probs = torch.softmax(model(batch.float()), dim=1)
+        if "normal" in classes and len(classes) > 1:
+            probs[:, list(classes).index("normal")] = -1.0
+        targets = probs.argmax(dim=1).tolist()
+    return class_activation_maps(model, batch, method, targets)
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.ndarray:

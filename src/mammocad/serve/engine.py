@@ -26,7 +26,7 @@ import torch
 
 from mammocad.data.images import DEFAULT_MAX_PIXELS
 from mammocad.errors import ConfigError, ImageReadError, MammocadError
-from mammocad.explain.cam import CAM_METHODS, class_activation_maps, overlay, target_layer
+from mammocad.explain.cam import CAM_METHODS, class_activation_maps, lesion_heatmaps, overlay, target_layer
 from mammocad.explain.run import display_overlay
 from mammocad.preprocess import Geometry
 from mammocad.preprocess.pipeline import to_unit
@@ -157,7 +157,7 @@ class InferenceEngine:
             "needs_lesion_box": self.needs_box,
             "backend": self.backend,
             "backend_timings_ms": self.backend_timings,
-            "explain_methods": list(EXPLAIN_METHODS),
+            "explain_methods": list(self.explain_methods),
             "max_pixels": self.max_pixels,
         }
 
@@ -213,16 +213,19 @@ class InferenceEngine:
     ) -> Explanation:
         """A CAM heatmap of ``image`` for ``target`` (class name/index; None: the predicted class)."""
         name = method.strip().lower()
-        if name not in EXPLAIN_METHODS:
-            raise ConfigError(f"unknown explanation method {method!r}; choose from {', '.join(EXPLAIN_METHODS)}")
+        if name not in self.explain_methods:
+            raise ConfigError(f"unknown explanation method {method!r}; choose from {', '.join(self.explain_methods)}")
         if not 0.0 <= opacity <= 1.0:
             raise ConfigError(f"opacity must be in [0, 1], got {opacity}")
         probs = self.predict([image])[0]
         wanted = self._target_index(target, int(probs.argmax()))
         batch = image.tensor[None].float()
         with self._lock:
-            resolved = target_layer(self.run.model, layer)
-            heat = class_activation_maps(self.run.model, batch, name, [wanted], resolved)[0]
+            if name == "lesion":  # the lesion-aware model's own P(lesion) heatmap: class-agnostic, no layer
+                resolved, heat = "lesion heatmap", lesion_heatmaps(self.run.model, batch)[0]
+            else:
+                resolved = target_layer(self.run.model, layer)
+                heat = class_activation_maps(self.run.model, batch, name, [wanted], resolved)[0]
         on_original = image.geometry.map_to_original(heat)
         return Explanation(
             prediction=self.classes[int(probs.argmax())],
@@ -235,6 +238,12 @@ class InferenceEngine:
             overlay_png=array_to_png(display_overlay(image.original, image.geometry, on_original, opacity)),
             input_overlay_png=array_to_png(overlay(image.tensor[0].numpy(), heat, opacity)),
         )
+
+    @property
+    def explain_methods(self) -> tuple[str, ...]:
+        """The explanation methods this run offers: its lesion heatmap first for a lesion-aware run."""
+        lesion = ("lesion",) if callable(getattr(self.run.model, "lesion_map", None)) else ()
+        return (*lesion, *EXPLAIN_METHODS)
 
     def _target_index(self, target: str | int | None, predicted: int) -> int:
         if target is None or target == "":

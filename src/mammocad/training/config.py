@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mammocad.errors import ConfigError
 from mammocad.io import read_config_file
@@ -31,6 +31,12 @@ class DataConfig(_Strict):
         "birads: BI-RADS classes; label: the dataset's own label_name classes.",
     )
     cache_in_memory: bool = Field(True, description="Hold the decoded cached images in RAM.")
+    refit: bool = Field(
+        False,
+        description="Final-model protocol: train on every non-blind image (train + val + test) for a fixed number "
+        "of epochs chosen by cross-validation. The val split is still scored each epoch, but it is inside the "
+        "training data, so early stopping must be off (train.early_stopping_patience: null).",
+    )
 
 
 class ModelConfig(_Strict):
@@ -46,6 +52,9 @@ class ModelConfig(_Strict):
     in_chans: int = Field(1, ge=1, le=3)
     freeze_all_but_last: int | None = Field(None, ge=0, description="Train only the backbone's last N layers (+ head).")
     trainable_stages: list[str] | None = Field(None, description="Train only these backbone stages (+ head).")
+    backbone: str | None = Field(
+        None, description="lesion_aware only: the backbone run densely over the film (default efficientnet_lite0)."
+    )
 
 
 class AugmentConfig(_Strict):
@@ -105,6 +114,39 @@ class TrainConfig(_Strict):
     channels_last: bool = Field(True, description="NHWC memory format (faster convolutions on CPU and GPU).")
 
 
+class LesionConfig(_Strict):
+    """The lesion-aware model (``model.name: lesion_aware``): patch stage, then film stage.
+
+    The patch stage trains for ``train.epochs`` on patches cut from the cached films (so the
+    preprocessing ``image_size`` is the working resolution); the film stage fits the learned
+    aggregation on whole-film labels with the patch network frozen.
+    """
+
+    patch_size: int = Field(96, ge=16, le=1024, description="Patch side in preprocessed pixels (the heatmap window).")
+    aggregation: Literal["max", "topk", "noisy_or", "learned"] = Field(
+        "learned", description="Heatmap → image classes: max, top-k mean, noisy-OR over top-k, or a learned stage."
+    )
+    top_k: int = Field(4, ge=1, description="Windows used by topk and noisy_or.")
+    tta_flip: bool = Field(True, description="Average the heatmaps of the film and its mirror image.")
+    lesion_patches: int = Field(8, ge=1, description="Patches per located lesion film per epoch.")
+    background_patches: int = Field(8, ge=1, description="Background patches per film per epoch.")
+    hard_negative_fraction: float = Field(
+        0.5, ge=0, le=1, description="Share of background patches drawn where the model sees a lesion (mining)."
+    )
+    hard_negative_every: int = Field(1, ge=1, description="Re-mine hard negatives every N epochs.")
+    jitter: float = Field(0.25, ge=0, le=1, description="Max shift of a lesion patch centre, in patch sides.")
+    scale: float = Field(0.15, ge=0, lt=1, description="Max relative zoom of a patch.")
+    rotate: bool = Field(True, description="Rotate patches by a random angle.")
+    film_weight_decay: float = Field(
+        0.01, ge=0, description="L2 penalty of the learned aggregation (the film stage fits few films)."
+    )
+    bilateral: bool = Field(
+        False,
+        description="The learned aggregation also reads the other breast's film (same patient and view): "
+        "its heatmap statistics minus this film's. Needs aggregation: learned.",
+    )
+
+
 class OutputConfig(_Strict):
     runs_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
     name: str | None = Field(None, description="Run name prefix (default: the model name).")
@@ -118,12 +160,40 @@ class OutputConfig(_Strict):
 class RunConfig(_Strict):
     """Everything a training run needs; saved as ``config.yaml`` in the run directory."""
 
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.data.refit and self.data.fold is not None:
+            raise ValueError("data.refit trains on every fold; it cannot be combined with data.fold")
+        if self.data.refit and (self.train.early_stopping_patience or self.train.restore_best_weights):
+            raise ValueError(
+                "data.refit puts the val split inside training: set train.early_stopping_patience: null and "
+                "train.restore_best_weights: false (the epoch count comes from cross-validation)"
+            )
+        if self.model.name == "lesion_aware" and self.train.lambda_fs > 0:
+            raise ValueError(
+                "lesion_aware trains on patches; the Feature Smoothing Loss (train.lambda_fs) does not apply"
+            )
+        if self.model.name == "lesion_aware" and self.train.kt_beta > 0:
+            raise ValueError("lesion_aware learns from the masks directly; set train.kt_beta: 0")
+        if self.lesion is not None and self.model.name != "lesion_aware":
+            raise ValueError("the lesion section needs model.name: lesion_aware")
+        if self.lesion is not None and self.lesion.bilateral and self.lesion.aggregation != "learned":
+            raise ValueError("lesion.bilateral is read by the learned aggregation: set lesion.aggregation: learned")
+        return self
+
     data: DataConfig
     preprocess: PreprocessConfig = PreprocessConfig()
     model: ModelConfig = ModelConfig()
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
+    lesion: LesionConfig | None = Field(None, description="lesion_aware options (None: the defaults).")
     output: OutputConfig = OutputConfig()
+
+    def lesion_options(self) -> LesionConfig | None:
+        """The lesion-aware options when the model is ``lesion_aware`` (defaults if unset), else None."""
+        if self.model.name != "lesion_aware":
+            return None
+        return self.lesion or LesionConfig()
 
 
 def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:

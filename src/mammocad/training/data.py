@@ -17,7 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from mammocad.data.manifest import read_manifest
-from mammocad.data.split import read_splits
+from mammocad.data.split import read_splits, split_exists
 from mammocad.errors import DatasetError
 from mammocad.preprocess import PreprocessConfig, load_preprocessed, preprocess_dataset, read_sample
 from mammocad.training.config import AugmentConfig, DataConfig
@@ -65,15 +65,21 @@ class TaskData:
         return [counted.get(k, 0) for k in range(len(self.classes))]
 
 
-def task_frame(data: DataConfig, preprocess: PreprocessConfig) -> tuple[list[str], pd.DataFrame]:
+def task_frame(
+    data: DataConfig, preprocess: PreprocessConfig, allow_unsplit: bool = False
+) -> tuple[list[str], pd.DataFrame]:
     """The task's classes and every cached sample that has a task label, with its split and fold.
 
     Columns: the cache's sample table (``sample_id``, ``image_id``, ``patient_id``, ``image``, ...)
     plus ``target_name``, ``target`` (class index), ``split`` and ``fold``. Builds the preprocessing
-    cache first when it is incomplete.
+    cache first when it is incomplete. ``allow_unsplit``: a dataset without the named split (e.g. an
+    external test set scored whole) gets split ``unsplit`` and fold -1 for every image.
     """
     manifest = read_manifest(data.dataset)
-    splits = read_splits(data.dataset, data.split)
+    if allow_unsplit and not split_exists(data.dataset, data.split):
+        splits = pd.DataFrame({"image_id": manifest["image_id"], "split": "unsplit", "fold": -1})
+    else:
+        splits = read_splits(data.dataset, data.split)
     preprocess_dataset(data.dataset, preprocess)  # no-op when the cache is complete
     samples = load_preprocessed(data.dataset, preprocess)
     classes, target = task_classes(manifest, data.task)
@@ -111,6 +117,8 @@ def load_task_data(data: DataConfig, preprocess: PreprocessConfig) -> TaskData:
     """Join cache, split and task labels; stop with a clear error when the data do not fit the task."""
     classes, frame = task_frame(data, preprocess)
     parts = partition(frame, data.fold, data.split)
+    if data.refit:  # the final model: every non-blind image trains; val is scored but is inside training
+        parts["train"] = frame[frame["split"] != "blind"].reset_index(drop=True)
     task = TaskData(classes, parts["train"], parts["val"], parts["test"])
     for split in ("train", "val"):
         counts = task.counts(split)

@@ -22,9 +22,16 @@ class ClassifierModule(L.LightningModule):
     plain classification loss, so early stopping compares KT and fine-tuning runs on one scale.
     """
 
-    def __init__(self, model: torch.nn.Module, train_config: TrainConfig, class_weights: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_config: TrainConfig,
+        class_weights: torch.Tensor | None,
+        patch_mode: bool = False,
+    ) -> None:
         super().__init__()
         self.model = model
+        self.patch_mode = patch_mode  # lesion_aware's patch stage: batches are patches, logits patch-level
         self.config = train_config
         self.loss = ClassificationLoss(class_weights, train_config.label_smoothing, train_config.lambda_fs)
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {"train": [], "val": []}
@@ -42,7 +49,9 @@ class ClassifierModule(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         transfer = stage == "train" and bool(self.kt_layers)
         with recording(self.model, self.kt_layers if transfer else []) as recorder:
-            if self.config.lambda_fs > 0:
+            if self.patch_mode:
+                logits, features = self.model.patch_logits(images), None
+            elif self.config.lambda_fs > 0:
                 logits, features = self.model.forward_with_features(images)
             else:
                 logits, features = self.model(images), None

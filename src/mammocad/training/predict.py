@@ -68,7 +68,7 @@ def load_run(run_dir: str | Path, which: str | None = None) -> LoadedRun:
         drop_rate=spec.pop("drop_rate", 0.5),
         se_reduction=spec.pop("se_reduction", 16),
         batch_norm=spec.pop("batch_norm", True),
-        **({"input_size": spec["input_size"]} if "input_size" in spec else {}),
+        **spec,  # input_size and the architecture's own options (timm keywords, lesion_aware's settings)
     )
     load_weights(model, weights)
     model.eval()

@@ -29,12 +29,13 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from mammocad.errors import ConfigError, DatasetError, MammocadError
 from mammocad.io import atomic_write_json, atomic_write_text, unique_new_dir, update_json
-from mammocad.models import create_model
+from mammocad.models import LesionAwareNet, create_model
 from mammocad.models.freeze import freeze_all_but_last, freeze_all_but_stages
 from mammocad.models.losses import balanced_class_weights
 from mammocad.models.weights import load_weights, save_weights
 from mammocad.training.config import RunConfig, dump_run_config, load_run_config
 from mammocad.training.data import CachedImageDataset, TaskData, build_augment, load_task_data, oversampled_indices
+from mammocad.training.lesion import PatchData, PatchEpochs, film_stage, negative_class, patch_class_weights
 from mammocad.training.module import ClassifierModule
 
 _DDP_RUN_DIR_ENV = "MAMMOCAD_DDP_RUN_DIR"
@@ -195,10 +196,24 @@ def check_masks(task: TaskData, config: RunConfig) -> int:
     return masked
 
 
-def _build_model(config: RunConfig, num_classes: int) -> torch.nn.Module:
+def _build_model(config: RunConfig, classes: list[str]) -> torch.nn.Module:
     m = config.model
+    num_classes = len(classes)
     height, width = config.preprocess.image_size
-    extra = {"input_size": height} if height == width else {}  # the Flatten head is built for the input size
+    extra: dict[str, Any] = {"input_size": height} if height == width else {}  # the Flatten head needs it
+    lesion = config.lesion_options()
+    if lesion is not None:
+        extra |= {
+            "backbone": m.backbone or "efficientnet_lite0",
+            "patch_size": lesion.patch_size,
+            "aggregation": lesion.aggregation,
+            "top_k": lesion.top_k,
+            "tta_flip": lesion.tta_flip,
+            "bilateral": lesion.bilateral,
+            "negative_class": negative_class(classes),
+        }
+    elif m.backbone is not None:
+        raise ConfigError("model.backbone is for model.name: lesion_aware")
     model = create_model(
         m.name,
         num_classes=num_classes,
@@ -302,9 +317,12 @@ def train(
         atomic_write_text(run_dir / "config.yaml", dump_run_config(config))
     counts = task.counts("train")
     masked = check_masks(task, config)
-    model = _build_model(config, len(task.classes))
+    model = _build_model(config, task.classes)
     weights = balanced_class_weights(counts) if config.train.class_weights else None
-    module = ClassifierModule(model, config.train, weights)
+    patches = PatchData(task, config) if isinstance(model, LesionAwareNet) else None
+    if patches is not None and config.train.class_weights:
+        weights = patch_class_weights(patches, model.patch_class_count)
+    module = ClassifierModule(model, config.train, weights, patch_mode=patches is not None)
     if not ddp_worker_dir:
         _write_model_json(run_dir, config, task, model)
         _update_run_json(
@@ -316,6 +334,8 @@ def train(
                 "counts": {s: task.counts(s) for s in ("train", "val", "test")},
                 "task": config.data.task,
                 **({"kt_masked_train_images": masked} if config.train.kt_beta > 0 else {}),
+                **({"refit": True} if config.data.refit else {}),
+                **({"patch_stage": patches.summary(model.patch_class_count)} if patches is not None else {}),
             },
         )
     files = RunFiles(run_dir, module, start_history, on_epoch)
@@ -323,7 +343,11 @@ def train(
     if config.train.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience, mode="min"))
     logger = _mlflow_logger(config, run_dir)
-    train_loader, val_loader = _loaders(task, config)
+    if patches is not None:
+        train_loader, val_loader = patches.loaders(config)
+        callbacks.append(PatchEpochs(patches, model))
+    else:
+        train_loader, val_loader = _loaders(task, config)
     trainer = L.Trainer(
         max_epochs=config.train.epochs,
         accelerator=config.train.accelerator,
@@ -366,11 +390,22 @@ def train(
     final = run_dir / "checkpoints" / ("best" if config.train.restore_best_weights else "last")
     if final.with_suffix(".safetensors").exists():  # early stopping restores the best epoch's weights
         load_weights(module.model, final.with_suffix(".safetensors"))
+    if patches is not None and trainer.is_global_zero:
+        _film_stage(run_dir, module.model, task, config, final.with_suffix(".safetensors"))
     if trainer.is_global_zero:
         _update_run_json(run_dir, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds")})
     history = pd.read_csv(run_dir / "history.csv")
     best_row = history.loc[history["val_loss"].idxmin()]  # read back: DDP workers never held the rows
     return RunResult(run_dir, int(best_row["epoch"]), float(best_row["val_loss"]), history)
+
+
+def _film_stage(run_dir: Path, model: LesionAwareNet, task: TaskData, config: RunConfig, final: Path) -> None:
+    """The lesion-aware model's film stage; its weights (the fitted aggregation) become the final ones."""
+    started = time.perf_counter()
+    summary = film_stage(model, task, config)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    save_weights(model, final)
+    _update_run_json(run_dir, {"film_stage": summary})
 
 
 def _write_model_json(run_dir: Path, config: RunConfig, task: TaskData, model: torch.nn.Module) -> None:

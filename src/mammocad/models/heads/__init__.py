@@ -12,6 +12,8 @@ Registered heads (``list_heads()``):
 - ``gap_se_dense``: GAP -> SEVector -> Dense(256, ReLU) -> Dropout -> Linear (the improved head without
   GAGM, for the ablation).
 - ``flatten_dense``: Flatten -> Dense(256, ReLU) -> Dropout -> Linear (fixed input size).
+- ``lesion_map``: a 1×1 patch classifier applied densely, its heatmap aggregated into image classes
+  (``heads/lesion_map.py``; the ``lesion_aware`` model builds it with its patch size and aggregation).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mammocad.errors import ConfigError
 from mammocad.models.heads.dense import DENSE_UNITS, DenseClassifier, FlattenDenseHead, PooledDenseHead
 from mammocad.models.heads.gagm import GAGM
 from mammocad.models.heads.gap import GapHead, GlobalAvgPool
+from mammocad.models.heads.lesion_map import LesionMapHead
 from mammocad.models.heads.se_vector import SEVector
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "GapHead",
     "GlobalAvgPool",
     "Head",
+    "LesionMapHead",
     "PooledDenseHead",
     "SEVector",
     "build_head",
@@ -96,6 +100,13 @@ def _flatten_dense(
     return FlattenDenseHead((channels, *fmap_hw), num_classes, drop_rate)
 
 
+def _lesion_map(
+    channels: int, num_classes: int, drop_rate: float, se_reduction: int, fmap_hw: tuple[int, int] | None
+) -> nn.Module:
+    # Defaults only: class 0 is the negative class, top-4 mean; the lesion_aware model sets the rest.
+    return LesionMapHead(channels, num_classes, negative_class=0 if num_classes > 1 else None, drop_rate=drop_rate)
+
+
 HeadBuilder = Callable[[int, int, float, int, "tuple[int, int] | None"], nn.Module]
 
 # name -> builder(channels, num_classes, drop_rate, se_reduction, fmap_hw)
@@ -106,6 +117,7 @@ HEADS: dict[str, HeadBuilder] = {
     "gagm_se_dense": _gagm_se_dense,
     "gap_se_dense": _gap_se_dense,
     "flatten_dense": _flatten_dense,
+    "lesion_map": _lesion_map,
 }
 
 # Heads whose size depends on the feature map's H x W (the model builder measures it).
