@@ -140,9 +140,8 @@ def contralateral_index(frame: pd.DataFrame) -> np.ndarray:
     rows = frame.reset_index(drop=True)
 
     def key(row: pd.Series, side: object) -> tuple[object, ...]:
-        return tuple(None if pd.isna(row.get(c)) else row.get(c) for c in ("patient_id", "study_id", "view")) + (
-            side,
-        )
+        known = (None if pd.isna(row.get(c)) else row.get(c) for c in ("patient_id", "study_id", "view"))
+        return (*known, side)
 
     for position, row in rows.iterrows():
         if row["laterality"] in ("L", "R"):
