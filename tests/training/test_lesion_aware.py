@@ -164,3 +164,46 @@ def test_bilateral_reading_pairs_the_films_of_each_patient(dataset, tmp_path):
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     with pytest.raises(ConfigError, match="bilateral"):
         config(dataset, tmp_path, **{**LESION, "lesion.bilateral": True, "lesion.aggregation": "max"})
+
+
+def test_benign_vs_malignant_on_rois_has_no_negative_class(dataset, tmp_path):
+    overrides = {
+        **LESION,
+        "data.task": "benign-malignant",
+        "preprocess.mode": "roi",
+        "preprocess.image_size": 96,
+        "preprocess.roi_min_size": 96,
+        "train.epochs": 1,
+    }
+    run_dir = train(config(dataset, tmp_path, **overrides), progress=False).run_dir
+    run = load_run(run_dir)
+    assert run.model.head.negative_class is None and run.model.head.num_patch_classes == 3
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["film_stage"]["val"]["films"] > 0
+
+
+@pytest.mark.realdata
+def test_lesion_aware_on_real_mias_films(mias_dir, tmp_path):
+    """The MIAS circles become lesion patches; films are scored whole and localization is measured."""
+    from mammocad.data.importers import import_dataset
+    from mammocad.data.split import SplitSpec, split_dataset
+
+    import_dataset("mias", mias_dir, tmp_path / "ds")
+    split_dataset(tmp_path / "ds", SplitSpec(test_size=0.2, val_size=0.25, seed=0))
+    overrides = {
+        **LESION,
+        "model.backbone": "efficientnet_lite0",
+        "model.pretrained": True,
+        "preprocess.image_size": 256,
+        "lesion.patch_size": 64,
+        "lesion.lesion_patches": 2,
+        "lesion.background_patches": 2,
+        "train.epochs": 1,
+    }
+    run_dir = train(config(tmp_path / "ds", tmp_path, **overrides), progress=False).run_dir
+    films = json.loads((run_dir / "run.json").read_text())["patch_stage"]["train_films"]
+    # MIAS: every abnormal film but the calcification clusters without coordinates has a circle.
+    assert films["lesion_films"] > 20 and films["normal_films"] > 40 and films["unlocated_lesion_films"] <= 3
+    result = evaluate_run(run_dir, split="test", n_resamples=0, tsne=False, out_dir=tmp_path / "eval")
+    assert result.metrics["localization"]["pointing_game"]["films"] > 0
+    assert set(result.metrics["subtasks"]) == {"normal_vs_abnormal", "benign_vs_malignant"}

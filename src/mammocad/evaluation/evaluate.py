@@ -96,6 +96,44 @@ def fast_headline(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> dict
     return result
 
 
+def subtask_aucs(predictions: SplitPredictions, n_resamples: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """The binary questions inside a 3-class (normal/benign/malignant) task, each AUC with its patient CI.
+
+    ``normal_vs_abnormal``: score 1 − p(normal) over every image; ``benign_vs_malignant``: score
+    p(malignant) / (p(benign) + p(malignant)) over the abnormal images. Empty for other class sets.
+    """
+    classes = predictions.classes
+    if len(classes) < 3 or not {"normal", "benign", "malignant"} <= set(classes):
+        return {}
+    labels, probs = predictions.labels, predictions.probs
+    groups = predictions.frame["patient_id"].to_numpy()
+    normal, benign, malignant = (classes.index(c) for c in ("normal", "benign", "malignant"))
+    lesion = np.isin(labels, [benign, malignant])
+    questions = {
+        "normal_vs_abnormal": (np.ones(len(labels), bool), labels != normal, 1 - probs[:, normal]),
+        "benign_vs_malignant": (
+            lesion,
+            labels == malignant,
+            probs[:, malignant] / np.clip(probs[:, benign] + probs[:, malignant], 1e-12, None),
+        ),
+    }
+    result: dict[str, dict[str, Any]] = {}
+    for name, (rows, positive, score) in questions.items():
+        index = np.flatnonzero(rows)
+
+        def auc(indices: np.ndarray, positive: np.ndarray = positive, score: np.ndarray = score) -> float | None:
+            truth = positive[indices]
+            return float(roc_auc_score(truth, score[indices])) if 0 < truth.sum() < len(truth) else None
+
+        point = auc(index)
+        entry: dict[str, Any] = {"auc": point, "n_images": len(index)}
+        if n_resamples and point is not None:
+            ci = cluster_bootstrap(groups[index], lambda idx, index=index: auc(index[idx]), n_resamples, seed=seed)
+            entry |= {"low": ci.low, "high": ci.high}
+        result[name] = entry
+    return result
+
+
 def bootstrap_intervals(
     predictions: SplitPredictions, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> dict[str, dict[str, Any]]:
@@ -252,6 +290,7 @@ def evaluate_run(
         step(f"patient-level bootstrap ({n_resamples} resamples)")
         intervals = bootstrap_intervals(predictions, n_resamples, seed=seed)
     calibration = calibration_summary(predictions.labels, predictions.probs)
+    subtasks = subtask_aucs(predictions, n_resamples, seed)
 
     step("latent space (PCA" + (", t-SNE)" if tsne else ")"))
     projections = [project_layer(name, values, seed, tsne) for name, values in features.items()]
@@ -273,6 +312,7 @@ def evaluate_run(
         "confidence_intervals": intervals,
         "calibration": calibration,
         "localization": localization,
+        "subtasks": subtasks,
         "latent": {
             p.layer: {"dimensions": p.dimensions, "explained_variance_ratio": p.explained_variance_ratio.tolist()}
             for p in projections
@@ -352,6 +392,15 @@ def _localization_section(report: HtmlReport, localization: dict[str, Any], pngs
         report.figure(pngs["froc"], "FROC: lesion sensitivity against false positives per film", width=360)
 
 
+def subtask_text(subtasks: dict[str, dict[str, Any]]) -> str:
+    """``normal vs abnormal AUC 0.71 (95% CI 0.62–0.80), ...`` for a report."""
+    parts = []
+    for name, entry in subtasks.items():
+        interval = f" (95% CI {_fmt(entry['low'])}–{_fmt(entry['high'])})" if entry.get("low") is not None else ""
+        parts.append(f"{name.replace('_', ' ')} AUC {_fmt(entry['auc'])}{interval} over {entry['n_images']} images")
+    return "; ".join(parts)
+
+
 def _fmt(value: Any) -> str:
     return "undefined" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
 
@@ -388,6 +437,8 @@ def _report(
             "Overfitting gaps: "
             + ", ".join(f"{k} = {_fmt(v) if not isinstance(v, str) else v}" for k, v in overfit.items())
         )
+    if document.get("subtasks"):
+        report.paragraph("Inside the 3-class task: " + subtask_text(document["subtasks"]) + ".")
     cal = document["calibration"]
     report.paragraph(f"Calibration: Brier score {_fmt(cal['brier'])}, expected calibration error {_fmt(cal['ece'])}.")
 

@@ -38,7 +38,7 @@ from mammocad.data.split import cv_split, read_splits
 from mammocad.errors import DatasetError, MammocadError
 from mammocad.evaluation import figures
 from mammocad.evaluation.compare import latest_evaluation, markdown_table
-from mammocad.evaluation.evaluate import bootstrap_intervals, evaluate_run
+from mammocad.evaluation.evaluate import bootstrap_intervals, evaluate_run, subtask_aucs, subtask_text
 from mammocad.evaluation.metrics import classification_metrics
 from mammocad.evaluation.predictions import SplitPredictions
 from mammocad.experiments import figures as study_figures
@@ -285,12 +285,17 @@ def fold_row(fold: int, run_dir: Path, document: dict[str, Any]) -> dict[str, An
     for name, per_class in metrics["per_class"].items():
         for metric in PER_CLASS_METRICS:
             row[f"{metric}_{name}"] = per_class[metric]
+    located = document.get("localization")
+    if located:
+        row["pointing_hit_rate"] = located["pointing_game"]["hit_rate"]
+        row["lesion_sensitivity_at_1_fp"] = located["froc"].get("sensitivity_at_1_fp")
     return row
 
 
 def _summary_table(folds: pd.DataFrame) -> pd.DataFrame:
     """mean, std (n - 1), min, max and n of every metric column across folds."""
-    numeric = folds.drop(columns=["fold", "run", "n_images", "n_patients", "best_epoch", "epochs"]).astype(float)
+    numeric = folds.drop(columns=["fold", "run", "n_images", "n_patients", "best_epoch", "epochs"])
+    numeric = numeric.apply(pd.to_numeric, errors="coerce").astype(float)
     table = pd.DataFrame(
         {
             "mean": numeric.mean(),
@@ -309,7 +314,7 @@ def summarise(cv_dir: str | Path, n_resamples: int = 1000) -> CVResult:
     cv_dir = Path(cv_dir)
     state = json.loads((cv_dir / CV_FILE).read_text())
     classes = state["classes"]
-    rows, parts, histories, matrices = [], [], {}, []
+    rows, parts, histories, matrices, pointing = [], [], {}, [], [0, 0]
     for fold in range(state["folds"]):
         run_dir = cv_dir / state["runs"].get(str(fold), f"fold-{fold}")
         evaluation = latest_evaluation(run_dir, "val")
@@ -317,6 +322,9 @@ def summarise(cv_dir: str | Path, n_resamples: int = 1000) -> CVResult:
             raise MammocadError(f"{run_dir}: fold {fold} has no validation evaluation; resume the CV first")
         document = json.loads((evaluation / "metrics.json").read_text())
         rows.append(fold_row(fold, run_dir, document))
+        if document.get("localization"):
+            pointing[0] += document["localization"]["pointing_game"]["hits"]
+            pointing[1] += document["localization"]["pointing_game"]["films"]
         matrices.append(np.asarray(document["metrics"]["confusion_matrix"]))
         parts.append(pd.read_parquet(evaluation / "predictions.parquet").assign(fold=fold))
         histories[f"fold {fold}"] = pd.read_csv(run_dir / "history.csv")
@@ -339,7 +347,16 @@ def summarise(cv_dir: str | Path, n_resamples: int = 1000) -> CVResult:
         "n_patients": int(oof["patient_id"].nunique()),
         "metrics": json.loads(table.to_json(orient="index")),
         "confusion_matrix_summed": summed.tolist(),
-        "pooled_oof": {"metrics": pooled_metrics, "confidence_intervals": intervals},
+        "pooled_oof": {
+            "metrics": pooled_metrics,
+            "confidence_intervals": intervals,
+            "subtasks": subtask_aucs(pooled, n_resamples),
+            "pointing_game": {
+                "hits": pointing[0],
+                "films": pointing[1],
+                "hit_rate": pointing[0] / pointing[1] if pointing[1] else None,
+            },
+        },
     }
     atomic_write_text(cv_dir / "folds.csv", folds.to_csv(index=False))
     atomic_write_bytes(cv_dir / "oof_predictions.parquet", oof.to_parquet(index=False))
@@ -402,6 +419,14 @@ def _report(
             }
         )
     report.table(pd.DataFrame(rows), index=False)
+    if pooled.get("subtasks"):
+        report.paragraph("Inside the 3-class task (pooled OOF): " + subtask_text(pooled["subtasks"]) + ".")
+    pointing = pooled.get("pointing_game") or {}
+    if pointing.get("films"):
+        report.paragraph(
+            f"Where the models look: the heatmap's peak fell inside the lesion on {pointing['hits']} of "
+            f"{pointing['films']} validation films with a located lesion ({pointing['hit_rate']:.0%}, pointing game)."
+        )
     report.figure(pngs["confusion_summed"], "confusion matrix summed over folds", width=360)
     report.figure(pngs["confusion_summed_normalised"], "summed, row-normalised", width=360)
     report.figure(pngs["roc_pooled"], "one-vs-rest ROC of the pooled OOF predictions", width=360)

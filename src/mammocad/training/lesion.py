@@ -13,6 +13,7 @@ and val films are recorded in ``run.json`` for every aggregation.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import lightning as L
@@ -37,15 +38,8 @@ def negative_class(classes: list[str]) -> int | None:
 
 
 def patch_spec(options: LesionConfig) -> PatchSpec:
-    return PatchSpec(
-        patch_size=options.patch_size,
-        lesion_patches=options.lesion_patches,
-        background_patches=options.background_patches,
-        hard_negative_fraction=options.hard_negative_fraction,
-        jitter=options.jitter,
-        scale=options.scale,
-        rotate=options.rotate,
-    )
+    """The sampling fields of the ``lesion`` config section (same names) as a :class:`PatchSpec`."""
+    return PatchSpec(**options.model_dump(include={field.name for field in dataclasses.fields(PatchSpec)}))
 
 
 class PatchData:
