@@ -113,3 +113,16 @@ def test_ablate_cli_refuses_a_bad_toggle_before_training(dataset, tmp_path):
     assert result.exit_code == 2
     assert "sevector: head 'gap' has no SEVector" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_lesion_aware_ablations_are_valid_for_the_mias_config(tmp_path):
+    from pathlib import Path
+
+    from mammocad.experiments.ablate import load_ablations, variants
+    from mammocad.training.config import load_run_config
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_run_config(root / "configs" / "mias-lesion-aware.yaml", {"data.dataset": str(tmp_path)})
+    found = variants(config, load_ablations(root / "configs" / "ablations-lesion-aware.yaml"))
+    assert {"full", "without-hard_negatives", "without-bilateral", "without-learned_aggregation"} <= set(found)
+    assert found["without-learned_aggregation"] == {"lesion.aggregation": "topk", "lesion.bilateral": False}

@@ -13,8 +13,8 @@ variants (any config overrides)::
         set: {train.lr: 1.0e-3}
 
 Toggles (:data:`TOGGLES`): dropout, batch_norm, augmentation, clahe, class_weights, gagm, sevector,
-fsl, knowledge_transfer; for the lesion-aware model also hard_negatives (mining off), flip_tta and
-learned_aggregation (→ the fixed top-k mean). A toggle that would change nothing for the given config (e.g. ``fsl`` with lambda_fs = 0,
+fsl, knowledge_transfer; for the lesion-aware model also hard_negatives (mining off), flip_tta,
+bilateral and learned_aggregation (→ the fixed top-k mean). A toggle that would change nothing for the given config (e.g. ``fsl`` with lambda_fs = 0,
 ``gagm`` on a GAP head) is refused before anything trains.
 
 Directory (new, never overwritten; resumable, each variant a resumable CV)::
@@ -168,7 +168,13 @@ def _flip_tta(config: RunConfig) -> dict[str, Any]:
 def _learned_aggregation(config: RunConfig) -> dict[str, Any]:
     if _lesion(config, "learned_aggregation").aggregation != "learned":
         raise ConfigError("learned_aggregation: lesion.aggregation is not 'learned'")
-    return {"lesion.aggregation": "topk"}
+    return {"lesion.aggregation": "topk", "lesion.bilateral": False}  # bilateral reading needs the learned stage
+
+
+def _bilateral(config: RunConfig) -> dict[str, Any]:
+    if not _lesion(config, "bilateral").bilateral:
+        raise ConfigError("bilateral: lesion.bilateral is false already")
+    return {"lesion.bilateral": False}
 
 
 # toggle name -> config overrides that remove the component from ``config`` (ConfigError: nothing to remove)
@@ -185,6 +191,7 @@ TOGGLES: dict[str, Callable[[RunConfig], dict[str, Any]]] = {
     "hard_negatives": _hard_negatives,
     "flip_tta": _flip_tta,
     "learned_aggregation": _learned_aggregation,
+    "bilateral": _bilateral,
 }
 
 
