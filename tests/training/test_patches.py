@@ -42,7 +42,7 @@ def frame(tmp_path):
 
 def test_films_are_counted_and_unlocated_lesions_left_out(frame):
     films, counts = load_films(frame, CLASSES, 0, patch_size=24)
-    assert counts == {"lesion_films": 2, "normal_films": 1, "unlocated_lesion_films": 1}
+    assert counts == {"lesion_films": 2, "normal_films": 1, "unlocated_lesion_films": 1, "no_breast_films": 0}
     assert [f.patch_class for f in films] == [0, 1, 2]
 
 
@@ -109,3 +109,13 @@ def test_contralateral_pairs_match_patient_view_and_side():
         }
     )
     assert contralateral_index(frame).tolist() == [1, 0, 3, 2, -1, -1]
+
+
+def test_a_film_without_breast_is_skipped_with_the_reason(frame, tmp_path):
+    blank = tmp_path / "blank.png"
+    atomic_write_png(blank, np.zeros((160, 120), dtype=np.uint8))
+    rows = pd.concat([frame, pd.DataFrame([{"image": str(blank), "mask": None, "target": 0}])], ignore_index=True)
+    rows["sample_id"] = [f"s{i}" for i in range(len(rows))]
+    films, counts = load_films(rows, CLASSES, 0, patch_size=24)
+    assert len(films) == 3 and counts["no_breast_films"] == 1
+    assert counts["skipped"] == [{"sample_id": "s4", "reason": "no breast tissue found (the film is blank)"}]

@@ -12,6 +12,7 @@ lesion is is unknown, so no background is safe either.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -69,18 +70,21 @@ def _points(mask: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarra
 
 def load_films(
     frame: pd.DataFrame, classes: list[str], negative_class: int | None, patch_size: int, seed: int = 0
-) -> tuple[list[_Film], dict[str, int]]:
+) -> tuple[list[_Film], dict[str, Any]]:
     """The films of ``frame`` usable for patches, and counts of what was used and left out.
 
     Counts: ``lesion_films`` (with a mask), ``normal_films``, ``unlocated_lesion_films`` (abnormal
-    without a mask: left out).
+    without a mask: left out), ``no_breast_films`` (no breast found: left out; their sample ids are in
+    ``skipped``, a list of ``{"sample_id", "reason"}``).
     """
     rng = np.random.default_rng(seed)
     label_map = patch_label_map(classes, negative_class)
     films: list[_Film] = []
-    counts = {"lesion_films": 0, "normal_films": 0, "unlocated_lesion_films": 0}
+    counts: dict[str, Any] = {"lesion_films": 0, "normal_films": 0, "unlocated_lesion_films": 0, "no_breast_films": 0}
+    skipped: list[dict[str, str]] = []
     masks = frame["mask"] if "mask" in frame else pd.Series([None] * len(frame), index=frame.index)
-    for path, mask_path, target in zip(frame["image"], masks, frame["target"], strict=True):
+    ids = frame["sample_id"] if "sample_id" in frame else pd.Series(frame["image"], index=frame.index)
+    for sample_id, path, mask_path, target in zip(ids, frame["image"], masks, frame["target"], strict=True):
         patch_class = label_map[int(target)]
         has_mask = isinstance(mask_path, str) and bool(mask_path)
         if patch_class != 0 and not has_mask:
@@ -89,6 +93,10 @@ def load_films(
         pixels = read_sample(path)
         level = BREAST_LEVEL * (257 if pixels.dtype == np.uint16 else 1)
         breast = cv2.erode((pixels > level).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        if not breast.any():  # a blank or black film: its patches would teach nothing about tissue
+            counts["no_breast_films"] += 1
+            skipped.append({"sample_id": str(sample_id), "reason": "no breast tissue found (the film is blank)"})
+            continue
         lesion = read_sample(mask_path) > 0 if has_mask else np.zeros(pixels.shape, dtype=bool)
         if lesion.shape != pixels.shape:
             lesion = cv2.resize(lesion.astype(np.uint8), pixels.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
@@ -106,10 +114,12 @@ def load_films(
         outside = _points(away if away.any() else ~lesion, 4096, rng)
         films.append(_Film(pixels, lesion_points, _points(background, 20000, rng), outside, patch_class))
         counts["lesion_films" if patch_class != 0 else "normal_films"] += 1
+    if skipped:
+        counts["skipped"] = skipped
     return films, counts
 
 
-def refuse_without_lesions(counts: dict[str, int], where: str) -> None:
+def refuse_without_lesions(counts: dict[str, Any], where: str) -> None:
     """Stop with the counts when no film has a located lesion (a patch model cannot learn lesions)."""
     if counts["lesion_films"] == 0:
         raise DatasetError(
