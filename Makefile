@@ -29,4 +29,5 @@ bench: setup
 	$(UV) run --frozen mammocad bench preprocess
 	$(UV) run --frozen mammocad bench train
 	$(UV) run --frozen mammocad bench explain
+	$(UV) run --frozen mammocad bench lesion
 	$(UV) run --frozen mammocad bench serve
