@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from mammocad.preprocess import read_sample
+from mammocad.training.predict import pixels_to_input
 
 FP_RATES = (0.5, 1.0, 2.0)
 
@@ -170,10 +171,7 @@ def score_localization(
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
         pixels = [read_sample(r["image"]) for r in chunk]
-        scale = [1.0 / (65535.0 if p.dtype == np.uint16 else 255.0) for p in pixels]
-        batch = torch.stack(
-            [torch.from_numpy(p.astype(np.float32) * s)[None] for p, s in zip(pixels, scale, strict=True)]
-        )
-        heatmaps += list(maps_for(batch.expand(-1, in_chans, -1, -1)))
+        batch = torch.stack([pixels_to_input(p, in_chans) for p in pixels])
+        heatmaps += list(maps_for(batch))
         masks += [read_sample(r["mask"]) > 0 if isinstance(r["mask"], str) and r["mask"] else None for r in chunk]
     return localization_metrics(heatmaps, masks)

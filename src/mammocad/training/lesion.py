@@ -28,6 +28,7 @@ from mammocad.preprocess import read_sample
 from mammocad.training.config import LesionConfig, RunConfig
 from mammocad.training.data import TaskData
 from mammocad.training.patches import PatchDataset, PatchSpec, load_films, refuse_without_lesions
+from mammocad.training.predict import pixels_to_input
 
 FILM_BATCH = 8
 
@@ -103,9 +104,7 @@ def _film_batches(pixels: list[np.ndarray], in_chans: int) -> list[torch.Tensor]
     batches: list[torch.Tensor] = []
     for start in range(0, len(pixels), FILM_BATCH):
         group = pixels[start : start + FILM_BATCH]
-        scale = [1.0 / (65535.0 if p.dtype == np.uint16 else 255.0) for p in group]
-        tensor = torch.stack([torch.from_numpy(p.astype(np.float32) * s) for p, s in zip(group, scale, strict=True)])
-        batches.append(tensor[:, None].expand(-1, in_chans, -1, -1))
+        batches.append(torch.stack([pixels_to_input(p, in_chans) for p in group]))
     return batches
 
 
