@@ -14,6 +14,7 @@ from mammocad.data.synth import write_synthetic_dataset
 from mammocad.training.config import load_run_config
 
 MIAS_ENV = "MAMMOCAD_MIAS_DIR"
+REAL_FORMATS_ENV = "MAMMOCAD_REAL_FORMATS_DIR"
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +26,24 @@ def mias_dir() -> Path:
     path = Path(value)
     if not (path / "Info.txt").exists():
         pytest.skip(f"{MIAS_ENV}={value} has no Info.txt")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_formats() -> Path:
+    """The real published metadata files (CBIS-DDSM CSVs, KAUMDS workbook, BCDR, INbreast), from
+    $MAMMOCAD_REAL_FORMATS_DIR; the test is skipped when it is absent."""
+    value = os.environ.get(REAL_FORMATS_ENV)
+    if not value or not Path(value).is_dir():
+        pytest.skip(f"{REAL_FORMATS_ENV} is not set or not a folder (real dataset files not available)")
+    return Path(value)
+
+
+def real_file(root: Path, relative: str) -> Path:
+    """A file or folder below the real-formats folder; skips the test when this copy lacks it."""
+    path = root / relative
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
     return path
 
 

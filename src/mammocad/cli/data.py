@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from mammocad.cli.common import console, parse_assignments, user_errors
@@ -17,6 +18,8 @@ from mammocad.data.split import DEFAULT_BLIND_SIZE, SplitSpec, split_dataset
 
 app = typer.Typer(help="Import datasets into one manifest table, split them, describe them.", no_args_is_help=True)
 
+# Skipped items printed on the console; the summary files hold them all.
+CONSOLE_ITEMS = 10
 FORMATS_HELP = "one of: " + ", ".join(IMPORTERS)
 
 
@@ -56,7 +59,10 @@ def import_command(
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
                 **options,
             )
-        console.print(summary.to_text().rstrip())
+        # Escape: file names may contain [brackets] that rich would read as markup.
+        console.print(escape(summary.to_text(limit=CONSOLE_ITEMS).rstrip()), highlight=False)
+        if len(summary.skipped) > CONSOLE_ITEMS:
+            console.print(f"full list of skipped items: {out}/import_summary.txt")
         console.print(f"[green]wrote[/] {out}/manifest.parquet")
 
 

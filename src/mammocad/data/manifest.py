@@ -154,9 +154,10 @@ def class_order(label_names: list[str] | set[str]) -> list[str]:
     if names <= set(PATHOLOGIES):
         return [p for p in PATHOLOGIES if p in names]
 
-    def key(name: str) -> tuple[int, float | str]:
+    def key(name: str) -> tuple[int, float, str]:
+        # The name breaks ties so that BI-RADS 4a/4b/4c never depend on set order (hash seed).
         digits = "".join(ch for ch in name if ch.isdigit())
-        return (0, float(digits)) if digits else (1, name)
+        return (0, float(digits), name) if digits else (1, 0.0, name)
 
     return sorted(names, key=key)
 

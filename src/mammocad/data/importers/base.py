@@ -55,12 +55,18 @@ class ImportContext:
     dataset_dir: Path
     records: list[ImageRecord] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, record: ImageRecord) -> None:
         self.records.append(record)
 
     def skip(self, item: str | Path, reason: str) -> None:
         self.skipped.append(Skipped(str(item), reason))
+
+    def warn(self, message: str) -> None:
+        """Something the user must know about the imported data (e.g. a leaky official split)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     def write_mask(self, name: str, mask: np.ndarray) -> str:
         """Save a binary mask as ``masks/<name>.png`` (0/255) and return its dataset-relative path."""
@@ -92,8 +98,10 @@ class ImportSummary:
     n_with_mask: int
     skipped: list[Skipped]
     skipped_by_reason: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
 
-    def to_text(self) -> str:
+    def to_text(self, limit: int | None = None) -> str:
+        """The summary as text; ``limit`` caps the listed skipped items (the counts are always whole)."""
         lines = [
             f"mammocad import ({self.format}) from {self.source}",
             f"dataset: {self.dataset_dir}",
@@ -104,9 +112,21 @@ class ImportSummary:
         ]
         if self.per_official_split:
             lines.append("official split: " + ", ".join(f"{k}={v}" for k, v in self.per_official_split.items()))
-        lines.append(f"skipped: {len(self.skipped)}")
-        lines += [f"  - {s.item}: {s.reason}" for s in self.skipped]
+        lines += [f"warning: {w}" for w in self.warnings]
+        lines += skipped_lines([(s.item, s.reason) for s in self.skipped], self.skipped_by_reason, limit)
         return "\n".join(lines) + "\n"
+
+
+def skipped_lines(items: list[tuple[str, str]], by_reason: dict[str, int], limit: int | None = None) -> list[str]:
+    """Text lines for skipped items: the count per reason, then the items (the first ``limit`` of them)."""
+    lines = [f"skipped: {len(items)}"]
+    if len(by_reason) > 1 or (limit is not None and len(items) > limit):
+        lines += [f"  {count:>7} x {reason}" for reason, count in by_reason.items()]
+    shown = items if limit is None else items[:limit]
+    lines += [f"  - {item}: {reason}" for item, reason in shown]
+    if len(shown) < len(items):
+        lines.append(f"  ... and {len(items) - len(shown)} more")
+    return lines
 
 
 def pseudonymous_id(raw: str, namespace: str) -> str:
@@ -157,7 +177,7 @@ def run_import(
         classes = class_order({r.label_name for r in records})
         write_manifest(records_to_table(records, classes), scratch)
         atomic_write_json(scratch / CLASSES_NAME, {"classes": classes, "source": fmt})
-        summary = _summarise(fmt, source, out, records, classes, ctx.skipped)
+        summary = _summarise(fmt, source, out, records, classes, ctx.skipped, ctx.warnings)
         atomic_write_json(scratch / SUMMARY_NAME, asdict(summary))
         atomic_write_text(scratch / SUMMARY_TEXT_NAME, summary.to_text())
     return summary
@@ -229,7 +249,13 @@ def _drop_duplicates(records: list[ImageRecord], ctx: ImportContext, scratch: Pa
 
 
 def _summarise(
-    fmt: str, source: Path, out: Path, records: list[ImageRecord], classes: list[str], skipped: list[Skipped]
+    fmt: str,
+    source: Path,
+    out: Path,
+    records: list[ImageRecord],
+    classes: list[str],
+    skipped: list[Skipped],
+    warnings: list[str],
 ) -> ImportSummary:
     per_patient = Counter(r.patient_id for r in records)
     counts = list(per_patient.values())
@@ -253,7 +279,8 @@ def _summarise(
         n_lesions=sum(len(r.lesions) for r in records),
         n_with_mask=sum(1 for r in records if r.mask_path or any(lesion.mask_path for lesion in r.lesions)),
         skipped=skipped,
-        skipped_by_reason=dict(reasons.most_common()),
+        skipped_by_reason=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+        warnings=list(warnings),
     )
 
 
