@@ -94,3 +94,32 @@ def test_importer_options_pass_through(tmp_path):
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(tmp_path / "ds" / "manifest.parquet")
     assert frame["patient_id"].nunique() == 2  # the benign patient's other breast holds the two normals
+
+
+def test_set_options_are_read_or_refused_in_one_line(tmp_path):
+    """``--set`` values arrive as text: the documented forms work, anything else names the option."""
+    synth_small(tmp_path / "src", "folders")
+    mapping = "class_map=normal:negative,benign:positive,malignant:positive"
+    result = invoke("data", "import", "folders", tmp_path / "src", "-o", tmp_path / "ds", "--set", mapping)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "ds" / "classes.json").read_text())["classes"] == ["negative", "positive"]
+    for option, message in [
+        (
+            "class_map=normal;negative",
+            "class_map: cannot read 'normal;negative'; accepted form: class_map=FOLDER:LABEL",
+        ),
+        ("sheeet=1", "folders: unknown option 'sheeet'; the folders options are: patient_regex, class_map"),
+    ]:
+        result = invoke("data", "import", "folders", tmp_path / "src", "-o", tmp_path / "bad", "--set", option)
+        assert result.exit_code == 2 and message in result.text and "Traceback" not in result.text
+
+
+def test_a_large_import_prints_counts_and_a_few_items_not_every_skip(tmp_path):
+    synth_small(tmp_path / "src", "folders")
+    for k in range(40):  # 40 unreadable files: the console shows counts and examples, the summary file all
+        (tmp_path / "src" / "Normal" / f"broken-{k:02d}.png").write_bytes(b"\x89PNG broken")
+    result = invoke("data", "import", "folders", tmp_path / "src", "-o", tmp_path / "ds")
+    assert result.exit_code == 0, result.output
+    assert "skipped: 40" in result.text and "... and 30 more" in result.text
+    assert result.text.count("broken-") == 10
+    assert (tmp_path / "ds" / "import_summary.txt").read_text().count("broken-") == 40

@@ -14,6 +14,7 @@ from mammocad.data.importers import import_dataset
 from mammocad.data.importers.base import pseudonymous_id
 from mammocad.data.manifest import SUMMARY_NAME, lesions_of, read_classes, read_manifest
 from mammocad.errors import DatasetError
+from tests.conftest import real_file
 
 
 def write_image(path: Path, seed: int, shape: tuple[int, int] = (40, 48)) -> Path:
@@ -282,3 +283,32 @@ def test_repeated_image_id_keeps_the_first_row_and_its_mask(tmp_path: Path) -> N
     stored = cv2.imread(str(ds / df.loc["x", "mask_path"]), cv2.IMREAD_UNCHANGED)
     assert int((stored == 255).sum()) == 16  # the first row's mask, not overwritten by the second
     assert skipped(ds)["t.csv row 3"] == "duplicate image id 'x' (first: row 2)"
+
+
+def test_real_inbreast_table_placeholder_patients_and_published_column_names(real_formats, tmp_path: Path) -> None:
+    """INbreast.csv as published (``;``, CRLF, ``Patient ID`` = ``removed``, ``Bi-Rads``, ``ACR``,
+    ``File Name`` without extension). Images are placeholders written here under the real naming
+    ``<File Name>_<patient hash>_MG_<side>_<view>_ANON``; only the first 24 rows get one."""
+    table_path = real_file(real_formats, "inbreast/INbreast.csv")
+    rows = pd.read_csv(table_path, sep=";", dtype=str)
+    images = tmp_path / "AllDICOMs"
+    for index, row in rows.head(24).iterrows():
+        patient = f"{index // 4:016x}"  # four views per woman
+        view = "ML" if row["View"] == "MLO" else row["View"]
+        write_image(images / f"{row['File Name']}_{patient}_MG_{row['Laterality']}_{view}_ANON.png", int(index))
+    options = {"path_column": "File Name", "label_column": "Bi-Rads", "base_dir": str(images)}
+
+    summary = import_dataset("csv", table_path, tmp_path / "ds", **options)
+    assert summary.n_images == 24 and summary.skipped_by_reason == {"image file not found": len(rows) - 24}
+    assert any("'Patient ID' holds no identifier ('removed' on every row)" in w for w in summary.warnings)
+    assert any("24 image(s) have no patient key" in w for w in summary.warnings)
+    manifest = read_manifest(tmp_path / "ds")
+    head = rows.head(24)
+    assert sorted(manifest["density"]) == sorted(head["ACR"])  # ACR fills density
+    expected_birads = sorted(int(v[0]) for v in head["Bi-Rads"])  # "4a" -> 4, the letter kept in meta
+    assert sorted(manifest["birads"].astype(int)) == expected_birads
+    classes = read_classes(tmp_path / "ds")
+    assert classes == sorted(set(head["Bi-Rads"].str.lower()))  # 1 < 2 < ... < 4a < 4b < 4c < 5, every time
+
+    grouped = import_dataset("csv", table_path, tmp_path / "grouped", patient_regex=r"_([0-9a-f]{16})_", **options)
+    assert grouped.n_patients == 6 and not any("no patient key" in w for w in grouped.warnings)

@@ -211,3 +211,26 @@ def test_files_differing_only_by_extension_both_stay(tmp_path: Path) -> None:
     assert summary.n_images == 2
     # Sorted walk: a.jpg comes first and keeps the short id.
     assert set(read_manifest(ds)["image_id"]) == {"benign__a", "benign__a.png"}
+
+
+def test_options_from_the_command_line_are_checked_and_read(tmp_path: Path) -> None:
+    """``--set`` values arrive as text/YAML scalars: read them into the importer's types, or say
+    in one line which option is wrong and what it accepts (never a traceback)."""
+    from mammocad.data.importers.folders import parse_class_map
+
+    root = tmp_path / "src"
+    for name, seed in (("neg", 1), ("pos", 2)):
+        (root / name).mkdir(parents=True)
+        cv2.imwrite(str(root / name / f"{name}.png"), np.full((20, 20), seed * 50, np.uint8))
+    summary = import_dataset("folders", root, tmp_path / "ds", class_map="neg:normal,pos:abnormal")
+    assert summary.classes == ["abnormal", "normal"]
+    assert parse_class_map("Neg=Normal, pos : abnormal") == {"neg": "normal", "pos": "abnormal"}
+    with pytest.raises(DatasetError, match=r"class_map: cannot read 'neg'; accepted form: class_map=FOLDER:LABEL"):
+        import_dataset("folders", root, tmp_path / "ds1", class_map="neg,pos:abnormal")
+    with pytest.raises(
+        DatasetError, match=r"folders: unknown option 'clas_map'; the folders options are: patient_regex, class_map"
+    ):
+        import_dataset("folders", root, tmp_path / "ds2", clas_map="neg:normal")
+    with pytest.raises(DatasetError, match=r"kaumds: option 'include_birads2' expects bool, got 'maybe'"):
+        import_dataset("kaumds", root, tmp_path / "ds3", include_birads2="maybe")
+    assert not any((tmp_path / f"ds{i}").exists() for i in (1, 2, 3))

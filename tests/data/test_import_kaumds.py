@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -11,9 +12,11 @@ import pandas as pd
 import pytest
 
 from mammocad.data.importers import import_dataset
+from mammocad.data.importers.base import pseudonymous_id
 from mammocad.data.importers.kaumds import parse_birads, read_sheet
 from mammocad.data.manifest import read_classes, read_manifest, resolve_path
 from mammocad.errors import DatasetError
+from tests.conftest import real_file
 
 # Raw patient IDs: distinctive strings, so finding one anywhere in the output is a real leak.
 PID_A = "KAUPID-740011"
@@ -121,7 +124,8 @@ def test_default_import_cleans_the_sheet_and_excludes_birads_2(kaumds, tmp_path)
     assert reasons["KAUMDS.xlsx row 11"] == "no BI-RADS assessment"
     assert "unreadable image: not a supported image" in reasons["KAUMDS.xlsx row 12"]
     unlisted = [s for s in summary.skipped if "not named by any sheet row" in s.reason]
-    assert [Path(s.item).name for s in unlisted] == ["2018_BC000909_CC_L.jpg"]
+    # A file no row names may carry an ID the sheet never lists: the message shows its pseudonym.
+    assert [Path(s.item).name for s in unlisted] == [f"2018_{pseudonymous_id('BC000909', 'kaumds')}_CC_L.jpg"]
     assert len(summary.skipped) == 7
     assert "BI-RADS 2 excluded" in (dataset / "import_summary.txt").read_text()
 
@@ -155,12 +159,12 @@ def test_sheet_can_be_named_and_columns_are_matched_loosely(kaumds, tmp_path):
     moved = tmp_path / "sheets" / "labels.xlsx"
     moved.parent.mkdir()
     sheet.rename(moved)
-    with pytest.raises(DatasetError, match="no Excel sheet"):
+    with pytest.raises(DatasetError, match="no Excel workbook"):
         import_dataset("kaumds", kaumds, tmp_path / "ds0")
     summary = import_dataset("kaumds", kaumds, tmp_path / "ds", excel=str(moved))
     assert summary.n_images == 5
     table = read_sheet(moved)
-    assert list(table.columns[:3]) == ["study_date", "patient_id", "age"]
+    assert list(table.columns[:4]) == ["sheet_row", "study_date", "patient_id", "age"]
     assert table["density"].tolist()[0] == "25%"
 
 
@@ -168,7 +172,9 @@ def test_sheet_without_required_columns_is_a_clear_error(tmp_path):
     root = tmp_path / "bad"
     root.mkdir()
     pd.DataFrame({"PatientID": ["x"], "Breast view": ["CC_R"]}).to_excel(root / "s.xlsx", index=False)
-    with pytest.raises(DatasetError, match=r"lacks the columns \['assessment', 'image_path'\]"):
+    with pytest.raises(
+        DatasetError, match=r"no sheet has the columns .*'Sheet1' \(lacks \['assessment', 'image_path'\]"
+    ):
         import_dataset("kaumds", root, tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
 
@@ -192,3 +198,77 @@ def test_sheet_without_required_columns_is_a_clear_error(tmp_path):
 )
 def test_parse_birads(text, expected):
     assert parse_birads(text) == expected
+
+
+def test_workbook_with_a_summary_sheet_first_blank_rows_and_several_workbooks(kaumds, tmp_path):
+    """The real download's shape: a summary sheet before the data sheet, a used range far longer
+    than the data, stray cells below it, and a second workbook with other columns beside it."""
+    import openpyxl
+
+    rows = pd.read_excel(kaumds / "KAUMDS.xlsx", dtype=object)
+    (kaumds / "KAUMDS.xlsx").unlink()
+    book = openpyxl.Workbook()
+    book.active.title = "tabel "
+    book["tabel "].append(["ASSESEMENT ", "number of cases "])
+    book["tabel "].append(["BIRAD 1", 2])
+    data = book.create_sheet("correctSheet")
+    data.append(HEADERS)
+    for values in rows.itertuples(index=False):
+        data.append([None if pd.isna(v) else v for v in values])
+    data.cell(row=5000, column=3, value=11)  # a stray count far below the data (the real sheet has one)
+    book.save(kaumds / "correctSheetlast.xlsx")
+    other = openpyxl.Workbook()
+    other.active.append(["patientID", "patient No", "Right Mammogram", "Left Mammogram"])
+    other.save(kaumds / "BC with ultrasound.xlsx")
+
+    summary = import_dataset("kaumds", kaumds, tmp_path / "ds")
+    assert summary.n_images == 5 and len(summary.skipped) == 7  # as with the plain one-sheet workbook
+    assert any("ignored 1 row(s)" in w and "row 5000" in w for w in summary.warnings)
+
+    with pytest.raises(
+        DatasetError, match=r"no sheet named 'data'; the workbook's sheets are \['tabel ', 'correctSheet'\]"
+    ):
+        import_dataset("kaumds", kaumds, tmp_path / "ds1", excel="correctSheetlast.xlsx", sheet="data")
+    with pytest.raises(DatasetError, match=r"'tabel ' \(lacks \['patient_id', 'assessment', 'image_path'\]"):
+        import_dataset("kaumds", kaumds, tmp_path / "ds2", excel="correctSheetlast.xlsx", sheet=0)
+    assert import_dataset("kaumds", kaumds, tmp_path / "ds3", sheet="correctsheet").n_images == 5
+
+
+def test_bare_number_class_folders_are_cross_checked(kaumds, tmp_path):
+    """The published folders are named ``1 3 4 5``: the folder/sheet cross-check must still run."""
+    for folder in kaumds.glob("BIRAD *"):
+        folder.rename(kaumds / folder.name.split()[-1])
+    summary = import_dataset("kaumds", kaumds, tmp_path / "ds")
+    reasons = {s.item.split(" (")[0]: s.reason for s in summary.skipped}
+    assert "label conflict" in reasons["KAUMDS.xlsx row 8"] and "folder BIRAD 4" in reasons["KAUMDS.xlsx row 8"]
+    assert summary.n_images == 5
+
+
+def test_real_kaumds_download_imports_fast_with_no_identifier(real_formats, tmp_path):
+    """The real workbook (~1.05 million rows, ~5.4k with data) and its 22 JPEGs in folders 1 3 4 5."""
+    import time
+
+    source = real_file(real_formats, "kaumds")
+    start = time.perf_counter()
+    summary = import_dataset("kaumds", source, tmp_path / "ds")
+    elapsed = time.perf_counter() - start
+    assert elapsed < 120  # was: never finished (every blank row an item); reading the sheet takes ~4 s
+    # 5386 data rows (+ 1 stray cell, not an item); 21 JPEGs, of which 11 are named by a row.
+    assert summary.per_class == {"birads_1": 6, "birads_5": 5}
+    assert summary.skipped_by_reason == {
+        "BI-RADS 2 excluded": 3118,
+        "image file not found": 2257,
+        "image file not named by any sheet row": 10,
+    }
+    assert sum(summary.skipped_by_reason.values()) == len(summary.skipped) < 6000
+    assert any("ignored 1 row(s)" in w for w in summary.warnings)
+    manifest = read_manifest(tmp_path / "ds")
+    assert set(manifest["laterality"]) == {"L", "R"} and set(manifest["view"]) == {"CC", "MLO"}
+    assert manifest["image_path"].str.startswith("images/kaumds-").all()  # the file names hold patient codes
+    # No patient code (BC + digits, as the sheet and the file names write them) in any output.
+    text = all_output_text(tmp_path / "ds") + summary.to_text() + json.dumps([s.__dict__ for s in summary.skipped])
+    assert not re.search(r"BC ?\d{5,}", text)  # upper case: a pseudonym's hex may hold "bc37103"
+    # Two imports of the same source: byte-identical manifest and classes.
+    import_dataset("kaumds", source, tmp_path / "again")
+    for name in ("manifest.parquet", "classes.json"):
+        assert (tmp_path / "ds" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()

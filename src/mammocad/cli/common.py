@@ -10,12 +10,15 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 
 from mammocad.errors import MammocadError
 
 console = Console(stderr=False, highlight=False)
 error_console = Console(stderr=True, highlight=False)
+# Skipped items a command prints; its summary file holds them all (a real import can skip thousands).
+CONSOLE_ITEMS = 10
 
 
 @contextlib.contextmanager
@@ -24,7 +27,8 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (MammocadError, FileExistsError, FileNotFoundError) as exc:
-        error_console.print(f"[bold red]error:[/] {exc}")
+        # Escaped: messages quote file names and lists, whose [brackets] rich would read as markup.
+        error_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(code=2) from exc
     except ValidationError as exc:
         error_console.print(f"[bold red]error:[/] invalid configuration\n{format_validation_error(exc)}")

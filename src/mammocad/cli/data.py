@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mammocad.cli.common import console, parse_assignments, user_errors
+from mammocad.cli.common import CONSOLE_ITEMS, console, parse_assignments, user_errors
 from mammocad.data.images import DEFAULT_MAX_PIXELS
 from mammocad.data.importers import IMPORTERS, import_dataset
 from mammocad.data.manifest import read_classes, read_manifest
@@ -18,8 +18,6 @@ from mammocad.data.split import DEFAULT_BLIND_SIZE, SplitSpec, split_dataset
 
 app = typer.Typer(help="Import datasets into one manifest table, split them, describe them.", no_args_is_help=True)
 
-# Skipped items printed on the console; the summary files hold them all.
-CONSOLE_ITEMS = 10
 FORMATS_HELP = "one of: " + ", ".join(IMPORTERS)
 
 
@@ -60,7 +58,7 @@ def import_command(
                 **options,
             )
         # Escape: file names may contain [brackets] that rich would read as markup.
-        console.print(escape(summary.to_text(limit=CONSOLE_ITEMS).rstrip()), highlight=False)
+        console.print(escape(summary.to_text(limit=CONSOLE_ITEMS).rstrip()), highlight=False, soft_wrap=True)
         if len(summary.skipped) > CONSOLE_ITEMS:
             console.print(f"full list of skipped items: {out}/import_summary.txt")
         console.print(f"[green]wrote[/] {out}/manifest.parquet")

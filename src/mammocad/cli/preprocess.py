@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mammocad.cli.common import console, user_errors
+from mammocad.cli.common import CONSOLE_ITEMS, console, user_errors
 from mammocad.io import read_config_file
 from mammocad.preprocess import PreprocessConfig, preprocess_dataset
 
@@ -60,10 +61,7 @@ def preprocess(
                 workers=workers,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-        console.print(
-            f"{result.n_samples} samples ({result.n_processed} processed now, {result.n_from_cache} from cache), "
-            f"{len(result.skipped)} skipped"
-        )
-        for item in result.skipped:
-            console.print(f"  - {item['item']}: {item['reason']}")
+        console.print(escape(result.to_text(limit=CONSOLE_ITEMS).rstrip()), highlight=False, soft_wrap=True)
+        if len(result.skipped) > CONSOLE_ITEMS:
+            console.print(f"full list of skipped items: {result.cache_dir}/skipped.json")
         console.print(f"[green]cache[/] {result.cache_dir}")

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from mammocad.data.images import read_image
+from mammocad.data.importers.base import skipped_lines
 from mammocad.data.manifest import Lesion, lesions_of, read_classes, read_manifest, resolve_path
 from mammocad.errors import DatasetError, ImageReadError
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_png
@@ -93,14 +94,14 @@ class PreprocessResult:
     per_class: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
-    def to_text(self) -> str:
-        """A short human summary (the CLI prints it)."""
+    def to_text(self, limit: int | None = None) -> str:
+        """A short human summary (the CLI prints it); ``limit`` caps the listed skipped items."""
         lines = [
             f"{self.n_samples} samples ({self.n_processed} processed now, {self.n_from_cache} from cache), "
             f"{len(self.skipped)} skipped, {self.elapsed_s:.1f} s",
             "per class: " + ", ".join(f"{k}={v}" for k, v in self.per_class.items()),
         ]
-        lines += [f"  - {s['item']}: {s['reason']}" for s in self.skipped]
+        lines += skipped_lines([(s["item"], s["reason"]) for s in self.skipped], limit=limit)[1:]
         return "\n".join(lines) + "\n"
 
 

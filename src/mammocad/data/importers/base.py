@@ -117,12 +117,34 @@ class ImportSummary:
         return "\n".join(lines) + "\n"
 
 
-def skipped_lines(items: list[tuple[str, str]], by_reason: dict[str, int], limit: int | None = None) -> list[str]:
-    """Text lines for skipped items: the count per reason, then the items (the first ``limit`` of them)."""
+def count_reasons(reasons: list[str]) -> dict[str, int]:
+    """How many items each kind of reason skipped, most frequent first (ties by name: deterministic)."""
+    counts = Counter(_reason_kind(reason) for reason in reasons)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def skipped_lines(
+    items: list[tuple[str, str]], by_reason: dict[str, int] | None = None, limit: int | None = None
+) -> list[str]:
+    """Text lines for skipped items: the count per reason, then the items.
+
+    ``limit=None`` lists every item; otherwise a few examples of each reason, ``limit`` in all.
+    """
+    by_reason = count_reasons([reason for _, reason in items]) if by_reason is None else by_reason
     lines = [f"skipped: {len(items)}"]
     if len(by_reason) > 1 or (limit is not None and len(items) > limit):
         lines += [f"  {count:>7} x {reason}" for reason, count in by_reason.items()]
-    shown = items if limit is None else items[:limit]
+    if limit is None:
+        shown = items
+    else:
+        per_reason = max(1, limit // max(1, len(by_reason)))
+        taken: Counter[str] = Counter()
+        shown = []
+        for item, reason in items:
+            kind = _reason_kind(reason)
+            if taken[kind] < per_reason and len(shown) < limit:
+                taken[kind] += 1
+                shown.append((item, reason))
     lines += [f"  - {item}: {reason}" for item, reason in shown]
     if len(shown) < len(items):
         lines.append(f"  ... and {len(items) - len(shown)} more")
@@ -261,7 +283,6 @@ def _summarise(
     counts = list(per_patient.values())
     per_class = Counter(r.label_name for r in records)
     splits = Counter(r.official_split for r in records if r.official_split)
-    reasons = Counter(_reason_kind(s.reason) for s in skipped)
     return ImportSummary(
         format=fmt,
         source=str(source),
@@ -279,7 +300,7 @@ def _summarise(
         n_lesions=sum(len(r.lesions) for r in records),
         n_with_mask=sum(1 for r in records if r.mask_path or any(lesion.mask_path for lesion in r.lesions)),
         skipped=skipped,
-        skipped_by_reason=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+        skipped_by_reason=count_reasons([s.reason for s in skipped]),
         warnings=list(warnings),
     )
 

@@ -46,6 +46,17 @@ KNOWN_COLUMNS = (
     "lesion_type",
     "split",
 )
+# Other spellings of the known columns in published tables (INbreast.csv: "Bi-Rads", "ACR").
+COLUMN_ALIASES = {
+    "birads": ("bi_rads", "bi_rads_assessment", "birads_assessment"),
+    "density": ("acr", "acr_density", "breast_density", "birads_density"),
+    "laterality": ("side", "left_or_right_breast"),
+    "view": ("image_view",),
+}
+# Patient cells that are placeholders, not identifiers (INbreast.csv says "removed" on every row).
+PLACEHOLDER_PATIENTS = {"removed", "anonymized", "anonymised", "anon", "unknown", "n/a", "na", "none", "null", "-"}
+# A patient column with one value on this many rows is a placeholder, not one woman's images.
+SINGLE_PATIENT_ROWS = 20
 # Free-form extra columns may hold personal data; these never reach ``meta``.
 IDENTIFIER_COLUMN = re.compile(
     r"name|birth|dob|mrn|accession|ssn|social|address|phone|email|patient_?(id|no|num)", re.IGNORECASE
@@ -63,12 +74,15 @@ def import_csv(
     patient_column: str | None = DEFAULT_PATIENT_COLUMN,
     mask_column: str | None = DEFAULT_MASK_COLUMN,
     base_dir: str | None = None,
+    patient_regex: str | None = None,
 ) -> None:
     """Import the images listed in the CSV file ``ctx.source``.
 
     Inputs: the names of the path/label/patient/mask columns (matched case-insensitively;
     ``None`` ignores that column; a non-default patient or mask column that is absent is an
-    error) and ``base_dir`` for relative paths (default: the CSV's folder).
+    error), ``base_dir`` for relative paths (default: the CSV's folder) and ``patient_regex``,
+    searched in each image's file name, whose group ``patient`` (else group 1) is the patient key
+    (used instead of the patient column; INbreast names its files ``<id>_<patient hash>_MG_...``).
     Output: one :class:`ImageRecord` per good row through ``ctx.add``; bad rows go through
     ``ctx.skip`` as ``<csv name> row <n>`` with the reason. Raises :class:`DatasetError` when the
     file is not a readable CSV or lacks the required columns.
@@ -90,20 +104,29 @@ def import_csv(
     }
     for key in KNOWN_COLUMNS:
         # May be the label column too (a BI-RADS label column also fills ``birads``).
-        chosen[key] = columns.get(key)
+        chosen[key] = next((columns[a] for a in (key, *COLUMN_ALIASES.get(key, ())) if a in columns), None)
     used = {c for c in chosen.values() if c}
     extras = [c for c in table.columns if c not in used and not IDENTIFIER_COLUMN.search(_normalise(c))]
 
     base = Path(base_dir).expanduser().resolve() if base_dir else csv_path.parent
+    chosen["patient"] = _usable_patient_column(ctx, table, chosen["patient"], patient_regex)
+    pattern = _compile_patient_regex(patient_regex)
     seen_ids: dict[str, int] = {}  # image_id -> row: a repeated id would overwrite the first row's mask file
+    listings: dict[Path, dict[str, list[Path]]] = {}  # folder -> its files, for paths given without extension
     for index, row in enumerate(table.to_dict("records")):
         item = f"{csv_path.name} row {index + 2}"
         try:
-            record = _row_record(ctx, row, chosen, extras, base, index + 2, seen_ids)
+            record = _row_record(ctx, row, chosen, extras, base, index + 2, seen_ids, pattern, listings)
         except _BadRow as exc:
             ctx.skip(item, str(exc))
             continue
         ctx.add(record)
+    unknown = sum(1 for r in ctx.records if r.meta.get("patient_unknown"))
+    if unknown:
+        ctx.warn(
+            f"{unknown} image(s) have no patient key, so each is its own patient and a split cannot keep one "
+            "woman's images on one side; give patient_column=NAME or patient_regex=REGEX (on the file name)"
+        )
 
 
 class _BadRow(Exception):
@@ -147,6 +170,41 @@ def _short(names: list[str], limit: int = 20) -> str:
     return repr(shown) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def _usable_patient_column(
+    ctx: ImportContext, table: pd.DataFrame, column: str | None, patient_regex: str | None
+) -> str | None:
+    """The patient column, unless its cells are placeholders ("removed") or one value on every row."""
+    if column is None or patient_regex:
+        return None
+    values = [str(v).strip() for v in table[column]]
+    filled = [v for v in values if v and v.lower() not in PLACEHOLDER_PATIENTS]
+    placeholders = sum(1 for v in values if v.lower() in PLACEHOLDER_PATIENTS and v)
+    if not filled:
+        shown = ", ".join(sorted({repr(v) for v in values if v})[:3]) or "empty"
+        ctx.warn(f"patient column {column!r} holds no identifier ({shown} on every row): ignored")
+        return None
+    if len(filled) >= SINGLE_PATIENT_ROWS and len(set(filled)) == 1:
+        ctx.warn(
+            f"patient column {column!r} has one value on all {len(filled)} filled rows: not a patient key, ignored"
+        )
+        return None
+    if placeholders:
+        ctx.warn(f"patient column {column!r}: {placeholders} placeholder cell(s) (e.g. 'removed') read as unknown")
+    return column
+
+
+def _compile_patient_regex(patient_regex: str | None) -> re.Pattern[str] | None:
+    if not patient_regex:
+        return None
+    try:
+        pattern = re.compile(patient_regex)
+    except re.error as exc:
+        raise DatasetError(f"patient_regex {patient_regex!r} is not a valid regular expression ({exc})") from exc
+    if pattern.groups == 0:
+        raise DatasetError(f"patient_regex {patient_regex!r} needs a group (or a group named 'patient')")
+    return pattern
+
+
 def _optional_column(
     csv_path: Path, columns: dict[str, str], wanted: str | None, default: str, found: list[str]
 ) -> str | None:
@@ -174,6 +232,8 @@ def _row_record(
     base: Path,
     row_no: int,
     seen_ids: dict[str, int],
+    pattern: re.Pattern[str] | None,
+    listings: dict[Path, dict[str, list[Path]]],
 ) -> ImageRecord:
     raw_path = _cell(row, chosen["path"])
     if not raw_path:
@@ -181,9 +241,7 @@ def _row_record(
     label = _cell(row, chosen["label"]).lower()
     if not label:
         raise _BadRow("empty label")
-    path = _resolve(base, raw_path)
-    if not path.is_file():
-        raise _BadRow(f"image file not found: {path}")
+    path = _find_file(_resolve(base, raw_path), listings)
 
     birads_raw = _cell(row, chosen["birads"])
     birads = _parse_birads(birads_raw)
@@ -209,6 +267,16 @@ def _row_record(
     if image_id in seen_ids:
         raise _BadRow(f"duplicate image id {image_id!r} (first: row {seen_ids[image_id]})")
     patient_raw = _cell(row, chosen["patient"])
+    if patient_raw.lower() in PLACEHOLDER_PATIENTS:
+        patient_raw = ""
+    if pattern is not None:
+        match = pattern.search(path.name)
+        value = (
+            (match.groupdict().get("patient") if "patient" in pattern.groupindex else match.group(1)) if match else None
+        )
+        if not value:
+            raise _BadRow(f"file name does not match patient_regex {pattern.pattern!r} (no patient key)")
+        patient_raw = value
     if not patient_raw:
         meta["patient_unknown"] = True  # each image its own patient: no leakage protection here
     study_raw = _cell(row, chosen["study_id"])
@@ -245,6 +313,33 @@ def _row_record(
 def _resolve(base: Path, raw: str) -> Path:
     path = Path(raw).expanduser()
     return (path if path.is_absolute() else base / path).resolve()
+
+
+def _find_file(path: Path, listings: dict[Path, dict[str, list[Path]]]) -> Path:
+    """``path``, or the one file in its folder named ``<path name>`` + ``.ext`` / ``_...``: tables often
+    name images by an id alone (INbreast's ``File Name`` 22678622 is ``22678622_<hash>_MG_R_CC_ANON.dcm``)."""
+    if path.is_file():
+        return path
+    if path.parent.is_dir():
+        prefix = path.name
+        found = _folder_files(path.parent, listings).get(prefix, [])
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found[:3])
+            raise _BadRow(f"image file ambiguous: {len(found)} files start with {prefix!r} ({names})")
+    raise _BadRow(f"image file not found: {path}")
+
+
+def _folder_files(folder: Path, listings: dict[Path, dict[str, list[Path]]]) -> dict[str, list[Path]]:
+    """Files of a folder by the part of their name before the first ``.``, ``_`` or ``-`` (each folder listed once)."""
+    if folder not in listings:
+        index: dict[str, list[Path]] = {}
+        for entry in sorted(folder.iterdir()):
+            if entry.is_file() and not entry.name.startswith("."):
+                index.setdefault(re.split(r"[._-]", entry.name, maxsplit=1)[0], []).append(entry)
+        listings[folder] = index
+    return listings[folder]
 
 
 def _derived_id(base: Path, path: Path, keep_suffix: bool = False) -> str:

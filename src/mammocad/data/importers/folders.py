@@ -35,13 +35,14 @@ IGNORED_FOLDERS = {"__macosx"}
 def import_folders(
     ctx: ImportContext,
     patient_regex: str | None = None,
-    class_map: dict[str, str] | None = None,
+    class_map: dict[str, str] | str | None = None,
 ) -> None:
     """Import a folder with one sub-folder per class.
 
     Inputs: ``ctx.source`` is the root folder; ``patient_regex`` (optional) is searched in each
     file's stem and its named group ``patient`` (else its first group) is the patient key;
-    ``class_map`` (optional) renames folder names to label names, matched case-insensitively.
+    ``class_map`` (optional) renames folder names to label names, matched case-insensitively:
+    a mapping, or the command line's text form ``neg:normal,pos:abnormal`` (see :func:`parse_class_map`).
     Output: one :class:`ImageRecord` per image file through ``ctx.add``; everything unusable goes
     through ``ctx.skip`` with the reason. ``image_id`` is the path below the root without its
     extension (kept when two files differ only by it), ``/`` replaced by ``__`` (so equal file
@@ -51,7 +52,7 @@ def import_folders(
     if not root.is_dir():
         raise DatasetError(f"{root}: expected a folder with one sub-folder per class, got a file")
     pattern = _compile_patient_regex(patient_regex)
-    renames = {key.strip().lower(): value.strip().lower() for key, value in (class_map or {}).items()}
+    renames = parse_class_map(class_map)
     used_ids: set[str] = set()
 
     for entry in sorted(root.iterdir()):
@@ -80,6 +81,25 @@ def import_folders(
                 found += 1
         if found == 0:
             ctx.skip(entry, "class folder contains no images")
+
+
+def parse_class_map(class_map: dict[str, str] | str | None) -> dict[str, str]:
+    """Folder name -> label, lower-cased: from a mapping or from ``"neg:normal,pos:abnormal"``
+    (``=`` works too). Raises :class:`DatasetError` with the accepted form when it is neither."""
+    accepted = "accepted form: class_map=FOLDER:LABEL[,FOLDER:LABEL...], e.g. --set class_map=neg:normal,pos:abnormal"
+    if class_map is None or class_map == "":
+        return {}
+    if isinstance(class_map, str):
+        pairs: list[tuple[str, str]] = []
+        for part in class_map.split(","):
+            key, sep, value = part.replace("=", ":", 1).partition(":")
+            if not sep or not key.strip() or not value.strip():
+                raise DatasetError(f"class_map: cannot read {part.strip()!r}; {accepted}")
+            pairs.append((key, value))
+        class_map = dict(pairs)
+    if not isinstance(class_map, dict) or not all(isinstance(v, str | int) for v in class_map.values()):
+        raise DatasetError(f"class_map: expected folder:label pairs, got {class_map!r}; {accepted}")
+    return {str(key).strip().lower(): str(value).strip().lower() for key, value in class_map.items()}
 
 
 def _compile_patient_regex(patient_regex: str | None) -> re.Pattern[str] | None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ import pandas as pd
 from mammocad.data.images import probe_image
 from mammocad.data.importers.base import ImportContext, pseudonymous_id
 from mammocad.data.manifest import ImageRecord
+from mammocad.data.sheets import read_workbook_table
 from mammocad.errors import DatasetError, ImageReadError
 
 SOURCE_NAME = "kaumds"
@@ -72,7 +73,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 REQUIRED = ("patient_id", "assessment", "image_path")
 
 BIRADS_PATTERN = re.compile(r"^(?:bi[\s\-_]*rads?)?[\s:#\-_]*([0-6])(?:\.0+)?\s*[a-c]?$", re.IGNORECASE)
-FOLDER_PATTERN = re.compile(r"^bi[\s\-_]*rads?[\s\-_]*([0-6])$", re.IGNORECASE)
+# Class folders: "BIRAD 3", "BI-RADS 3" or, in the published download, bare "3".
+FOLDER_PATTERN = re.compile(r"^(?:bi[\s\-_]*rads?[\s\-_]*)?([0-6])$", re.IGNORECASE)
+# Identifier-like tokens in file names no sheet row explains ("BC009941", "BC 0021806", long numbers).
+# Case-sensitive where a space may split the code, so that "row 1047846" stays readable.
+ID_LIKE = r"(?<![A-Za-z0-9])(?-i:[A-Z]{1,4} ?\d{5,}|[A-Za-z]{1,4}\d{5,}|\d{7,})(?![0-9])"
 VIEW_CODES = ("XCCL", "XCCM", "MLO", "CC", "ML", "LM", "LMO", "FB", "SIO", "AT")
 MISSING_TEXT = {"", "nan", "none", "null", "na", "n/a", "-"}
 
@@ -90,7 +95,7 @@ class ImageFile:
 def import_kaumds(
     ctx: ImportContext,
     include_birads2: bool = False,
-    sheet: str | int = 0,
+    sheet: str | int | None = None,
     excel: str | None = None,
 ) -> None:
     """Import KAUMDS (see module docstring for every cleaning step).
@@ -101,9 +106,8 @@ def import_kaumds(
     BI-RADS 2 rows. Output: one :class:`ImageRecord` per usable sheet row via ``ctx.add``; every
     skipped row or unlisted file via ``ctx.skip``, with the reason.
     """
-    sheet_path = find_sheet(ctx.source, excel)
+    sheet_path, table = find_sheet(ctx.source, excel, sheet)
     root = ctx.source if ctx.source.is_dir() else sheet_path.parent
-    table = read_sheet(sheet_path, sheet)
     raw_ids = {_text(value) for value in table["patient_id"]} - {None}
     redact = _redactor({value for value in raw_ids if value and len(value) >= _MIN_ID_LENGTH})
 
@@ -116,9 +120,13 @@ def import_kaumds(
         by_stem.setdefault(image.stem_key, []).append(image)
     claimed: set[Path] = set()
 
-    for position, row in enumerate(table.to_dict("records")):
-        sheet_row = position + 2  # the header is row 1 in Excel's numbering
+    stray: list[int] = []
+    for row in table.to_dict("records"):
+        sheet_row = int(row["sheet_row"])
         listed = _text(row.get("image_path"))
+        if listed is None and all(_text(row.get(f)) is None for f in ("patient_id", "assessment")):
+            stray.append(sheet_row)  # a stray cell (a count, a note) far below the data: not an image row
+            continue
         item = f"{sheet_path.name} row {sheet_row}" + (f" ({listed})" if listed else "")
         raw_id = _text(row.get("patient_id"))
         assessment = _text(row.get("assessment"))
@@ -130,7 +138,7 @@ def import_kaumds(
             skip(item, "no BI-RADS assessment" if assessment is None else f"unrecognised BI-RADS {assessment!r}")
             continue
         if birads == 2 and not include_birads2:
-            skip(item, "BI-RADS 2 excluded (as in report B; pass include_birads2=True to keep it)")
+            skip(item, "BI-RADS 2 excluded (as in report B; pass --include-birads2 to keep it)")
             continue
         if raw_id is None:
             skip(item, "no PatientID (patient-level splits need one)")
@@ -149,72 +157,92 @@ def import_kaumds(
         image_id = f"{SOURCE_NAME}-{sheet_row:05d}"
         ctx.add(_record(ctx, row, image, image_id, raw_id, birads, sheet_row))
 
+    if stray:
+        rows = ", ".join(map(str, stray[:5])) + (", ..." if len(stray) > 5 else "")
+        ctx.warn(
+            f"{sheet_path.name}: ignored {len(stray)} row(s) with no image path, PatientID or assessment (row {rows})"
+        )
     for image in files:
         if image.path not in claimed:
             skip(str(image.path.relative_to(root)), "image file not named by any sheet row (no label)")
 
 
-def find_sheet(source: Path, excel: str | None) -> Path:
-    """The Excel sheet: ``excel`` (absolute or relative to ``source``), ``source`` itself, or the one in it."""
+def find_sheet(source: Path, excel: str | None, sheet: str | int | None = None) -> tuple[Path, pd.DataFrame]:
+    """The workbook and its data table: ``excel`` (absolute or relative to ``source``), ``source``
+    itself, or the one workbook in the folder that has a sheet with the KAUMDS columns (the real
+    download holds a second workbook, ``BC with ultrasound.xlsx``, with other columns)."""
     if excel:
         path = Path(excel)
         if not path.is_absolute() and source.is_dir():
             path = source / path
         if not path.is_file():
-            raise DatasetError(f"{path}: Excel sheet not found")
-        return path
+            raise DatasetError(f"{path}: Excel workbook not found (option excel=PATH)")
+        return path, read_sheet(path, sheet)
     if source.is_file():
         if source.suffix.lower() not in SHEET_SUFFIXES:
-            raise DatasetError(f"{source}: expected the KAUMDS folder or its Excel sheet (.xlsx)")
-        return source
-    found = sorted(
-        p for p in source.iterdir() if p.suffix.lower() in SHEET_SUFFIXES and not p.name.startswith(("~$", "."))
-    )
+            raise DatasetError(f"{source}: expected the KAUMDS folder or its Excel workbook (.xlsx)")
+        return source, read_sheet(source, sheet)
+    found = _workbooks(source.iterdir()) or _workbooks(source.rglob("*"))
     if not found:
-        found = sorted(
-            p for p in source.rglob("*") if p.suffix.lower() in SHEET_SUFFIXES and not p.name.startswith(("~$", "."))
-        )
-    if not found:
-        raise DatasetError(f"{source}: no Excel sheet (.xlsx) found; pass excel=PATH")
-    if len(found) > 1:
-        names = ", ".join(str(p.relative_to(source)) for p in found)
-        raise DatasetError(f"{source}: several Excel sheets ({names}); choose one with excel=PATH")
-    return found[0]
+        raise DatasetError(f"{source}: no Excel workbook (.xlsx) found; pass --set excel=PATH")
+    if len(found) == 1:
+        return found[0], read_sheet(found[0], sheet)
+    fitting: list[tuple[Path, pd.DataFrame]] = []
+    problems: list[str] = []
+    for path in found:
+        try:
+            fitting.append((path, read_sheet(path, sheet)))
+        except DatasetError as exc:
+            problems.append(str(exc))
+    if len(fitting) == 1:
+        return fitting[0]
+    names = ", ".join(repr(str(p.relative_to(source))) for p in ([p for p, _ in fitting] or found))
+    detail = "" if fitting else " None has the KAUMDS columns: " + " | ".join(problems)
+    raise DatasetError(f"{source}: several Excel workbooks ({names}); choose one with --set excel=NAME.{detail}")
+
+
+def _workbooks(paths: Iterable[Path]) -> list[Path]:
+    return sorted(p for p in paths if p.suffix.lower() in SHEET_SUFFIXES and not p.name.startswith(("~$", ".")))
 
 
 def _normalise_column(name: Any) -> str:
     return re.sub(r"\s+", " ", str(name)).strip().lower()
 
 
-def read_sheet(path: Path, sheet: str | int = 0) -> pd.DataFrame:
-    """Read the sheet as text and rename its columns to the canonical fields of :data:`COLUMNS`."""
-    try:
-        raw = pd.read_excel(path, sheet_name=sheet, dtype=object)
-    except (ValueError, KeyError, OSError, ImportError) as exc:
-        raise DatasetError(f"{path}: cannot read sheet {sheet!r} ({type(exc).__name__}: {exc})") from exc
-    except Exception as exc:  # openpyxl/zipfile raise assorted types on damaged workbooks
-        raise DatasetError(f"{path}: not a readable Excel workbook ({type(exc).__name__}: {exc})") from exc
-    found = {_normalise_column(column): column for column in raw.columns}
-    renames: dict[Any, str] = {}
+def column_fields(header: list[str]) -> dict[str, int]:
+    """Canonical field -> column index for a header row (see :data:`COLUMNS`)."""
+    found: dict[str, int] = {}
+    for index, name in enumerate(header):
+        found.setdefault(_normalise_column(name), index)
+    fields: dict[str, int] = {}
     for field, accepted in COLUMNS.items():
-        for name in accepted:
-            if name in found and found[name] not in renames:
-                renames[found[name]] = field
-                break
-        else:
-            if field == "density":  # the long density header varies most; any "density" column will do
-                match = next((orig for norm, orig in found.items() if "density" in norm and orig not in renames), None)
-                if match is not None:
-                    renames[match] = field
-    table = raw.rename(columns=renames)
-    missing = [field for field in REQUIRED if field not in table.columns]
-    if missing:
-        columns = ", ".join(repr(_normalise_column(c)) for c in raw.columns)
-        raise DatasetError(f"{path}: sheet {sheet!r} lacks the columns {missing} (found: {columns})")
-    for field in COLUMNS:
-        if field not in table.columns:
-            table[field] = None
-    return table[list(COLUMNS)]
+        index = next((found[name] for name in accepted if name in found and found[name] not in fields.values()), None)
+        if index is None and field == "density":  # the long density header varies most; any "density" column will do
+            index = next((i for n, i in found.items() if "density" in n and i not in fields.values()), None)
+        if index is not None:
+            fields[field] = index
+    return fields
+
+
+def read_sheet(path: Path, sheet: str | int | None = None) -> pd.DataFrame:
+    """The data rows of the sheet, columns renamed to the fields of :data:`COLUMNS`.
+
+    ``sheet=None`` takes the first sheet whose header has the required columns (the real
+    workbook's first sheet is a summary table; its data sheet is ``correctSheet``). Blank rows are
+    dropped (the real sheet's used range is ~1.05 million rows for ~5.4k images); the column
+    ``sheet_row`` keeps each row's Excel row number. ``table.attrs["sheet"]`` names the sheet read.
+    """
+
+    def missing(header: list[str]) -> list[str]:
+        fields = column_fields(header)
+        return [field for field in REQUIRED if field not in fields]
+
+    table = read_workbook_table(path, missing, sheet)
+    fields = column_fields(table.columns)
+    data = {field: [cells[fields[field]] if field in fields else None for _, cells in table.rows] for field in COLUMNS}
+    frame = pd.DataFrame({"sheet_row": [number for number, _ in table.rows], **data}, dtype=object)
+    frame.attrs["sheet"] = table.sheet
+    return frame
 
 
 def _text(value: Any) -> str | None:
@@ -304,11 +332,18 @@ def _match(listed: str, by_stem: dict[str, list[ImageFile]], birads: int | None)
 
 
 def _redactor(identifiers: set[str]) -> Callable[[str], str]:
-    """A function masking every identifier (case-insensitive) in a text."""
-    if not identifiers:
-        return lambda text: text
-    pattern = re.compile("|".join(re.escape(i) for i in sorted(identifiers, key=len, reverse=True)), re.IGNORECASE)
-    return lambda text: pattern.sub("<patient-id>", text)
+    """A function replacing every patient identifier in a text by its pseudonym (the manifest's
+    ``patient_id``, so a message can still be matched to the manifest): the sheet's IDs, and any
+    identifier-like token (a file no row names may belong to a patient the sheet never lists)."""
+    known = {i.lower(): pseudonymous_id(i, SOURCE_NAME) for i in identifiers}
+    alternatives = [re.escape(i) for i in sorted(identifiers, key=len, reverse=True)] + [ID_LIKE]
+    pattern = re.compile("|".join(alternatives), re.IGNORECASE)  # one pass: pseudonyms are never re-read
+
+    def pseudonym(match: re.Match[str]) -> str:
+        token = match.group(0)
+        return known.get(token.lower()) or pseudonymous_id(re.sub(r"\s+", "", token).upper(), SOURCE_NAME)
+
+    return lambda text: pattern.sub(pseudonym, text)
 
 
 def _view_and_side(*texts: str | None) -> tuple[str | None, str | None]:
