@@ -229,3 +229,38 @@ def test_existing_target_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match="already exists"):
         import_dataset("ddsm-tfrecord", src, ds)
     assert list(ds.iterdir()) == []
+
+
+def test_one_type_held_out_files_are_flagged(tmp_path: Path) -> None:
+    """The Kaggle copy's test10 holds only masses and cv10 only calcifications: importing them as the
+    official test/validation split warns; the training file and a mixed test file do not."""
+    src = tmp_path / "src"
+    write_tfrecord(src / "training10_0.tfrecords", [{"image": patch(i), "label": c} for i, c in enumerate([0, 1, 2])])
+    np.save(src / "test10_data.npy", np.stack([patch(10 + i) for i in range(4)]))
+    np.save(src / "test10_labels.npy", np.array([0, 2, 4, 2], dtype=np.int64))
+    np.save(src / "cv10_data.npy", np.stack([patch(20 + i) for i in range(3)]))
+    np.save(src / "cv10_labels.npy", np.array([1, 0, 3], dtype=np.int64))
+    np.save(src / "test_mixed_data.npy", np.stack([patch(30 + i) for i in range(2)]))
+    np.save(src / "test_mixed_labels.npy", np.array([1, 4], dtype=np.int64))
+    summary = import_dataset("ddsm-tfrecord", src, tmp_path / "ds")
+    assert summary.per_official_split == {"test": 6, "train": 3, "validation": 3}
+    assert len(summary.warnings) == 2
+    test10, cv10 = sorted(summary.warnings, key=lambda w: not w.startswith("test10"))
+    assert test10.startswith("test10_data.npy was imported as the official 'test' split, but its abnormal patches")
+    assert "all masses (found: 3 mass, 0 calcification and 1 negative patches)" in test10
+    assert cv10.startswith("cv10_data.npy was imported as the official 'validation' split")
+    assert "all calcifications (found: 0 mass, 2 calcification and 1 negative patches)" in cv10
+    assert all("not a representative held-out split" in w and "merge test10 and cv10" in w for w in summary.warnings)
+    text = (tmp_path / "ds" / "import_summary.txt").read_text()
+    assert "warning: test10_data.npy was imported" in text
+
+
+def test_documented_held_out_file_warns_even_when_mixed(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "x").mkdir(parents=True)
+    np.save(src / "x" / "cv10_data.npy", np.stack([patch(i) for i in range(2)]))
+    np.save(src / "x" / "cv10_labels.npy", np.array([1, 2], dtype=np.int64))
+    summary = import_dataset("ddsm-tfrecord", src, tmp_path / "ds")
+    (warning,) = summary.warnings
+    assert warning.startswith("x/cv10_data.npy was imported as the official 'validation' split, but it is documented")
+    assert "calcifications only (found: 1 mass, 1 calcification and 0 negative patches)" in warning

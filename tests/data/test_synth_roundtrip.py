@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -178,3 +179,31 @@ def test_bcdr_outlines_rebuild_the_lesion_masks(tmp_path):
         rebuilt = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 0
         truth = case.lesion_mask
         assert (rebuilt & truth).sum() / (rebuilt | truth).sum() > 0.85  # polygon vs pixel mask
+
+
+def test_two_imports_of_one_source_are_byte_identical_whatever_the_hash_seed(tmp_path):
+    """Label numbers and row order must never depend on Python's per-process string hashing
+    (BI-RADS 4a/4b/4c once came out in set order): import every format twice, in two processes
+    with different ``PYTHONHASHSEED``, and compare the files byte for byte."""
+    import os
+    import subprocess
+    import sys
+
+    sources = {
+        fmt: write_synthetic_dataset(tmp_path / fmt, fmt, n_per_class=COUNTS, seed=SEED, **SIZE) for fmt in FORMATS
+    }
+    script = (
+        "import json, sys\n"
+        "from mammocad.data.importers import import_dataset\n"
+        "jobs = json.loads(sys.argv[1])\n"
+        "for fmt, source, out, options in jobs:\n"
+        "    import_dataset(fmt, source, out, **options)\n"
+    )
+    for seed in ("1", "2"):
+        jobs = [[fmt, str(src), str(tmp_path / f"{fmt}-{seed}"), OPTIONS.get(fmt, {})] for fmt, src in sources.items()]
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", script, json.dumps(jobs)], check=True, env=env, timeout=600)
+    for fmt in FORMATS:
+        for name in ("manifest.parquet", "classes.json"):
+            first, second = (tmp_path / f"{fmt}-{seed}" / name for seed in ("1", "2"))
+            assert first.read_bytes() == second.read_bytes(), f"{fmt}: {name} differs between two imports"

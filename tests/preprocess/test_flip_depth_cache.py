@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -180,3 +181,17 @@ def test_16_bit_cache_round_trip_and_geometry_columns(mias_dataset):
     assert Geometry.from_record(row) == direct.geometry and row["output_height"] == 40
     assert bool(row["flipped"]) and not bool(samples.loc["mdb002", "flipped"])  # R flipped to the left, L kept
     assert samples["mask"].notna().sum() == 2 and samples.loc["mdb004", "laterality"] == "L"
+
+
+def test_jpeg_masks_keep_their_outline(tmp_path):
+    """Re-releases store masks as JPEG: the ringing around the edge must not grow the lesion."""
+    from mammocad.preprocess.cache import _read_mask
+
+    mask = np.zeros((120, 100), np.uint8)
+    mask[30:70, 20:60] = 255
+    cv2.imwrite(str(tmp_path / "mask.jpg"), mask, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    read = _read_mask(tmp_path, "mask.jpg", (120, 100))
+    assert abs(int(read.sum()) - 40 * 40) <= 40  # within one pixel row of the true outline
+    ones = (mask > 0).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "ones.png"), ones)  # 0/1 masks as some tools save them
+    assert _read_mask(tmp_path, "ones.png", (120, 100)).sum() == 1600

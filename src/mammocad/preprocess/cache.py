@@ -440,7 +440,10 @@ def _text(value: Any) -> str | None:
 
 
 def _read_mask(dataset_dir: Path, value: str, shape: tuple[int, int]) -> np.ndarray:
-    mask = read_image(resolve_path(dataset_dir, value)).pixels > 0
+    pixels = read_image(resolve_path(dataset_dir, value)).pixels
+    # Half the mask's own maximum: 0/1 and 0/255 masks alike, and the ringing that JPEG copies of
+    # masks (the Kaggle CBIS-DDSM re-release) put around the edge stays outside.
+    mask = pixels > pixels.max() / 2
     if mask.shape != shape:
         # Source masks can be off by a few pixels (CBIS-DDSM); align them to the image grid.
         mask = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0

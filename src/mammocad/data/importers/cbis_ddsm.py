@@ -1,8 +1,32 @@
-"""CBIS-DDSM: the TCIA DICOM tree + ``{mass,calc}_case_description_{train,test}_set.csv``.
+"""CBIS-DDSM: ``{mass,calc}_case_description_{train,test}_set.csv`` + the images, in any of its layouts.
+
+Layouts handled (images may be DICOM, PNG, JPEG or TIFF; every file is probed by content):
+
+- the TCIA download (``CBIS-DDSM/Mass-Training_P_00001_LEFT_CC/07-20-2016-DDSM-NN/1.000000-full
+  mammogram images-NN/1-1.dcm``): the CSV paths (``<case>/<StudyUID>/<SeriesUID>/000000.dcm``) rarely
+  exist as written, so a path is resolved through its first component, the case folder, found
+  anywhere below the source;
+- re-releases that store the images at exactly the CSV paths, often rewritten to ``.../1-1.png``
+  or ``.jpg`` (a CSV path ending ``.dcm`` is also tried with those suffixes);
+- the Kaggle copy ("CBIS-DDSM: Breast Cancer Image Dataset"): ``csv/`` with the four CSVs (original
+  DICOM paths) and ``dicom_info.csv``, and ``jpeg/<SeriesInstanceUID>/1-N.jpg``. The third
+  component of a CSV path is the SeriesInstanceUID, so the image is looked up in the folder of that
+  name; ``dicom_info.csv`` (columns ``image_path``/``file_path``, ``PatientID`` = case folder name,
+  ``SeriesDescription``, ``SeriesInstanceUID``), when present, names each file's series kind and
+  indexes files by case folder as well, for series folders that are missing or hold several files.
+
+Resolution order for a CSV path: the path itself (below the source or ``CBIS-DDSM/``), then the
+folder named by its SeriesInstanceUID, then its case folder. The full mammogram is the one image
+there, or the one whose series is ``full mammogram images``. The ROI mask and the cropped image
+live in the ``<case>_<abnormality id>`` folder or series, in one series or two, and the CSV
+sometimes swaps them, so they are told apart by their header size alone (no pixel decoding): the
+mask has (about) the full mammogram's size, the crop is small. Where a folder holds the same image
+in two formats (e.g. ``.dcm`` next to ``.png``), the format the CSV path names is preferred.
 
 - CSV columns are matched after lower-casing and treating ``_`` as a space (the mass CSVs say
-  ``breast_density``, the calc CSVs ``breast density``); path cells are stripped (some end in a
-  newline).
+  ``breast_density``, the calc CSVs ``breast density``); path cells are stripped (most end in a
+  quoted newline, so a CSV record spans two file lines: rows are reported as
+  ``<csv> record N (line L)``, L being the file line where the record starts).
 - One manifest row per full mammogram, keyed by patient, side and view (``P_00001_LEFT_CC``): the
   CSV rows of that image become its lesions, from the mass and the calc CSVs alike (TCIA stores
   the same mammogram once per abnormality type, so keying by the CSV path would import it twice).
@@ -12,36 +36,29 @@
   ``calcification``; per-lesion descriptors (abnormality id, shape/margins or type/distribution,
   subtlety, assessment, cropped image) are in ``meta["lesions"]``, in lesion order.
 - ``official_split`` is ``train``/``test`` from the CSV name (``None`` when an image's rows
-  disagree, which ``meta["official_splits"]`` then lists).
-- Paths: the CSV paths (``Mass-Training_P_00001_LEFT_CC/1.3.6.../1.3.6.../000000.dcm``) rarely
-  exist as written in a TCIA download
-  (``CBIS-DDSM/Mass-Training_P_00001_LEFT_CC/07-20-2016-DDSM-NN/1.000000-full mammogram images-NN/1-1.dcm``).
-  A path is used as written when it exists (below the source or ``CBIS-DDSM/``); otherwise it is
-  resolved through its first component, the case folder, found anywhere below the source: the full
-  mammogram is the DICOM of the series folder named ``full mammogram images`` (or the case
-  folder's only DICOM). The ROI mask and the cropped image live in the ``<case>_<abnormality id>``
-  folder, in one series folder or two, and the CSV sometimes swaps them, so they are told apart by
-  their header size alone (Rows/Columns, no pixel decoding): the mask has (about) the full
-  mammogram's size, the crop is small.
+  disagree, which ``meta["official_splits"]`` then lists). The official split is **not
+  patient-disjoint** (31 patients of the official CSVs have films in both): the import warns with
+  the count among the imported images and points to ``mammocad data split``.
 - Unresolvable full mammograms skip the image; an unresolvable mask leaves that lesion without
   ``mask_path`` (and is listed) but keeps the lesion and the image.
-- Masks stay the source's DICOM files (0/255); the importer decodes no pixels, so lesion boxes and
-  the image's union ``mask_path`` are left empty: preprocessing derives them from the lesion masks.
+- Masks stay the source's files (0/255; lossy in the Kaggle JPEGs); the importer decodes no pixels,
+  so lesion boxes and the image's union ``mask_path`` are left empty: preprocessing derives them
+  from the lesion masks.
 - ``patient_id = "cbis-P_00001"`` (CBIS-DDSM ids are already public pseudonyms);
   ``study_id = patient + side``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from mammocad.data.dicom import probe_dicom
+from mammocad.data.images import probe_image
 from mammocad.data.importers.base import ImportContext
 from mammocad.data.manifest import ImageRecord, Lesion
 from mammocad.errors import DatasetError, ImageReadError
@@ -49,6 +66,9 @@ from mammocad.errors import DatasetError, ImageReadError
 SOURCE_NAME = "cbis-ddsm"
 CSV_PATTERN = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$", re.IGNORECASE)
 CASE_PATTERN = re.compile(r"^(mass|calc)-(training|test)_(p_\d+)_(left|right)_(cc|mlo)(?:_(\d+))?$", re.IGNORECASE)
+# A DICOM UID as a folder name (the Kaggle ``jpeg/<SeriesInstanceUID>/`` folders, the CSV paths).
+UID_PATTERN = re.compile(r"^\d+(?:\.\d+){3,}$")
+DICOM_INFO_NAME = "dicom_info.csv"
 PATHOLOGY = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALLBACK": "benign"}
 LESION_TYPES = {"mass": "mass", "calc": "calcification", "calcification": "calcification"}
 REQUIRED = ("patient id", "left or right breast", "image view", "pathology", "image file path")
@@ -56,6 +76,20 @@ REQUIRED = ("patient id", "left or right breast", "image view", "pathology", "im
 DESCRIPTORS = ("mass shape", "mass margins", "calc type", "calc distribution", "subtlety", "assessment")
 # A mask smaller than this share of the full image's area is a crop, whatever its series says.
 MIN_MASK_AREA_SHARE = 0.5
+# Image files indexed below the source, by suffix -> kind (a copy may hold one image in two kinds).
+IMAGE_KINDS = {
+    ".dcm": "dicom",
+    ".dicom": "dicom",
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+}
+# Suffixes tried when a CSV path ending ``.dcm`` does not exist as written (re-released copies).
+ALTERNATE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# The importer only reads sizes; the runner applies the user's pixel limit to what is imported.
+PROBE_MAX_PIXELS = 10**12
 
 
 @dataclass
@@ -63,6 +97,7 @@ class CsvRow:
     """One usable CSV row: one abnormality of one full mammogram."""
 
     csv_name: str
+    record: int
     line: int
     split: str
     lesion_type: str
@@ -81,16 +116,31 @@ class CsvRow:
 
     @property
     def item(self) -> str:
-        return f"{self.csv_name} line {self.line}"
+        return row_item(self.csv_name, self.record, self.line)
+
+
+def row_item(csv_name: str, record: int, line: int) -> str:
+    """How a CSV record is named in skips: its number among the data records and its first file line."""
+    return f"{csv_name} record {record} (line {line})"
+
+
+@dataclass
+class SplitOverlap:
+    """Patients (and images) that the official CSVs put in both the train and the test split."""
+
+    patients: list[str]
+    images: list[str]
 
 
 def import_cbis_ddsm(ctx: ImportContext, abnormality: str = "both", csv_dir: str | None = None) -> None:
     """Import CBIS-DDSM (see module docstring).
 
-    Inputs: ``ctx.source`` is the download root (the TCIA tree, with or without its ``CBIS-DDSM``
-    folder, and normally the CSVs); ``csv_dir`` is where the CSVs are when elsewhere;
-    ``abnormality`` is ``mass``, ``calc`` or ``both``. Output: one :class:`ImageRecord` per full
-    mammogram via ``ctx.add``; unusable rows, images and masks via ``ctx.skip`` with the reason.
+    Inputs: ``ctx.source`` is the download root (the TCIA tree with or without its ``CBIS-DDSM``
+    folder, a re-release with images at the CSV paths, or the Kaggle ``csv/`` + ``jpeg/`` copy; it
+    normally holds the CSVs); ``csv_dir`` is where the CSVs (and ``dicom_info.csv``) are when
+    elsewhere; ``abnormality`` is ``mass``, ``calc`` or ``both``. Output: one :class:`ImageRecord`
+    per full mammogram via ``ctx.add``; unusable rows, images and masks via ``ctx.skip`` with the
+    reason; a ``ctx.warn`` when the imported images' official splits share patients.
     """
     kinds = {"mass": ("mass",), "calc": ("calc",), "both": ("mass", "calc")}.get(abnormality.strip().lower())
     if kinds is None:
@@ -101,14 +151,55 @@ def import_cbis_ddsm(ctx: ImportContext, abnormality: str = "both", csv_dir: str
         rows += read_case_csv(csv_path, ctx)
 
     tree = CaseTree(ctx.source)
+    info = find_dicom_info([p.parent for p in csv_files], tree)
+    if info is not None:
+        tree.add_dicom_info(info, ctx)
     by_image: dict[str, list[CsvRow]] = {}
     for row in rows:
-        side = "LEFT" if row.side == "L" else "RIGHT"  # ids read like CBIS-DDSM's own case names
-        by_image.setdefault(f"{row.patient}_{side}_{row.view}", []).append(row)
+        by_image.setdefault(image_key(row), []).append(row)
+    imported: list[CsvRow] = []
     for image_id, image_rows in sorted(by_image.items()):
         record = _image_record(ctx, tree, image_id, image_rows)
         if record is not None:
             ctx.add(record)
+            imported += image_rows
+    overlap = split_overlap(imported)
+    if overlap.patients:
+        ctx.warn(overlap_warning(overlap))
+
+
+def image_key(row: CsvRow) -> str:
+    """The manifest id of a row's full mammogram, read like CBIS-DDSM's own case names."""
+    return f"{row.patient}_{'LEFT' if row.side == 'L' else 'RIGHT'}_{row.view}"
+
+
+def split_overlap(rows: list[CsvRow]) -> SplitOverlap:
+    """Patients with rows in both official splits, and the images whose own rows are in both."""
+    patient_splits: dict[str, set[str]] = {}
+    image_splits: dict[str, set[str]] = {}
+    for row in rows:
+        patient_splits.setdefault(row.patient, set()).add(row.split)
+        image_splits.setdefault(image_key(row), set()).add(row.split)
+    return SplitOverlap(
+        patients=sorted(p for p, splits in patient_splits.items() if len(splits) > 1),
+        images=sorted(i for i, splits in image_splits.items() if len(splits) > 1),
+    )
+
+
+def overlap_warning(overlap: SplitOverlap) -> str:
+    n = len(overlap.patients)
+    examples = ", ".join(overlap.patients[:5]) + (", ..." if n > 5 else "")
+    text = (
+        f"{n} patient{'s' if n != 1 else ''} ({examples}) {'have' if n != 1 else 'has'} images in both "
+        "official CBIS-DDSM splits (train and test), so official_split is not patient-disjoint and "
+        "scores on its test split are optimistic"
+    )
+    if overlap.images:
+        text += (
+            f"; {len(overlap.images)} of their mammograms are listed in both splits (official_split is left "
+            "empty for those; meta.official_splits lists both)"
+        )
+    return text + ". For a leak-free split use `mammocad data split`, which keeps each patient on one side."
 
 
 def find_csvs(folder: Path, kinds: tuple[str, ...]) -> list[Path]:
@@ -138,32 +229,63 @@ def _cell(value: Any) -> str | None:
     return text or None
 
 
+def read_csv_records(path: Path) -> tuple[list[str], list[tuple[int, int, list[str]]]]:
+    """(header, [(record number, first file line, fields)]) of a CSV whose cells may hold newlines.
+
+    Record numbers count the data records from 1; the line is the physical file line where the
+    record starts (the header is line 1). Blank lines are passed over.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")  # never fails; the cells that matter are ASCII
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise DatasetError(f"{path}: empty CSV (no header)")
+        records = []
+        start = reader.line_num + 1
+        for fields in reader:
+            if any(f.strip() for f in fields):
+                records.append((len(records) + 1, start, fields))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DatasetError(f"{path}: not a readable CSV (line {reader.line_num}: {exc})") from exc
+    return header, records
+
+
 def read_case_csv(path: Path, ctx: ImportContext) -> list[CsvRow]:
     """Parse one case-description CSV; rows that cannot be used are reported through ``ctx.skip``."""
     match = CSV_PATTERN.match(path.name)
     if match is None:
         raise DatasetError(f"{path}: not a CBIS-DDSM case-description CSV name")
     kind, split = match.group(1).lower(), match.group(2).lower()
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc})") from exc
-    table.columns = [_normalise_column(c) for c in table.columns]
-    missing = [c for c in REQUIRED if c not in table.columns]
+    header, records = read_csv_records(path)
+    columns = [_normalise_column(c) for c in header]
+    missing = [c for c in REQUIRED if c not in columns]
     if missing:
-        raise DatasetError(f"{path}: lacks the columns {missing} (found: {list(table.columns)})")
+        raise DatasetError(f"{path}: lacks the columns {missing} (found: {columns})")
     rows = []
-    for position, record in enumerate(table.to_dict("records")):
-        line = position + 2  # header is line 1
-        row = _parse_row(record, path.name, line, kind, split)
+    for number, line, fields in records:
+        item = row_item(path.name, number, line)
+        if len(fields) > len(columns):
+            ctx.skip(item, f"{len(fields)} fields, the header has {len(columns)}")
+            continue
+        record = dict(zip(columns, fields, strict=False))
+        row = _parse_row(record, path.name, number, line, kind, split)
         if isinstance(row, str):
-            ctx.skip(f"{path.name} line {line}", row)
+            ctx.skip(item, row)
         else:
             rows.append(row)
     return rows
 
 
-def _parse_row(record: dict[str, Any], csv_name: str, line: int, kind: str, split: str) -> CsvRow | str:
+def _parse_row(record: dict[str, Any], csv_name: str, number: int, line: int, kind: str, split: str) -> CsvRow | str:
     """A :class:`CsvRow`, or the reason the row is unusable."""
     patient = (_cell(record.get("patient id")) or "").upper()
     if not re.fullmatch(r"P_\d+", patient):
@@ -190,6 +312,7 @@ def _parse_row(record: dict[str, Any], csv_name: str, line: int, kind: str, spli
         descriptors["assessment"] = assessment
     return CsvRow(
         csv_name=csv_name,
+        record=number,
         line=line,
         split=split,
         lesion_type=LESION_TYPES.get(lesion_kind, lesion_kind),
@@ -215,60 +338,186 @@ def _int(value: Any) -> int | None:
         return None
 
 
+def _parts(csv_path: str) -> list[str]:
+    return [p.strip() for p in csv_path.replace("\\", "/").strip().strip("/").split("/") if p.strip()]
+
+
+def series_uid(csv_path: str) -> str | None:
+    """The SeriesInstanceUID in a CSV path (``<case>/<StudyUID>/<SeriesUID>/<file>``), if it has one."""
+    parts = _parts(csv_path)
+    candidates = [parts[2]] if len(parts) >= 4 else []
+    candidates += parts[-2:-1]
+    return next((c for c in candidates if UID_PATTERN.match(c)), None)
+
+
+def _kind(path: Path | str) -> str | None:
+    return IMAGE_KINDS.get(os.path.splitext(str(path))[1].lower())
+
+
 class CaseTree:
-    """Index of the DICOM files below the source by case folder (``Mass-Training_P_00001_LEFT_CC[_1]``)."""
+    """Index of the image files below the source: by case folder (``Mass-Training_P_00001_LEFT_CC[_1]``),
+    by series-UID folder (``jpeg/1.3.6.1.4.1.9590...``) and by (folder, file name); plus each file's
+    series kind (``dicom_info.csv``'s SeriesDescription, else its folder name)."""
 
     def __init__(self, source: Path) -> None:
         self.source = source
         self.roots = [source, source / "CBIS-DDSM"]
         self.cases: dict[str, list[Path]] = {}
+        self.series: dict[str, list[Path]] = {}
+        self.by_tail: dict[tuple[str, str], Path] = {}
+        self.descriptions: dict[Path, str] = {}
+        self.file_cases: dict[Path, str] = {}  # the case folder a file lies in, if any
+        self.info_files: list[Path] = []
         seen: set[str] = set()
         for folder, dirs, names in os.walk(source, followlinks=True):  # data folders are often symlinked
             seen.add(os.path.realpath(folder))
             dirs[:] = sorted(d for d in dirs if os.path.realpath(Path(folder) / d) not in seen)
-            case = next((part for part in Path(folder).relative_to(source).parts if CASE_PATTERN.match(part)), None)
-            if case is None:
+            here = Path(folder)
+            if DICOM_INFO_NAME in names:
+                self.info_files.append(here / DICOM_INFO_NAME)
+            files = [here / n for n in sorted(names) if _kind(n) and not n.startswith(".")]
+            if not files:
                 continue
-            files = self.cases.setdefault(case.lower(), [])
-            files += [Path(folder) / n for n in sorted(names) if n.lower().endswith(".dcm") and not n.startswith(".")]
+            for path in files:
+                self.by_tail.setdefault((here.name.lower(), path.name.lower()), path)
+            if UID_PATTERN.match(here.name):
+                self.series.setdefault(here.name, []).extend(files)
+            case = next((part for part in here.relative_to(source).parts if CASE_PATTERN.match(part)), None)
+            if case is not None:
+                self.cases.setdefault(case.lower(), []).extend(files)
+                self.file_cases.update(dict.fromkeys(files, case.lower()))
+
+    def description(self, path: Path) -> str:
+        """What kind of series a file belongs to: dicom_info's description, else its folder's name."""
+        return self.descriptions.get(path, path.parent.name).lower()
 
     def exact(self, csv_path: str) -> Path | None:
-        """The CSV path itself when it exists below the source (or its ``CBIS-DDSM`` folder)."""
-        rel = csv_path.replace("\\", "/").strip().strip("/")
-        for root in self.roots:
-            candidate = root / rel
+        """The CSV path itself when it exists below the source (or its ``CBIS-DDSM`` folder); a path
+        ending ``.dcm`` is also tried as ``.png``/``.jpg``/``.tif`` (re-released copies)."""
+        rel = "/".join(_parts(csv_path))
+        if not rel:
+            return None
+        variants = [rel]
+        if _kind(rel) == "dicom":
+            variants += [os.path.splitext(rel)[0] + suffix for suffix in ALTERNATE_SUFFIXES]
+        for variant in variants:
+            for root in self.roots:
+                candidate = root / variant
+                if candidate.is_file():
+                    return candidate
+        return None
+
+    def locate(self, listed: str) -> Path | None:
+        """A file named by a path from another machine (``CBIS-DDSM/jpeg/<uid>/1-1.jpg``): by its
+        last folder and name, else below the source with leading components dropped."""
+        parts = _parts(listed)
+        if len(parts) >= 2:
+            found = self.by_tail.get((parts[-2].lower(), parts[-1].lower()))
+            if found is not None:
+                return found
+        for start in range(len(parts)):
+            candidate = self.source.joinpath(*parts[start:])
             if candidate.is_file():
                 return candidate
         return None
 
     def case_files(self, csv_path: str) -> tuple[str, list[Path]]:
-        """(case folder name, its DICOM files) for a CSV path, by the path's first component."""
-        case = csv_path.replace("\\", "/").strip().strip("/").split("/")[0].strip()
+        """(case folder name, its image files) for a CSV path, by the path's first component."""
+        parts = _parts(csv_path)
+        case = parts[0] if parts else ""
         return case, self.cases.get(case.lower(), [])
 
+    def series_files(self, csv_path: str) -> tuple[str | None, list[Path]]:
+        """(series UID, the image files of the folder of that name) for a CSV path; files that lie
+        in another case's folder are never taken (UIDs are unique, copies are not always)."""
+        uid = series_uid(csv_path)
+        if uid is None:
+            return None, []
+        case = self.case_files(csv_path)[0].lower()
+        return uid, [f for f in self.series.get(uid, []) if self.file_cases.get(f, case) == case]
 
-def _series_name(path: Path) -> str:
-    return path.parent.name.lower()
+    def add_dicom_info(self, path: Path, ctx: ImportContext) -> int:
+        """Index the files that ``dicom_info.csv`` lists (Kaggle copy); returns how many were found."""
+        try:
+            header, records = read_csv_records(path)
+        except DatasetError as exc:
+            ctx.skip(path, f"dicom_info.csv not used: {exc}")
+            return 0
+        columns = [re.sub(r"[\s_]+", "", c).lower() for c in header]
+        if not {"imagepath", "filepath"} & set(columns):
+            ctx.skip(path, f"dicom_info.csv not used: no image_path or file_path column (found: {header})")
+            return 0
+        found = 0
+        for _, _, fields in records:
+            values = dict(zip(columns, fields, strict=False))
+            listed = [values.get(c) for c in ("imagepath", "filepath") if values.get(c)]
+            image = next((p for p in (self.locate(v) for v in listed if _kind(v)) if p is not None), None)
+            if image is None:
+                continue
+            found += 1
+            description = _cell(values.get("seriesdescription"))
+            if description:
+                self.descriptions[image] = description
+            uid = _cell(values.get("seriesinstanceuid"))
+            if uid and image not in self.series.setdefault(uid, []):
+                self.series[uid].append(image)
+            case = _cell(values.get("patientid"))
+            if case and CASE_PATTERN.match(case) and image not in self.cases.setdefault(case.lower(), []):
+                self.cases[case.lower()].append(image)
+        return found
+
+
+def find_dicom_info(csv_folders: list[Path], tree: CaseTree) -> Path | None:
+    """The Kaggle copy's ``dicom_info.csv``: next to the case CSVs, else anywhere below the source."""
+    for folder in csv_folders:
+        if (folder / DICOM_INFO_NAME).is_file():
+            return folder / DICOM_INFO_NAME
+    return tree.info_files[0] if tree.info_files else None
+
+
+def _prefer_kind(paths: list[Path], *wanted: str | None) -> list[Path]:
+    """Where ``paths`` mix image kinds (one image stored as .dcm and .png), keep the first wanted kind."""
+    if len({_kind(p) for p in paths}) <= 1:
+        return paths
+    for kind in wanted:
+        same = [p for p in paths if _kind(p) == kind]
+        if same:
+            return same
+    return paths
+
+
+def _pick_full(tree: CaseTree, files: list[Path], csv_path: str) -> Path | None:
+    files = _prefer_kind(files, _kind(csv_path), "dicom")
+    named = [f for f in files if "full mammogram" in tree.description(f)]
+    if len(named) == 1:
+        return named[0]
+    if not named and len(files) == 1:
+        return files[0]
+    return None
 
 
 def resolve_full_image(tree: CaseTree, csv_path: str) -> tuple[Path | None, str]:
-    """The full-mammogram DICOM for a CSV path, or ``None`` and why."""
+    """The full-mammogram image for a CSV path, or ``None`` and why."""
     exact = tree.exact(csv_path)
     if exact is not None:
         return exact, ""
-    case, files = tree.case_files(csv_path)
-    if not files:
-        return None, f"full mammogram not found: no case folder {case!r} with DICOM files below the source"
-    named = [f for f in files if "full mammogram" in _series_name(f)]
-    if len(named) == 1:
-        return named[0], ""
-    if not named and len(files) == 1:
-        return files[0], ""
-    return None, f"full mammogram ambiguous in case folder {case!r}: {len(named) or len(files)} candidate DICOMs"
+    uid, in_series = tree.series_files(csv_path)
+    case, in_case = tree.case_files(csv_path)
+    problems = []
+    for where, files in ((f"series folder {uid!r}", in_series), (f"case folder {case!r}", in_case)):
+        if files:
+            chosen = _pick_full(tree, files, csv_path)
+            if chosen is not None:
+                return chosen, ""
+            problems.append(f"full mammogram ambiguous in {where}: {len(files)} candidate images")
+    if problems:
+        return None, problems[0]
+    series = f"no series folder {uid!r} and " if uid else ""
+    return None, f"full mammogram not found: {series}no case folder {case!r} with image files below the source"
 
 
 def resolve_mask_and_crop(
-    tree: CaseTree, row: CsvRow, full_size: tuple[int, int]
+    tree: CaseTree, row: CsvRow, full_size: tuple[int, int], full_kind: str | None = None
 ) -> tuple[Path | None, Path | None, str]:
     """(ROI mask, cropped image, problem) for one abnormality, told apart by header size."""
     candidates: list[Path] = []
@@ -277,14 +526,15 @@ def resolve_mask_and_crop(
             exact = tree.exact(listed)
             if exact is not None:
                 candidates.append(exact)
+            candidates += tree.series_files(listed)[1]
             candidates += tree.case_files(listed)[1]
-    candidates = list(dict.fromkeys(candidates))
+    candidates = _prefer_kind(list(dict.fromkeys(candidates)), _kind(row.mask_path or ""), full_kind, "dicom")
     if not candidates:
-        return None, None, "ROI mask not found (no abnormality case folder with DICOM files)"
+        return None, None, "ROI mask not found (no abnormality case or series folder with image files)"
     sizes: dict[Path, tuple[int, int]] = {}
     for path in candidates:
         try:
-            info = probe_dicom(path)
+            info = probe_image(path, max_pixels=PROBE_MAX_PIXELS)
         except ImageReadError:
             continue  # a broken candidate is never chosen; the reason is reported if nothing fits
         sizes[path] = (info.width, info.height)
@@ -300,12 +550,12 @@ def resolve_mask_and_crop(
     if large:
         best = min(mismatch(p) for p in large)
         closest = [p for p in large if mismatch(p) == best]
-        if len(closest) > 1:  # equal sizes: trust the series name
-            closest = [p for p in closest if "mask" in _series_name(p)] or closest
+        if len(closest) > 1:  # equal sizes: trust the series description
+            closest = [p for p in closest if "mask" in tree.description(p)] or closest
         mask = closest[0] if len(closest) == 1 else None
     crop = min(small, key=lambda p: sizes[p][0] * sizes[p][1]) if small else None
     if mask is None:
-        reason = "ROI mask ambiguous" if large else "ROI mask not found (no DICOM of about the full image's size)"
+        reason = "ROI mask ambiguous" if large else "ROI mask not found (no image of about the full image's size)"
         return None, crop, reason
     return mask, crop, ""
 
@@ -322,7 +572,7 @@ def _image_record(ctx: ImportContext, tree: CaseTree, image_id: str, rows: list[
         ctx.skip(item, problem)
         return None
     try:
-        info = probe_dicom(full)
+        info = probe_image(full, max_pixels=PROBE_MAX_PIXELS)
     except ImageReadError as exc:
         ctx.skip(item, f"unreadable full mammogram: {exc.reason}")
         return None
@@ -330,7 +580,7 @@ def _image_record(ctx: ImportContext, tree: CaseTree, image_id: str, rows: list[
     lesions: list[Lesion] = []
     lesion_meta: list[dict[str, Any]] = []
     for row in rows:
-        mask, crop, problem = resolve_mask_and_crop(tree, row, (info.width, info.height))
+        mask, crop, problem = resolve_mask_and_crop(tree, row, (info.width, info.height), _kind(full))
         if problem:
             ctx.skip(f"{image_id} abnormality {row.abnormality_id} ({row.item})", problem)
         lesions.append(

@@ -12,7 +12,11 @@
   (N finer label codes) in the same folder. Arrays are memory-mapped, never unpickled.
 - Every patch is written as ``images/<id>.png`` with ``id = <file stem>-<index>``.
 - ``official_split`` comes from the file name where it says so (``training*`` -> train,
-  ``cv*``/``val*`` -> validation, ``test*`` -> test).
+  ``cv*``/``val*`` -> validation, ``test*`` -> test). In the Kaggle copy the CBIS-DDSM test set was
+  halved by abnormality type, not at random: ``test10`` holds only masses and ``cv10`` only
+  calcifications (besides negatives), as the dataset's description admits. When such a file (or
+  any test/validation file whose abnormal patches are all of one type) is imported, the summary
+  warns that it is not a representative held-out split (merge the two for testing).
 - Patients: this format does not record them, so each patch is its own patient. Patches cut from
   one patient's mammograms (even from one lesion) can therefore straddle a split, and nothing in
   this format can prevent it; treat scores on a random split of these patches as optimistic.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +55,9 @@ NORMAL_NAMES = {0: "negative", 1: "abnormal"}
 LABEL_FIELDS = ("label_normal", "label")
 CRC_MASK_DELTA = 0xA282EAD8
 SPLIT_PREFIXES = (("train", "train"), ("cv", "validation"), ("val", "validation"), ("test", "test"))
+# What the Kaggle copy's held-out files hold (its description: the test/validation halves were cut
+# by abnormality type by mistake).
+ONE_TYPE_FILES = {"test10": "masses", "cv10": "calcifications"}
 
 
 @dataclass
@@ -91,14 +99,47 @@ def import_ddsm_tfrecord(ctx: ImportContext, label_field: str = "label_normal", 
         raise DatasetError(f"{ctx.source}: no TFRecord files (*.tfrecords) or *_data.npy/*_labels.npy pairs found")
     root = ctx.source if ctx.source.is_dir() else ctx.source.parent
     used_tags: set[str] = set()
-    for path in tfrecords:
-        tag = _unique_tag(path.name[: -len(path.suffix)], path, root, used_tags)
-        for item, patch_or_reason in _tfrecord_patches(path, image_size):
-            _add_patch(ctx, path, root, tag, item, patch_or_reason, label_field)
-    for data_path, labels_path in pairs:
-        tag = _unique_tag(data_path.name[: -len(DATA_SUFFIX)], data_path, root, used_tags)
-        for item, patch_or_reason in _npy_patches(data_path, labels_path, image_size):
-            _add_patch(ctx, data_path, root, tag, item, patch_or_reason, label_field)
+    codes: dict[Path, Counter[int | None]] = {}  # label codes of the patches added, per source file
+    streams = [(p, p.name[: -len(p.suffix)], _tfrecord_patches(p, image_size)) for p in tfrecords]
+    streams += [(d, d.name[: -len(DATA_SUFFIX)], _npy_patches(d, labels, image_size)) for d, labels in pairs]
+    for path, stem, patches in streams:
+        tag = _unique_tag(stem, path, root, used_tags)
+        counts = codes.setdefault(path, Counter())
+        for item, patch_or_reason in patches:
+            added = _add_patch(ctx, path, root, tag, item, patch_or_reason, label_field)
+            if added is not None:
+                counts[added.label] += 1
+    for path, counts in codes.items():
+        warning = held_out_warning(path, root, counts) if counts else None
+        if warning:
+            ctx.warn(warning)
+
+
+def held_out_warning(path: Path, root: Path, codes: Counter[int | None]) -> str | None:
+    """A warning when a file imported as the official test/validation split is not representative:
+    the Kaggle ``test10``/``cv10`` files, or any whose abnormal patches are all of one type."""
+    split = _split_from_name(path.name)
+    if split not in ("test", "validation"):
+        return None
+    masses = sum(n for code, n in codes.items() if code in (2, 4))
+    calcifications = sum(n for code, n in codes.items() if code in (1, 3))
+    negatives, unknown = codes.get(0, 0), codes.get(None, 0)
+    one_type = None if unknown or (masses > 0) == (calcifications > 0) else ("masses" if masses else "calcifications")
+    stem = re.sub(r"(_data\.npy|\.tfrecords?)$", "", path.name, flags=re.IGNORECASE).lower()
+    documented = ONE_TYPE_FILES.get(stem)
+    if documented is None and one_type is None:
+        return None
+    name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+    found = f"{masses} mass, {calcifications} calcification and {negatives} negative patches"
+    if unknown:
+        found += f", {unknown} without a finer label"
+    claim = f"its abnormal patches are all {one_type}" if one_type else f"it is documented to hold {documented} only"
+    return (
+        f"{name} was imported as the official '{split}' split, but {claim} (found: {found}): the Kaggle "
+        "'DDSM Mammography' copy cut the CBIS-DDSM test set by abnormality type into test10 (masses only) "
+        "and cv10 (calcifications only), so this file is not a representative held-out split; merge test10 "
+        "and cv10 into one test set rather than scoring on either alone."
+    )
 
 
 def _find_sources(ctx: ImportContext) -> tuple[list[Path], list[tuple[Path, Path]]]:
@@ -272,14 +313,15 @@ def _add_patch(
     item: str,
     patch: Patch | str,
     label_field: str,
-) -> None:
+) -> Patch | None:
+    """Add one patch (and return it), or skip it with the reason (and return None)."""
     if isinstance(patch, str):
         ctx.skip(item, patch)
-        return
+        return None
     labelled = _labels(patch, label_field)
     if isinstance(labelled, str):
         ctx.skip(item, labelled)
-        return
+        return None
     label_name, pathology, lesion_type = labelled
     image_id = f"{tag}-{patch.index}"
     rel_source = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
@@ -301,6 +343,7 @@ def _add_patch(
             },
         )
     )
+    return patch
 
 
 def _labels(patch: Patch, label_field: str) -> tuple[str, str | None, str | None] | str:
