@@ -113,8 +113,9 @@ def write_mias(folder: Path, rows: list[str], images: dict[str, np.ndarray]) -> 
 
 @pytest.fixture
 def mias_dataset(tmp_path) -> Path:
-    """4 images (192x160): a normal, one benign + malignant pair of masses, one spread calcification."""
+    """4 images (192x192): a normal, one benign + malignant pair of masses, one spread calcification."""
     rows = [
+        "The size of ALL the images is 192 pixels x 192 pixels.",  # MIAS's own note: coordinates are in this frame
         "mdb001 G NORM",
         "mdb002 F CIRC B 50 120 10",  # bottom-left origin: row 192-1-120 = 71
         "mdb002 F SPIC M 60 60 14",
@@ -122,7 +123,7 @@ def mias_dataset(tmp_path) -> Path:
         "mdb004 G CIRC B 40 100 12",
     ]
     sides = {"mdb001": "right", "mdb002": "left", "mdb003": "right", "mdb004": "left"}  # odd = R
-    images = {name: breast(192, 160, side, seed=i) for i, (name, side) in enumerate(sides.items())}
+    images = {name: breast(192, 192, side, seed=i) for i, (name, side) in enumerate(sides.items())}
     source = write_mias(tmp_path / "mias", rows, images)
     import_dataset("mias", source, tmp_path / "ds")
     return tmp_path / "ds"

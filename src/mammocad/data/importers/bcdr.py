@@ -1,16 +1,44 @@
 """BCDR (Breast Cancer Digital Repository, D01 digital / F01 film): images + an outlines CSV.
 
-The outlines CSV (e.g. ``bcdr_d01_outlines.csv``) has one row per lesion outline with
-``patient_id``, ``study_id``, ``series``, ``lesion_id``, ``image_filename`` (relative, often with
-leading spaces), ``image_view`` (``RCC``, ``LCC``, ``RO``/``LO`` = right/left oblique, i.e. MLO),
-``classification`` (``Benign``/``Malign``/``Malignant``, with stray spaces), ``lw_x_points`` and
-``lw_y_points`` (space-separated pixel coordinates of the outline polygon), the
-``mammography_*`` finding flags, ``age`` and ``density``.
+Layout (as BCDR distributes it, ``BCDR-D01_dataset/``)::
 
-- One manifest row per image: its outline rows are its lesions (rows sharing a ``lesion_id`` are
-  one lesion whose polygons are united). Label: ``malignant`` if any lesion is malignant, else
-  ``benign``; an image with a lesion of unknown classification and no malignant lesion is skipped
-  (its label cannot be known).
+    bcdr_d01_outlines.csv          one row per lesion outline
+    bcdr_d01_img.csv               one row per image (all views, with or without a lesion)
+    patient_<P>/study_<S>/img_<P>_<S>_<series>_<VIEW>.tif      VIEW = RCC, LCC, RO, LO
+
+Both CSVs exist in two spellings (``,`` and ``, `` separated, trailing spaces); both read alike.
+Column names are matched after stripping, lower-casing and ``axiliary`` -> ``axillary``
+(BCDR's own notes spell ``mammography_axiliary_adenopathy``). Items named ``<file> line N`` point
+at the real line N of the file (blank lines are counted).
+
+The outlines CSV has ``patient_id``, ``study_id``, ``series``, ``lesion_id``, ``image_filename``
+(relative, often with leading spaces), ``image_view``, ``classification``
+(``Benign``/``Malign``/``Malignant``, with stray spaces), ``lw_x_points`` and ``lw_y_points``
+(space-separated pixel coordinates of the outline polygon), the ``mammography_*`` finding flags,
+``age`` and ``density``. The img CSV has ``patient_id``, ``study_id``, ``series``,
+``image_filename``, ``image_type_name`` (``RCC``/``LCC``/``RO``/``LO``), ``image_type_id``,
+``age`` and ``density``.
+
+- Laterality and view: the file name's suffix (``img_3_4_1_LO.tif``), else ``image_type_name``,
+  else ``image_view`` (BCDR codes it as an integer, 1=RCC 2=LCC 3=RO 4=LO; text codes are read
+  too), else ``image_type_id`` (0=RCC 1=LCC 2=RO 3=LO); ``RO``/``LO`` are MLO views. When codes
+  disagree with the file name, the file name wins (the distributor's file naming
+  ``img_<patient>_<study>_<series>_<view>`` is the one thing every copy shares, and the two CSVs
+  number their view codes differently, so a mixed-up code is the likelier error): the image gets
+  ``meta.view_conflict`` and the import a warning. Images whose view is unknown are warned about.
+- One manifest row per outlined image: its outline rows are its lesions (rows sharing a
+  ``lesion_id`` are one lesion whose polygons are united). Label: ``malignant`` if any lesion is
+  malignant, else ``benign``; an image with a lesion of unknown classification and no malignant
+  lesion is skipped (its label cannot be known).
+- Views without an outline (rows of the img CSV, found next to the outlines CSV as
+  ``<prefix>_img.csv`` / the single ``*_img.csv``, or given as ``img_csv=PATH``): BCDR outlines
+  biopsied lesions only, so such a view shows no annotated lesion. It is imported as label
+  ``normal`` (pathology ``normal``, ``meta.no_outline = true``, age/density from the img CSV)
+  only when no study of that patient has an outlined lesion in the same breast; otherwise it is
+  skipped and listed (the lesion may be in this view without an outline). ``normals=false``
+  skips (and lists) them all. A warning counts the normals and says what they are (mostly the
+  contralateral breast of a patient with a lesion, not screening-normal women). Without an img
+  CSV a warning says that views without an outline cannot be seen.
 - Each polygon is rasterised (``cv2.fillPoly``, the outline included) into ``masks/<id>_<k>.png``;
   the image gets the union ``masks/<id>.png``. Lesion box = the polygon's bounding box
   (half-open), centre = the box centre.
@@ -22,11 +50,14 @@ leading spaces), ``image_view`` (``RCC``, ``LCC``, ``RO``/``LO`` = right/left ob
 - ``patient_id = "bcdr-<patient_id>"`` (BCDR ids are public pseudonyms), ``study_id`` adds the
   study; ``lesion_type`` joins the finding flags set on the row (``mass``, ``calcification``,
   ``microcalcification``, ``architectural_distortion``, ``stroma_distortion``,
-  ``axillary_adenopathy``); ``density`` and ``age`` (in ``meta``) as given.
+  ``axillary_adenopathy``); ``density`` and ``age`` (in ``meta``) from the outline row, else
+  from the img CSV.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -35,7 +66,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from mammocad.data.images import probe_image
 from mammocad.data.importers.base import ImportContext
@@ -44,6 +74,7 @@ from mammocad.errors import DatasetError, ImageReadError
 
 SOURCE_NAME = "bcdr"
 REQUIRED = ("patient_id", "image_filename", "lw_x_points", "lw_y_points", "classification")
+IMG_REQUIRED = ("patient_id", "image_filename")
 VIEWS = {
     "RCC": ("R", "CC"),
     "LCC": ("L", "CC"),
@@ -52,6 +83,10 @@ VIEWS = {
     "RMLO": ("R", "MLO"),
     "LMLO": ("L", "MLO"),
 }
+# BCDR's integer view codes: the outlines CSV's image_view is 1-based, the img CSV's image_type_id 0-based.
+OUTLINE_VIEW_CODES = {"1": "RCC", "2": "LCC", "3": "RO", "4": "LO"}
+IMG_TYPE_CODES = {"0": "RCC", "1": "LCC", "2": "RO", "3": "LO"}
+FILENAME_VIEW = re.compile(r"_(RCC|LCC|RO|LO|RMLO|LMLO)$", re.IGNORECASE)
 FINDINGS = {
     "mammography_nodule": "mass",
     "mammography_calcification": "calcification",
@@ -63,6 +98,15 @@ FINDINGS = {
 # Outline points may sit on the far border (x == width); farther out means the outline is wrong.
 EDGE_TOLERANCE = 1
 _NO_SIZE_LIMIT = 10**12  # the runner applies the size policy; probing here is for the image size
+
+
+@dataclass
+class Table:
+    """A CSV read as text: normalised column names, and each data row with its real line number."""
+
+    path: Path
+    columns: list[str]
+    rows: list[tuple[int, dict[str, str]]]
 
 
 @dataclass
@@ -86,30 +130,47 @@ class ImageRows:
     outlines: list[Outline] = field(default_factory=list)
 
 
-def import_bcdr(ctx: ImportContext, image_dir: str | None = None) -> None:
-    """Import a BCDR outlines CSV (see module docstring).
+@dataclass
+class ViewInfo:
+    """Laterality and view of an image, with where they came from and any disagreeing codes."""
+
+    side: str | None
+    view: str | None
+    source: str | None
+    conflicts: dict[str, str] = field(default_factory=dict)
+
+
+def import_bcdr(
+    ctx: ImportContext,
+    image_dir: str | None = None,
+    img_csv: str | None = None,
+    normals: bool | str = True,
+) -> None:
+    """Import a BCDR outlines CSV, and the views without outlines from its img CSV (module docstring).
 
     Inputs: ``ctx.source`` is the dataset folder holding one ``*outlines*.csv`` (or the CSV
     itself); images are found at ``image_filename`` below ``image_dir`` (default: the CSV's
-    folder). Output: one :class:`ImageRecord` per image via ``ctx.add``, lesion and union masks
-    written through ``ctx.write_mask``; unusable rows, images and outlines via ``ctx.skip``.
+    folder); ``img_csv`` names the per-image CSV (default: found next to the outlines CSV);
+    ``normals=False`` leaves the views without an outline out (listed as skipped). Output: one
+    :class:`ImageRecord` per image via ``ctx.add``, lesion and union masks written through
+    ``ctx.write_mask``; unusable rows, images and outlines via ``ctx.skip``; summaries via ``ctx.warn``.
     """
     csv_path = find_outlines_csv(ctx.source)
     root = Path(image_dir) if image_dir else csv_path.parent
     if not root.is_dir():
         raise DatasetError(f"{root}: image folder does not exist")
-    table = read_outlines(csv_path)
+    table = read_table(csv_path, REQUIRED)
+    img_path = find_img_csv(csv_path, img_csv, ctx)
+    img_rows = _img_rows(ctx, read_table(img_path, IMG_REQUIRED)) if img_path else {}
     finder = ImageFinder(root)
 
     images: dict[str, ImageRows] = {}
-    for position, record in enumerate(table.to_dict("records")):
-        line = position + 2  # header is line 1
+    for line, record in table.rows:
         filename = _cell(record.get("image_filename"))
         if filename is None or _cell(record.get("patient_id")) is None:
             ctx.skip(f"{csv_path.name} line {line}", "no image_filename or patient_id")
             continue
-        key = filename.replace("\\", "/").strip().lower()
-        entry = images.setdefault(key, ImageRows(filename, record))
+        entry = images.setdefault(_file_key(filename), ImageRows(filename, record))
         lesion_key = _cell(record.get("lesion_id")) or f"line{line}"
         entry.outlines.append(
             Outline(
@@ -121,11 +182,127 @@ def import_bcdr(ctx: ImportContext, image_dir: str | None = None) -> None:
                 lesion_type="+".join(name for column, name in FINDINGS.items() if _flag(record.get(column))) or None,
             )
         )
+
+    views: dict[str, ViewInfo] = {}
+    lesion_breasts: dict[tuple[str, str], list[str]] = {}  # (patient, side) -> "study S lesion L (VIEW)"
+    for key, entry in images.items():
+        img = img_rows.get(key, (0, {}))[1]
+        views[key] = info = resolve_view(entry.filename, entry.first, img)
+        if info.side is not None:
+            patient = _cell(entry.first.get("patient_id")) or ""
+            study = _cell(entry.first.get("study_id")) or "?"
+            where = lesion_breasts.setdefault((patient, info.side), [])
+            where += [
+                f"study {study} lesion {k} ({_view_name(info)})"
+                for k in dict.fromkeys(o.lesion_key for o in entry.outlines)
+            ]
+
     used_ids: set[str] = set()
-    for entry in images.values():
-        record = _image_record(ctx, csv_path.name, finder, entry, used_ids)
+    for key, entry in images.items():
+        record = _image_record(ctx, csv_path.name, finder, entry, img_rows.get(key), views[key], used_ids)
         if record is not None:
             ctx.add(record)
+
+    if img_path is None:
+        ctx.warn(
+            f"no BCDR img CSV (*_img.csv) next to {csv_path.name}: only views with a lesion outline were "
+            "imported; views without an outline (BCDR's lesion-free views) cannot be seen (pass img_csv=PATH)"
+        )
+    else:
+        unoutlined = [(key, row) for key, row in img_rows.items() if key not in images]
+        imported = _import_unoutlined(
+            ctx, img_path.name, finder, unoutlined, lesion_breasts, _truthy(normals), used_ids
+        )
+        if imported:
+            ctx.warn(
+                f"{imported} view(s) listed in {img_path.name} without a lesion outline were imported as label "
+                "'normal' (meta.no_outline=true): BCDR outlines biopsied lesions only, so these are breasts with "
+                "no annotated lesion in any study (mostly the other breast of a patient with a lesion), not "
+                "screening normals; views of a breast with an outlined lesion were skipped; pass normals=false "
+                "to leave them out"
+            )
+    _warn_views(ctx)
+
+
+def _warn_views(ctx: ImportContext) -> None:
+    """Summarise images whose view sources disagree, and images without a view."""
+    records = [r for r in ctx.records if r.source == SOURCE_NAME]
+    conflicts = [r for r in records if r.meta.get("view_conflict")]
+    if conflicts:
+        example = conflicts[0]
+        ctx.warn(
+            f"{len(conflicts)} image(s) whose view sources disagree (e.g. {example.image_id}: "
+            f"{example.meta['view_conflict']}); used the file name's view where it has one, else "
+            "image_type_name, else image_view, else image_type_id (meta.view_conflict keeps them all)"
+        )
+    unknown = [r.image_id for r in records if r.laterality is None]
+    if unknown:
+        ctx.warn(
+            f"{len(unknown)} image(s) without laterality/view (no view in the file name, no usable "
+            f"image_view/image_type_name/image_type_id code), e.g. {unknown[0]}"
+        )
+
+
+def _import_unoutlined(
+    ctx: ImportContext,
+    img_name: str,
+    finder: ImageFinder,
+    rows: list[tuple[str, tuple[int, dict[str, str]]]],
+    lesion_breasts: dict[tuple[str, str], list[str]],
+    normals: bool,
+    used_ids: set[str],
+) -> int:
+    """Views of the img CSV without an outline: ``normal`` records where that is safe; returns how many."""
+    imported = 0
+    for _key, (line, row) in rows:
+        filename = _cell(row.get("image_filename")) or ""
+        item = f"{filename} ({img_name} line {line})"
+        patient = _cell(row.get("patient_id")) or ""
+        info = resolve_view(filename, {}, row)
+        if info.side is None:
+            ctx.skip(
+                item, "no lesion outline and the laterality is unknown: cannot tell whether the breast is lesion-free"
+            )
+            continue
+        outlined = lesion_breasts.get((patient, info.side))
+        if outlined:
+            side = "right" if info.side == "R" else "left"
+            ctx.skip(
+                item,
+                f"no lesion outline, but the same breast has an outlined lesion (patient {patient} {side}: "
+                f"{'; '.join(outlined)}): the lesion may be in this view unoutlined, so it is not a normal view",
+            )
+            continue
+        if not normals:
+            ctx.skip(item, "no lesion outline (a lesion-free view; normals=false)")
+            continue
+        path, problem = finder.find(filename)
+        if path is None:
+            ctx.skip(item, problem)
+            continue
+        study = _cell(row.get("study_id"))
+        image_id = _image_id(path, used_ids)
+        meta: dict[str, Any] = {"no_outline": True, "img_csv_line": line}
+        meta.update(_common_meta(row, {}))
+        ctx.add(
+            ImageRecord(
+                image_id=image_id,
+                image_path=str(path.resolve()),
+                label_name="normal",
+                pathology="normal",
+                density=_cell(row.get("density")),
+                patient_id=f"bcdr-{patient}",
+                study_id=f"bcdr-{patient}-{study}" if study else f"bcdr-{patient}",
+                laterality=info.side,
+                view=info.view,
+                source=SOURCE_NAME,
+                lesions=[],
+                mask_path=None,
+                meta=meta,
+            )
+        )
+        imported += 1
+    return imported
 
 
 def find_outlines_csv(source: Path) -> Path:
@@ -141,21 +318,87 @@ def find_outlines_csv(source: Path) -> Path:
     return found[0]
 
 
-def read_outlines(path: Path) -> pd.DataFrame:
-    """Read the outlines CSV as text with stripped, lower-case column names; check the needed columns."""
+def find_img_csv(outlines: Path, given: str | Path | None, ctx: ImportContext | None = None) -> Path | None:
+    """The per-image CSV: ``given``, else ``<prefix>_img.csv`` next to the outlines CSV, else the single ``*_img.csv``."""
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise DatasetError(f"{path}: img CSV (img_csv=) does not exist")
+        return path
+    twin = outlines.with_name(re.sub("outlines?", "img", outlines.name, flags=re.IGNORECASE))
+    if twin != outlines and twin.is_file():
+        return twin
+    found = sorted(
+        p for p in outlines.parent.iterdir() if p.is_file() and re.search(r"(^|_)img\.csv$", p.name, re.IGNORECASE)
+    )
+    if len(found) == 1:
+        return found[0]
+    if found and ctx is not None:
+        ctx.warn(
+            f"several img CSVs next to {outlines.name} ({', '.join(p.name for p in found)}): none used; pass img_csv=PATH"
+        )
+    return None
+
+
+def read_table(path: Path, required: tuple[str, ...]) -> Table:
+    """Read a BCDR CSV as text with normalised column names; check the needed columns.
+
+    The separator is decided from the header alone (the point lists are full of spaces); spaces
+    after it are dropped (the ``, `` spelling). Each row keeps the number of its first line.
+    """
     try:
-        with path.open(encoding="utf-8-sig", errors="replace") as handle:
-            header = handle.readline()
-        # The point lists are full of spaces, so sniffing could pick " "; decide from the header alone.
-        sep = max((",", ";", "\t"), key=header.count)
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, skipinitialspace=True)
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DatasetError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc})") from exc
-    table.columns = [re.sub(r"\s+", "_", str(c).strip().lower()) for c in table.columns]
-    missing = [c for c in REQUIRED if c not in table.columns]
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as exc:
+        raise DatasetError(f"{path}: not a readable CSV ({exc.strerror or exc})") from exc
+    header_line = text.split("\n", 1)[0]
+    sep = max((",", ";", "\t"), key=header_line.count)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True)
+    columns: list[str] = []
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        while True:
+            line = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            if not any(c.strip() for c in cells):
+                continue
+            if not columns:
+                columns = [_column_name(c) for c in cells]
+                continue
+            rows.append((line, dict(zip(columns, cells, strict=False))))
+    except csv.Error as exc:
+        raise DatasetError(f"{path}: not a readable CSV (line {reader.line_num}: {exc})") from exc
+    missing = [c for c in required if c not in columns]
     if missing:
-        raise DatasetError(f"{path}: lacks the columns {missing} (found: {list(table.columns)})")
-    return table
+        raise DatasetError(f"{path}: lacks the columns {missing} (found: {columns})")
+    return Table(path, columns, rows)
+
+
+def _column_name(text: str) -> str:
+    name = re.sub(r"\s+", "_", text.strip().lower())
+    return name.replace("axiliary", "axillary")
+
+
+def _img_rows(ctx: ImportContext, table: Table) -> dict[str, tuple[int, dict[str, str]]]:
+    """The img CSV's rows by image file; a repeated file is listed and its first row kept."""
+    rows: dict[str, tuple[int, dict[str, str]]] = {}
+    for line, row in table.rows:
+        filename = _cell(row.get("image_filename"))
+        if filename is None or _cell(row.get("patient_id")) is None:
+            ctx.skip(f"{table.path.name} line {line}", "no image_filename or patient_id")
+            continue
+        key = _file_key(filename)
+        if key in rows:
+            ctx.skip(f"{filename} ({table.path.name} line {line})", f"listed twice (first on line {rows[key][0]})")
+            continue
+        rows[key] = (line, row)
+    return rows
+
+
+def _file_key(filename: str) -> str:
+    return "/".join(part.strip() for part in filename.replace("\\", "/").split("/") if part.strip()).lower()
 
 
 def _cell(value: Any) -> str | None:
@@ -167,6 +410,48 @@ def _cell(value: Any) -> str | None:
 
 def _flag(value: Any) -> bool:
     return (_cell(value) or "0").lower() in ("1", "1.0", "true", "yes", "y")
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "n", "off", "")
+    return bool(value)
+
+
+def _view_code(value: Any, numeric: dict[str, str] | None = None) -> str | None:
+    """``RCC``/``LCC``/``RO``/``LO``/... from a text code, or from an integer code via ``numeric``."""
+    code = re.sub(r"\s+", "", (_cell(value) or "").upper())
+    if numeric is not None and re.fullmatch(r"\d+(\.0+)?", code):
+        return numeric.get(str(int(float(code))))
+    return code if code in VIEWS else None
+
+
+def resolve_view(filename: str, outline_row: dict[str, Any], img_row: dict[str, Any]) -> ViewInfo:
+    """Laterality and view: file-name suffix, else image_type_name, else image_view, else image_type_id.
+
+    Every code found is compared with the one used; a disagreeing one goes into ``conflicts``.
+    """
+    stem = Path(filename.replace("\\", "/").strip()).stem
+    match = FILENAME_VIEW.search(stem)
+    candidates = [
+        ("file name", match.group(1).upper() if match else None),
+        ("image_type_name", _view_code(img_row.get("image_type_name"))),
+        ("image_view", _view_code(outline_row.get("image_view"), OUTLINE_VIEW_CODES)),
+        ("image_type_id", _view_code(img_row.get("image_type_id"), IMG_TYPE_CODES)),
+    ]
+    found = [(name, code) for name, code in candidates if code]
+    if not found:
+        return ViewInfo(None, None, None)
+    source, code = found[0]
+    side, view = VIEWS[code]
+    conflicts = {name: other for name, other in found[1:] if VIEWS[other] != (side, view)}
+    if conflicts:
+        conflicts = {source: code, **conflicts}
+    return ViewInfo(side, view, source, conflicts)
+
+
+def _view_name(info: ViewInfo) -> str:
+    return f"{info.side}{'O' if info.view == 'MLO' else info.view}"
 
 
 def parse_classification(text: str | None) -> str | None:
@@ -190,6 +475,8 @@ def parse_points(xs: str, ys: str, width: int, height: int) -> tuple[np.ndarray 
         return None, f"outline x/y lists differ in length ({len(x)} vs {len(y)})"
     if len(x) < 3:
         return None, f"outline has {len(x)} points; a polygon needs at least 3"
+    if not np.isfinite(x).all() or not np.isfinite(y).all():
+        return None, "outline has non-numeric coordinates"
     points = np.rint(np.column_stack([x, y])).astype(np.int64)
     low, high = points.min(axis=0), points.max(axis=0)
     if (low < -EDGE_TOLERANCE).any() or high[0] > width - 1 + EDGE_TOLERANCE or high[1] > height - 1 + EDGE_TOLERANCE:
@@ -255,8 +542,27 @@ def _image_id(path: Path, used: set[str]) -> str:
     return image_id
 
 
+def _common_meta(row: dict[str, Any], fallback: dict[str, Any]) -> dict[str, Any]:
+    """``series``, ``mammography_type``, the view codes and ``age`` from ``row``, else ``fallback``."""
+    meta: dict[str, Any] = {}
+    for name in ("series", "mammography_type", "image_view", "image_type_name", "image_type_id"):
+        value = _cell(row.get(name)) or _cell(fallback.get(name))
+        if value:
+            meta[name] = value
+    age = _cell(row.get("age")) or _cell(fallback.get("age"))
+    if age is not None and re.fullmatch(r"\d{1,3}(\.0+)?", age):
+        meta["age"] = int(float(age))
+    return meta
+
+
 def _image_record(
-    ctx: ImportContext, csv_name: str, finder: ImageFinder, entry: ImageRows, used_ids: set[str]
+    ctx: ImportContext,
+    csv_name: str,
+    finder: ImageFinder,
+    entry: ImageRows,
+    img: tuple[int, dict[str, str]] | None,
+    view_info: ViewInfo,
+    used_ids: set[str],
 ) -> ImageRecord | None:
     lines = [o.line for o in entry.outlines]
     item = f"{entry.filename.strip()} ({csv_name} line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))})"
@@ -316,27 +622,25 @@ def _image_record(
         lesions.append(lesion)
 
     first = entry.first
+    img_line, img_row = img if img is not None else (None, {})
     patient = _cell(first.get("patient_id"))
-    study = _cell(first.get("study_id"))
-    view_code = re.sub(r"\s+", "", (_cell(first.get("image_view")) or "").upper())
-    side, view = VIEWS.get(view_code, (None, None))
+    study = _cell(first.get("study_id")) or _cell(img_row.get("study_id"))
     meta: dict[str, Any] = {"csv_lines": lines, "lesion_ids": list(lesions_by_key)}
-    for name in ("series", "mammography_type", "image_view"):
-        if _cell(first.get(name)):
-            meta[name] = _cell(first.get(name))
-    age = _cell(first.get("age"))
-    if age is not None and re.fullmatch(r"\d{1,3}(\.0+)?", age):
-        meta["age"] = int(float(age))
+    if img_line is not None:
+        meta["img_csv_line"] = img_line
+    meta.update(_common_meta(first, img_row))
+    if view_info.conflicts:
+        meta["view_conflict"] = view_info.conflicts
     return ImageRecord(
         image_id=image_id,
         image_path=str(path.resolve()),
         label_name=label,
         pathology=label,
-        density=_cell(first.get("density")),
+        density=_cell(first.get("density")) or _cell(img_row.get("density")),
         patient_id=f"bcdr-{patient}",
         study_id=f"bcdr-{patient}-{study}" if study else f"bcdr-{patient}",
-        laterality=side,
-        view=view,
+        laterality=view_info.side,
+        view=view_info.view,
         source=SOURCE_NAME,
         lesions=lesions,
         mask_path=ctx.write_mask(image_id, union) if union.any() else None,
