@@ -159,6 +159,8 @@ def _scan(
                 elif non_blank_seen >= HEADER_SEARCH_ROWS:
                     break
                 continue
+            if not any(cells):
+                continue  # the common case in a used range of a million rows: nothing at all, decided in C
             values = [cells[i] if i < len(cells) else None for i in range(len(table.columns))]
             if any(_cell_text(values[i]) for i in named):
                 table.rows.append((row_number, values))

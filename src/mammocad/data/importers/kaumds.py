@@ -336,7 +336,10 @@ def _redactor(identifiers: set[str]) -> Callable[[str], str]:
     ``patient_id``, so a message can still be matched to the manifest): the sheet's IDs, and any
     identifier-like token (a file no row names may belong to a patient the sheet never lists)."""
     known = {i.lower(): pseudonymous_id(i, SOURCE_NAME) for i in identifiers}
-    alternatives = [re.escape(i) for i in sorted(identifiers, key=len, reverse=True)] + [ID_LIKE]
+    id_like = re.compile(ID_LIKE)
+    # IDs the generic pattern already finds need no alternative of their own (thousands would slow every message).
+    own = [i for i in identifiers if not id_like.fullmatch(i)]
+    alternatives = [re.escape(i) for i in sorted(own, key=len, reverse=True)] + [ID_LIKE]
     pattern = re.compile("|".join(alternatives), re.IGNORECASE)  # one pass: pseudonyms are never re-read
 
     def pseudonym(match: re.Match[str]) -> str:

@@ -580,6 +580,7 @@ def _write_cbis(out: Path, counts: dict[str, int], seed: int, height: int, width
 
 def _write_bcdr(out: Path, counts: dict[str, int], seed: int, height: int, width: int, views: tuple[str, ...]) -> Path:
     rows = []
+    images = []  # the image list BCDR ships beside the outlines (``bcdr_d01_img.csv``)
     lesion_id = 0
     for index, (item, case) in enumerate(_cases(counts, seed, height, width, views)):
         view = {"CC": "CC", "MLO": "O"}[case.view]
@@ -587,6 +588,19 @@ def _write_bcdr(out: Path, counts: dict[str, int], seed: int, height: int, width
             f"patient_{item.patient}/study_{item.patient}/img_{item.patient}_{index + 1}_{case.laterality}{view}.png"
         )
         atomic_write_png(out / filename, case.pixels)
+        code = f"{case.laterality}{view}"
+        images.append(
+            {
+                "patient_id": item.patient,
+                "study_id": item.patient,
+                "series": 1,
+                "image_filename": f" {filename}",
+                "image_type_name": code,
+                "image_type_id": ("RCC", "LCC", "RO", "LO").index(code),
+                "age": 38 + _derived_seed(seed, "age", item.patient) % 40,
+                "density": DENSITIES.index(case.density) + 1,
+            }
+        )
         for lesion in case.lesions:
             lesion_id += 1
             contours, _ = cv2.findContours(lesion.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -616,6 +630,7 @@ def _write_bcdr(out: Path, counts: dict[str, int], seed: int, height: int, width
                     }
                 )
     atomic_write_text(out / "bcdr_synthetic_outlines.csv", pd.DataFrame(rows).to_csv(index=False))
+    atomic_write_text(out / "bcdr_synthetic_img.csv", pd.DataFrame(images).to_csv(index=False))
     return out
 
 
