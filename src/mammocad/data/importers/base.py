@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import statistics
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mammocad.data.images import DEFAULT_MAX_PIXELS, probe_image
+from mammocad.data.images import DEFAULT_MAX_PIXELS, ImageInfo, probe_image
 from mammocad.data.manifest import (
     CLASSES_NAME,
     SUMMARY_NAME,
@@ -37,6 +38,8 @@ from mammocad.errors import DatasetError, ImageReadError
 from mammocad.io import atomic_write_json, atomic_write_png, atomic_write_text, staging_dir
 
 ProgressFn = Callable[[int, int], None]
+# Importers probe files for their size and for corruption; the runner applies the size policy.
+NO_SIZE_LIMIT = 10**12
 
 
 @dataclass
@@ -62,6 +65,15 @@ class ImportContext:
 
     def skip(self, item: str | Path, reason: str) -> None:
         self.skipped.append(Skipped(str(item), reason))
+
+    def probe(self, path: Path, item: str, what: str = "image") -> ImageInfo | None:
+        """The file's header facts (size, depth, format), or ``None`` after skipping ``item`` with
+        why the file is unreadable (``unreadable <what>: <reason>``)."""
+        try:
+            return probe_image(path, max_pixels=NO_SIZE_LIMIT)
+        except ImageReadError as exc:
+            self.skip(item, f"unreadable {what}: {exc.reason}")
+            return None
 
     def warn(self, message: str) -> None:
         """Something the user must know about the imported data (e.g. a leaky official split)."""
@@ -155,6 +167,25 @@ def pseudonymous_id(raw: str, namespace: str) -> str:
     """A stable pseudonym for a patient identifier: the raw value never reaches the manifest."""
     digest = hashlib.blake2b(f"{namespace}:{raw.strip()}".encode(), digest_size=6).hexdigest()
     return f"{namespace}-{digest}"
+
+
+def compile_patient_regex(patient_regex: str | None) -> re.Pattern[str] | None:
+    """The ``patient_regex`` option compiled; its group ``patient`` (else group 1) is the patient key."""
+    if not patient_regex:
+        return None
+    try:
+        pattern = re.compile(patient_regex)
+    except re.error as exc:
+        raise DatasetError(f"patient_regex {patient_regex!r} is not a valid regular expression ({exc})") from exc
+    if pattern.groups == 0:
+        raise DatasetError(f"patient_regex {patient_regex!r} needs a group (or a group named 'patient')")
+    return pattern
+
+
+def patient_key(match: re.Match[str]) -> str | None:
+    """The patient key a ``patient_regex`` match found (group ``patient``, else group 1)."""
+    value = match.groupdict().get("patient") if "patient" in match.re.groupindex else match.group(1)
+    return value.strip() if value else None
 
 
 def file_fingerprint(path: Path, chunk: int = 1 << 16) -> str:

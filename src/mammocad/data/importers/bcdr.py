@@ -67,10 +67,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mammocad.data.images import probe_image
 from mammocad.data.importers.base import ImportContext
 from mammocad.data.manifest import ImageRecord, Lesion
-from mammocad.errors import DatasetError, ImageReadError
+from mammocad.errors import DatasetError
 
 SOURCE_NAME = "bcdr"
 REQUIRED = ("patient_id", "image_filename", "lw_x_points", "lw_y_points", "classification")
@@ -97,7 +96,6 @@ FINDINGS = {
 }
 # Outline points may sit on the far border (x == width); farther out means the outline is wrong.
 EDGE_TOLERANCE = 1
-_NO_SIZE_LIMIT = 10**12  # the runner applies the size policy; probing here is for the image size
 
 
 @dataclass
@@ -206,7 +204,7 @@ def import_bcdr(
     if img_path is None:
         ctx.warn(
             f"no BCDR img CSV (*_img.csv) next to {csv_path.name}: only views with a lesion outline were "
-            "imported; views without an outline (BCDR's lesion-free views) cannot be seen (pass img_csv=PATH)"
+            "imported; views without an outline (BCDR's lesion-free views) cannot be seen (pass --set img_csv=PATH)"
         )
     else:
         unoutlined = [(key, row) for key, row in img_rows.items() if key not in images]
@@ -218,7 +216,7 @@ def import_bcdr(
                 f"{imported} view(s) listed in {img_path.name} without a lesion outline were imported as label "
                 "'normal' (meta.no_outline=true): BCDR outlines biopsied lesions only, so these are breasts with "
                 "no annotated lesion in any study (mostly the other breast of a patient with a lesion), not "
-                "screening normals; views of a breast with an outlined lesion were skipped; pass normals=false "
+                "screening normals; views of a breast with an outlined lesion were skipped; pass --set normals=false "
                 "to leave them out"
             )
     _warn_views(ctx)
@@ -335,7 +333,7 @@ def find_img_csv(outlines: Path, given: str | Path | None, ctx: ImportContext | 
         return found[0]
     if found and ctx is not None:
         ctx.warn(
-            f"several img CSVs next to {outlines.name} ({', '.join(p.name for p in found)}): none used; pass img_csv=PATH"
+            f"several img CSVs next to {outlines.name} ({', '.join(p.name for p in found)}): none used; pass --set img_csv=PATH"
         )
     return None
 
@@ -588,10 +586,8 @@ def _image_record(
     else:
         label = "benign"
 
-    try:
-        info = probe_image(path, max_pixels=_NO_SIZE_LIMIT)
-    except ImageReadError as exc:
-        ctx.skip(item, f"unreadable image: {exc.reason}")
+    info = ctx.probe(path, item)
+    if info is None:
         return None
     width, height = info.width, info.height
     image_id = _image_id(path, used_ids)

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from mammocad.data.images import probe_image
-from mammocad.data.importers.base import ImportContext
+from mammocad.data.importers.base import NO_SIZE_LIMIT, ImportContext
 from mammocad.data.manifest import ImageRecord, Lesion
 from mammocad.errors import DatasetError, ImageReadError
 
@@ -88,8 +88,6 @@ IMAGE_KINDS = {
 }
 # Suffixes tried when a CSV path ending ``.dcm`` does not exist as written (re-released copies).
 ALTERNATE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-# The importer only reads sizes; the runner applies the user's pixel limit to what is imported.
-PROBE_MAX_PIXELS = 10**12
 
 
 @dataclass
@@ -214,7 +212,7 @@ def find_csvs(folder: Path, kinds: tuple[str, ...]) -> list[Path]:
     wanted = [p for p in found if (m := CSV_PATTERN.match(p.name)) and m.group(1).lower() in kinds]
     if not wanted:
         names = " and ".join(f"{k}_case_description_{{train,test}}_set.csv" for k in kinds)
-        raise DatasetError(f"{folder}: no CBIS-DDSM case CSVs found (expected {names}); pass csv_dir=PATH")
+        raise DatasetError(f"{folder}: no CBIS-DDSM case CSVs found (expected {names}); pass --set csv_dir=PATH")
     return wanted
 
 
@@ -534,7 +532,7 @@ def resolve_mask_and_crop(
     sizes: dict[Path, tuple[int, int]] = {}
     for path in candidates:
         try:
-            info = probe_image(path, max_pixels=PROBE_MAX_PIXELS)
+            info = probe_image(path, max_pixels=NO_SIZE_LIMIT)
         except ImageReadError:
             continue  # a broken candidate is never chosen; the reason is reported if nothing fits
         sizes[path] = (info.width, info.height)
@@ -571,10 +569,8 @@ def _image_record(ctx: ImportContext, tree: CaseTree, image_id: str, rows: list[
     if full is None:
         ctx.skip(item, problem)
         return None
-    try:
-        info = probe_image(full, max_pixels=PROBE_MAX_PIXELS)
-    except ImageReadError as exc:
-        ctx.skip(item, f"unreadable full mammogram: {exc.reason}")
+    info = ctx.probe(full, item, "full mammogram")
+    if info is None:
         return None
 
     lesions: list[Lesion] = []

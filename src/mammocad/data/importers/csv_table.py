@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mammocad.data.images import probe_image, read_image
-from mammocad.data.importers.base import ImportContext, pseudonymous_id
+from mammocad.data.importers.base import ImportContext, compile_patient_regex, patient_key, pseudonymous_id
 from mammocad.data.manifest import PATHOLOGIES, ImageRecord, Lesion
 from mammocad.errors import DatasetError, ImageReadError
 
@@ -110,7 +110,7 @@ def import_csv(
 
     base = Path(base_dir).expanduser().resolve() if base_dir else csv_path.parent
     chosen["patient"] = _usable_patient_column(ctx, table, chosen["patient"], patient_regex)
-    pattern = _compile_patient_regex(patient_regex)
+    pattern = compile_patient_regex(patient_regex)
     seen_ids: dict[str, int] = {}  # image_id -> row: a repeated id would overwrite the first row's mask file
     listings: dict[Path, dict[str, list[Path]]] = {}  # folder -> its files, for paths given without extension
     for index, row in enumerate(table.to_dict("records")):
@@ -193,18 +193,6 @@ def _usable_patient_column(
     return column
 
 
-def _compile_patient_regex(patient_regex: str | None) -> re.Pattern[str] | None:
-    if not patient_regex:
-        return None
-    try:
-        pattern = re.compile(patient_regex)
-    except re.error as exc:
-        raise DatasetError(f"patient_regex {patient_regex!r} is not a valid regular expression ({exc})") from exc
-    if pattern.groups == 0:
-        raise DatasetError(f"patient_regex {patient_regex!r} needs a group (or a group named 'patient')")
-    return pattern
-
-
 def _optional_column(
     csv_path: Path, columns: dict[str, str], wanted: str | None, default: str, found: list[str]
 ) -> str | None:
@@ -271,9 +259,7 @@ def _row_record(
         patient_raw = ""
     if pattern is not None:
         match = pattern.search(path.name)
-        value = (
-            (match.groupdict().get("patient") if "patient" in pattern.groupindex else match.group(1)) if match else None
-        )
+        value = patient_key(match) if match else None
         if not value:
             raise _BadRow(f"file name does not match patient_regex {pattern.pattern!r} (no patient key)")
         patient_raw = value

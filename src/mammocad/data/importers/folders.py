@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from mammocad.data.images import sniff_format
-from mammocad.data.importers.base import ImportContext, pseudonymous_id
+from mammocad.data.importers.base import ImportContext, compile_patient_regex, patient_key, pseudonymous_id
 from mammocad.data.manifest import PATHOLOGIES, ImageRecord
 from mammocad.errors import DatasetError, ImageReadError
 
@@ -51,7 +51,7 @@ def import_folders(
     root = ctx.source
     if not root.is_dir():
         raise DatasetError(f"{root}: expected a folder with one sub-folder per class, got a file")
-    pattern = _compile_patient_regex(patient_regex)
+    pattern = compile_patient_regex(patient_regex)
     renames = parse_class_map(class_map)
     used_ids: set[str] = set()
 
@@ -102,18 +102,6 @@ def parse_class_map(class_map: dict[str, str] | str | None) -> dict[str, str]:
     return {str(key).strip().lower(): str(value).strip().lower() for key, value in class_map.items()}
 
 
-def _compile_patient_regex(patient_regex: str | None) -> re.Pattern[str] | None:
-    if patient_regex is None:
-        return None
-    try:
-        pattern = re.compile(patient_regex)
-    except re.error as exc:
-        raise DatasetError(f"patient_regex {patient_regex!r} is not a valid regular expression ({exc})") from exc
-    if pattern.groups == 0:
-        raise DatasetError(f"patient_regex {patient_regex!r} needs a group (or a group named 'patient')")
-    return pattern
-
-
 def _walk_files(folder: Path) -> list[Path]:
     """All files below ``folder``, in a stable order; symlinked folders are not followed (no loops)."""
     files: list[Path] = []
@@ -145,11 +133,11 @@ def _record(
     if image_id in used_ids:  # a.png next to a.jpg: keep the extension so both stay (the runner drops true duplicates)
         image_id = "__".join(rel.parts)
     if pattern is None:
-        patient_key = rel.as_posix()
+        key = rel.as_posix()
     else:
         match = pattern.search(path.stem)
-        patient_key = _patient_group(match) if match else None
-        if not patient_key:
+        key = patient_key(match) if match else None
+        if not key:
             ctx.skip(path, f"file name does not match patient_regex {pattern.pattern!r} (no patient id)")
             return None
     used_ids.add(image_id)
@@ -159,12 +147,7 @@ def _record(
         label_name=label,
         pathology=label if label in PATHOLOGIES else None,
         # File names may carry real identifiers: only a pseudonym reaches the manifest.
-        patient_id=pseudonymous_id(patient_key, SOURCE_NAME),
+        patient_id=pseudonymous_id(key, SOURCE_NAME),
         source=SOURCE_NAME,
         meta={"class_folder": rel.parts[0]},
     )
-
-
-def _patient_group(match: re.Match[str]) -> str | None:
-    value = match.groupdict().get("patient") if "patient" in match.re.groupindex else match.group(1)
-    return value.strip() if value else None

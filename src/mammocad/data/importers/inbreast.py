@@ -71,12 +71,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from mammocad.data.images import probe_image
 from mammocad.data.importers.base import ImportContext, pseudonymous_id
 from mammocad.data.importers.csv_table import read_table
 from mammocad.data.manifest import ImageRecord, Lesion
 from mammocad.data.sheets import WORKBOOK_SUFFIXES, read_workbook_table
-from mammocad.errors import DatasetError, ImageReadError
+from mammocad.errors import DatasetError
 
 SOURCE_NAME = "inbreast"
 LABEL_MODES = ("birads", "normal-benign-malignant")
@@ -101,7 +100,6 @@ NOT_LESIONS = {"pectoralmuscle", "pectoral_muscle"}
 FILE_VIEWS = {"ML": "MLO"}  # INbreast file names say ML for the MLO view
 EDGE_TOLERANCE = 1  # outline points may sit on the far border; farther out means a wrong outline
 MAX_XML_BYTES = 64 * 1024 * 1024  # real files are kilobytes; refuse to parse absurd ones
-_NO_SIZE_LIMIT = 10**12  # the runner applies the size policy; probing here is for the image size
 _LISTED = 10  # file names listed in a warning
 
 
@@ -152,7 +150,7 @@ def import_inbreast(
     dicoms_root = Path(dicom_dir).expanduser().resolve() if dicom_dir else _child(root, "AllDICOMs")
     if dicoms_root is None or not dicoms_root.is_dir():
         where = dicoms_root if dicoms_root is not None else root / "AllDICOMs"
-        raise DatasetError(f"{where}: INbreast DICOM folder not found (pass dicom_dir=PATH)")
+        raise DatasetError(f"{where}: INbreast DICOM folder not found (pass --set dicom_dir=PATH)")
     xml_root = Path(xml_dir).expanduser().resolve() if xml_dir else _child(root, "AllXML")
     if xml_root is not None and not xml_root.is_dir():
         if xml_dir:
@@ -293,7 +291,7 @@ def find_table(root: Path) -> Path:
         found = _child(root, name)
         if found is not None and found.is_file():
             return found
-    raise DatasetError(f"{root}: no INbreast.csv or INbreast.xls here (pass the table as the source or csv=PATH)")
+    raise DatasetError(f"{root}: no INbreast.csv or INbreast.xls here (pass the table as the source or --set csv=PATH)")
 
 
 def read_inbreast_table(path: Path) -> pd.DataFrame:
@@ -484,10 +482,8 @@ def _add_lesions(ctx: ImportContext, record: ImageRecord, image: Path, xml_path:
         return False
     if not rois:
         return True
-    try:
-        info = probe_image(image, max_pixels=_NO_SIZE_LIMIT)
-    except ImageReadError as exc:
-        ctx.skip(item, f"unreadable DICOM: {exc.reason}")
+    info = ctx.probe(image, item, "DICOM")
+    if info is None:
         return False
     width, height = info.width, info.height
     union = np.zeros((height, width), dtype=np.uint8)

@@ -46,7 +46,7 @@ from typing import Any
 import pandas as pd
 
 from mammocad.data.images import probe_image
-from mammocad.data.importers.base import ImportContext, pseudonymous_id
+from mammocad.data.importers.base import NO_SIZE_LIMIT, ImportContext, pseudonymous_id
 from mammocad.data.manifest import ImageRecord
 from mammocad.data.sheets import read_workbook_table
 from mammocad.errors import DatasetError, ImageReadError
@@ -54,8 +54,6 @@ from mammocad.errors import DatasetError, ImageReadError
 SOURCE_NAME = "kaumds"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"}
 SHEET_SUFFIXES = {".xlsx", ".xlsm", ".xls"}
-# Probing here only catches corrupt files (named by sheet row); the runner applies the size limit.
-_NO_SIZE_LIMIT = 10**12
 # IDs shorter than this are too unspecific to look for inside paths and messages.
 _MIN_ID_LENGTH = 4
 
@@ -150,7 +148,7 @@ def import_kaumds(
             skip(item, f"label conflict: sheet says BI-RADS {birads}, file is in folder BIRAD {image.folder_birads}")
             continue
         try:
-            probe_image(image.path, max_pixels=_NO_SIZE_LIMIT)
+            probe_image(image.path, max_pixels=NO_SIZE_LIMIT)
         except ImageReadError as exc:
             skip(item, f"unreadable image: {exc.reason}")
             continue
