@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mammocad.data.importers import import_dataset
+from mammocad.data.privacy import KEY_FILE_ENV
 from mammocad.data.split import SplitSpec, split_dataset
 from mammocad.data.synth import write_synthetic_dataset
 from mammocad.training.config import load_run_config
 
 MIAS_ENV = "MAMMOCAD_MIAS_DIR"
 REAL_FORMATS_ENV = "MAMMOCAD_REAL_FORMATS_DIR"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pseudonym_key_file(tmp_path_factory) -> Iterator[Path]:
+    """A pseudonym key of the test session's own (never the real ``~/.config/mammocad`` one): set
+    through the environment, so that subprocesses and CLI runs use it too."""
+    path = tmp_path_factory.mktemp("mammocad-home") / "pseudonym.key"
+    previous = os.environ.get(KEY_FILE_ENV)
+    os.environ[KEY_FILE_ENV] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop(KEY_FILE_ENV, None)
+    else:
+        os.environ[KEY_FILE_ENV] = previous
 
 
 @pytest.fixture(scope="session")

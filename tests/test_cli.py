@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
+import typer
 from typer.testing import CliRunner
 
 from mammocad.cli.main import app
@@ -123,3 +125,93 @@ def test_a_large_import_prints_counts_and_a_few_items_not_every_skip(tmp_path):
     assert "skipped: 40" in result.text and "... and 30 more" in result.text
     assert result.text.count("broken-") == 10
     assert (tmp_path / "ds" / "import_summary.txt").read_text().count("broken-") == 40
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    """A small imported dataset and the wrong kinds of files: a folder, binary data, non-text keys, bad YAML."""
+    root = tmp_path_factory.mktemp("bad-options")
+    synth_small(root / "src", "csv")
+    assert invoke("data", "import", "csv", root / "src" / "labels.csv", "-o", root / "ds").exit_code == 0
+    (root / "dir.yaml").mkdir()
+    (root / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81 not text")
+    (root / "intkeys.yaml").write_text("1: 2\n")
+    (root / "x.png").write_bytes(b"\x89PNG")
+    return root
+
+
+BAD_OPTIONS = [
+    (["data", "split", "{ds}", "--folds", "-1"], "--folds"),
+    (["data", "split", "{ds}", "--folds", "1"], "folds must be 0 (none) or >= 2"),
+    (["data", "split", "{ds}", "--folds", "²"], "--folds"),
+    (["data", "split", "{ds}", "--test", "1.5"], "test_size must be in [0, 1)"),
+    (["data", "split", "{ds}", "--val", "nan"], "val_size must be in [0, 1)"),
+    (["data", "split", "{ds}", "--name", "../escape"], "split name '../escape'"),
+    (["data", "import", "csv", "{root}/src/labels.csv", "-o", "{root}/o1", "--workers", "0"], "--workers"),
+    (["data", "import", "csv", "{root}/src/labels.csv", "-o", "{root}/o2", "--max-pixels", "0"], "--max-pixels"),
+    (["data", "import", "folders", "{root}/src", "-o", "{root}/o3", "--set", "class_map=[a"], "not valid YAML"),
+    (["preprocess", "{ds}", "--image-size", "abc"], "--image-size"),
+    (["preprocess", "{ds}", "--image-size", "0"], "image_size must be between 16 and 4096"),
+    (["preprocess", "{ds}", "--workers", "0"], "--workers"),
+    (["preprocess", "{ds}", "--config", "{root}/missing.yaml"], "config file does not exist"),
+    (["preprocess", "{ds}", "--config", "{root}/dir.yaml"], "is a directory, not a config file"),
+    (["preprocess", "{ds}", "--config", "{root}/binary.yaml"], "not a text file"),
+    (["preprocess", "{ds}", "--config", "{root}/intkeys.yaml"], "setting names must be text, got 1"),
+    (["train", "--config", "{root}/dir.yaml"], "is a directory, not a config file"),
+    (["train", "--dataset", "{ds}", "--set", "train.lr=[0.1"], "not valid YAML"),
+    (["train", "--dataset", "{ds}", "--set", "train.lr=.inf"], "train.lr: Input should be a finite number"),
+    (["train", "--dataset", "{ds}", "--set", "train.epochs=-1"], "train.epochs"),
+    (["train", "--dataset", "{ds}", "--set", "train.nope=1"], "train.nope: Extra inputs"),
+    (["train", "--dataset", "{ds}", "--set", "nosection.x=1"], "nosection: Extra inputs"),
+    (["train", "--dataset", "{ds}", "--devices", "²"], "train.devices"),
+    (["train", "--dataset", "{ds}", "--devices", "0"], "train.devices"),
+    (["train", "--dataset", "{ds}", "--strategy", "warp"], "unknown Lightning strategy 'warp'"),
+    (["cv", "--dataset", "{ds}", "--folds", "1"], "--folds"),
+    (["cv", "--dataset", "{ds}", "--folds", "-3"], "--folds"),
+    (["cv", "--config", "{root}/dir.yaml"], "is a directory, not a config file"),
+    (["tune", "--config", "{root}/binary.yaml", "--search", "{root}/dir.yaml", "--trials", "1"], "not a text file"),
+    (["tune", "--config", "{root}/dir.yaml", "--search", "{root}/dir.yaml", "--trials", "0"], "--trials"),
+    (["explain", "{root}/no-run", "{root}/x.png", "--box", "²,0,10,10"], "four integers"),
+    (["explain", "{root}/no-run", "{root}/x.png", "--box", "--1,0,10,10"], "four integers"),
+    (["predict", "{root}/no-run", "{root}/x.png", "--box", "1,2,3"], "four integers"),
+    (["export", "{root}/no-run", "--opset", "99"], "--opset"),
+    (["serve", "{root}/no-run", "--port", "70000"], "--port"),
+    (["serve", "{root}/no-run", "--workers", "0"], "--workers"),
+    (["serve", "{root}/no-run", "--token", "s3cret-on-the-command-line"], "--token is not accepted"),
+    (["serve", "{root}/no-run", "--token-file", "{root}/dir.yaml"], "not a regular file"),
+    (["synth", "-o", "{root}/s1", "--height", "100000"], "--height"),
+    (["synth", "-o", "{root}/s2", "--normal", "-1"], "--normal"),
+    (["demo", "-o", "{root}/d1", "--format", "xyz"], "unknown format 'xyz'"),
+    (["demo", "--n-per-class", "5"], "--n-per-class"),
+    (["bench", "preprocess", "--mias", "{root}/missing"], "--mias"),
+    (["dashboard", "{root}/no-run", "--blind-n", "0"], "--blind-n"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), BAD_OPTIONS, ids=[" ".join(a[:3]) + " " + a[-1] for a, _ in BAD_OPTIONS])
+def test_bad_option_values_exit_2_with_the_reason_never_a_traceback(bad_inputs, args, expected):
+    paths = {"ds": bad_inputs / "ds", "root": bad_inputs}
+    result = invoke(*(arg.format(**paths) for arg in args))
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output and expected in result.text
+    assert "s3cret-on-the-command-line" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (IsADirectoryError(21, "Is a directory", "/data/out.csv"), "error: /data/out.csv: Is a directory"),
+        (PermissionError(13, "Permission denied", "/data/a", None, "/data/b"), "error: /data/b: Permission denied"),
+        (OSError(28, "No space left on device"), "error: No space left on device"),
+        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "a file is not UTF-8 text"),
+    ],
+)
+def test_user_errors_turns_os_errors_into_one_line(error, expected, capsys):
+    from mammocad.cli.common import user_errors
+
+    with pytest.raises(typer.Exit) as raised, user_errors():
+        raise error
+    assert raised.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert expected in " ".join(err.split()) and err.startswith("error:") and "Traceback" not in err

@@ -20,6 +20,10 @@ class ImageReadError(MammocadError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Picklable (worker processes send errors back): rebuilt from its two fields, not the message.
+        return (type(self), (self.path, self.reason))
+
 
 class DatasetError(MammocadError):
     """A dataset directory, manifest or import source is unusable as a whole."""

@@ -1,17 +1,30 @@
-"""Atomic file and directory writes: a crash never leaves a half-written file or dataset dir."""
+"""Atomic file and directory writes: a crash never leaves a half-written file or dataset dir.
+
+Temporary files (``.<name>.<owner>.<random>.tmp``) and staging folders
+(``.<name>.<owner>.<random>.partial``) carry their owner's token (PID, process start time, host tag;
+see :mod:`mammocad.procs`): what a killed command left is told apart from what a running one is
+writing, listed by :func:`find_leftovers` and removed by :func:`remove_stale`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mammocad.procs import OwnerState, owner_state, owner_token, parse_token
+
+log = logging.getLogger(__name__)
 
 # mkstemp/mkdtemp create private (0600/0700) entries; finished files get the usual umask modes.
 _UMASK = os.umask(0)
@@ -24,7 +37,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_token()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -74,13 +87,15 @@ def staging_dir(final: str | Path) -> Iterator[Path]:
     """Yield a scratch directory next to ``final`` that becomes ``final`` only on success.
 
     ``final`` must not exist: runs and datasets are never overwritten. On any exception the
-    scratch directory is removed, so a failed job leaves nothing behind.
+    scratch directory is removed, so a failed job leaves nothing behind; the scratch directories of
+    killed jobs (their owner process is gone) beside ``final`` are removed first.
     """
     final = Path(final)
     if final.exists():
         raise FileExistsError(f"{final}: already exists; mammocad never overwrites a dataset or run")
     final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    remove_stale(find_leftovers(final.parent, recursive=False, kinds=("partial",)))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.{owner_token()}.", suffix=".partial", dir=final.parent))
     try:
         yield scratch
         if final.exists():
@@ -101,12 +116,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file does not exist")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (config files are UTF-8 YAML/JSON)") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML/JSON ({exc})") from exc
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+    keys = [key for key in values if not isinstance(key, str)]
+    if keys:
+        raise ConfigError(f"{path}: setting names must be text, got {keys[0]!r}")
     return values
 
 
@@ -134,3 +158,110 @@ def update_json(path: str | Path, updates: dict[str, Any]) -> dict[str, Any]:
     state.update(updates)
     atomic_write_json(path, state)
     return state
+
+
+# .<name>.<pid>-<start>-<host>.<random>.(tmp|partial); names from before owner tokens: .<name>.<random>.<kind>
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<token>\d+-\d+-[0-9a-f]{6})\.[A-Za-z0-9_]+\.(?P<kind>tmp|partial)")
+_LEGACY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.(?P<kind>tmp|partial)")
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A temporary file or staging folder a command wrote; ``state`` says whether its owner still runs.
+
+    ``gone``: the owner process ended without finishing (killed): safe to remove. ``live``: a running
+    command is writing it. ``unknown``: written on another host or by an older mammocad (no owner
+    recorded): never removed automatically.
+    """
+
+    path: Path
+    kind: str  # "tmp" (a file being written) or "partial" (a dataset being staged, a checkpoint being saved)
+    pid: int | None
+    state: OwnerState
+    folder: bool = False
+
+    @property
+    def stale(self) -> bool:
+        return self.state == "gone"
+
+    def describe(self, root: Path | None = None) -> str:
+        """``path (what; whose)``, the path relative to ``root`` when given."""
+        where = self.path
+        if root is not None:
+            with contextlib.suppress(ValueError):
+                where = self.path.relative_to(root)
+        what = "staging folder" if self.folder else "temporary file"
+        if self.state == "gone":
+            whose = f"left by PID {self.pid}, which is gone"
+        elif self.state == "live":
+            whose = f"being written by PID {self.pid}"
+        elif self.pid is None:
+            whose = "owner unknown (older mammocad): delete it by hand once no mammocad command runs"
+        else:
+            whose = f"PID {self.pid} on another host"
+        return f"{where} ({what}; {whose})"
+
+
+def leftover_of(path: Path) -> Leftover | None:
+    """``path`` as a :class:`Leftover` when its name is a temporary/staging name, else None."""
+    match = _LEFTOVER.fullmatch(path.name)
+    if match is not None:
+        owner = parse_token(match["token"])
+        assert owner is not None
+        return Leftover(path, match["kind"], owner.pid, owner_state(owner), path.is_dir())
+    match = _LEGACY.fullmatch(path.name)
+    if match is not None:
+        return Leftover(path, match["kind"], None, "unknown", path.is_dir())
+    return None
+
+
+def find_leftovers(
+    root: str | Path, recursive: bool = True, kinds: Iterable[str] = ("tmp", "partial")
+) -> list[Leftover]:
+    """Temporary files and staging folders under ``root`` (hidden names only), sorted by path.
+
+    Staging folders are not searched inside (what they hold goes with them).
+    """
+    root = Path(root)
+    wanted = set(kinds)
+    found: list[Leftover] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                item = leftover_of(Path(entry.path))
+                if item is not None:
+                    if item.kind in wanted:
+                        found.append(item)
+                    continue
+            if recursive:
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+    return sorted(found, key=lambda item: str(item.path))
+
+
+def remove_stale(leftovers: Iterable[Leftover]) -> list[Leftover]:
+    """Remove the leftovers whose owner is gone; returns those removed (live and unknown ones stay)."""
+    removed = []
+    for item in leftovers:
+        if not item.stale:
+            continue
+        try:
+            if item.folder and not item.path.is_symlink():
+                shutil.rmtree(item.path)
+            else:
+                item.path.unlink()
+        except FileNotFoundError:
+            pass  # another command cleaned it first
+        except OSError as exc:
+            log.warning("could not remove %s: %s", item.path, exc)
+            continue
+        log.info("removed %s", item.describe())
+        removed.append(item)
+    return removed

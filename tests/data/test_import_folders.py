@@ -24,6 +24,19 @@ def write_image(path: Path, seed: int, size: int = 48) -> Path:
     return path
 
 
+def img_id(rel: str) -> str:
+    """The image id the importer gives the file at ``rel`` below the root: a keyed hash of the path."""
+    return pseudonymous_id(rel, "folders-img", digest_size=8)
+
+
+def by_name(ds: Path, src: Path) -> pd.DataFrame:
+    """The manifest indexed by readable names (``benign__sub__b2`` for ``benign/sub/b2.pgm``) that the
+    test derives from the source files, in place of the keyed image ids."""
+    files = [p.relative_to(src) for p in src.rglob("*") if p.is_file() or p.is_symlink()]
+    names = {img_id(rel.as_posix()): "__".join(rel.with_suffix("").parts) for rel in files}
+    return read_manifest(ds).set_index("image_id").rename(index=names)
+
+
 def summary_of(ds: Path) -> dict:
     return json.loads((ds / SUMMARY_NAME).read_text())
 
@@ -54,7 +67,7 @@ def kaggle_tree(tmp_path: Path) -> Path:
 def test_classes_counts_and_labels(kaggle_tree: Path, tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     summary = import_dataset("folders", kaggle_tree, ds)
-    df = read_manifest(ds).set_index("image_id")
+    df = by_name(ds, kaggle_tree)
     assert read_classes(ds) == ["normal", "benign", "malignant"]
     assert summary.per_class == {"normal": 2, "benign": 2, "malignant": 3}
     assert sorted(df.index) == sorted(
@@ -72,6 +85,11 @@ def test_classes_counts_and_labels(kaggle_tree: Path, tmp_path: Path) -> None:
     assert df["patient_id"].nunique() == 7
     assert df.loc["benign__b1", "patient_id"] == pseudonymous_id("benign/b1.png", "folders")
     assert Path(df.loc["benign__b1", "image_path"]) == (kaggle_tree / "benign" / "b1.png").resolve()
+    assert json.loads(df.loc["benign__b1", "meta"]) == {"class_folder": "benign"}
+    # No file name becomes an id: the ids are keyed hashes of the paths.
+    assert all(
+        i.startswith("folders-img-") and len(i) == len("folders-img-") + 16 for i in read_manifest(ds)["image_id"]
+    )
 
 
 def test_junk_and_loose_files_are_skipped_with_reasons(kaggle_tree: Path, tmp_path: Path) -> None:
@@ -103,7 +121,7 @@ def test_corrupt_truncated_and_duplicate_images_are_skipped(tmp_path: Path) -> N
     assert reasons["truncated.png"] == "PNG is truncated (no IEND chunk)"
     assert reasons["truncated.jpg"] == "JPEG is truncated (no end-of-image marker)"
     assert reasons["copy.png"].startswith("duplicate file: same content as")
-    assert set(read_manifest(ds)["image_id"]) == {"benign__good", "normal__fine"}
+    assert set(by_name(ds, src).index) == {"benign__good", "normal__fine"}
 
 
 def test_patient_regex_groups_images_and_skips_non_matching(tmp_path: Path) -> None:
@@ -115,12 +133,17 @@ def test_patient_regex_groups_images_and_skips_non_matching(tmp_path: Path) -> N
     write_image(src / "malignant" / "scan_without_id.png", 5)
     ds = tmp_path / "ds"
     summary = import_dataset("folders", src, ds, patient_regex=r"^(?P<patient>P\d+)_")
-    df = read_manifest(ds).set_index("image_id")
+    df = by_name(ds, src)
     assert summary.n_images == 4 and summary.n_patients == 2
     p1 = pseudonymous_id("P001", "folders")
     assert list(df.loc[["benign__P001_L_CC", "benign__P001_L_MLO", "malignant__P001_R_CC"], "patient_id"]) == [p1] * 3
     assert df.loc["malignant__P002_R_CC", "patient_id"] == pseudonymous_id("P002", "folders")
     assert "P001" not in set(df["patient_id"])  # only the pseudonym reaches the manifest
+    # The patient key is in the file names: the images are linked in under their ids.
+    row = df.loc["benign__P001_L_MLO"]
+    assert row["image_path"] == f"images/{img_id('benign/P001_L_MLO.png')}.png"
+    assert (ds / row["image_path"]).read_bytes() == (src / "benign" / "P001_L_MLO.png").read_bytes()
+    assert not read_manifest(ds).astype(str).apply(lambda col: col.str.contains("P00[12]")).any().any()
     assert "does not match patient_regex" in skipped_reasons(ds)["scan_without_id.png"]
     assert summary.images_per_patient == {"min": 1, "median": 2.0, "max": 3}
 
@@ -146,7 +169,7 @@ def test_class_map_and_other_class_names(tmp_path: Path) -> None:
     write_image(src / "BIRADS 3" / "c.png", 3)
     ds = tmp_path / "ds"
     summary = import_dataset("folders", src, ds, class_map={"CANCER": "Malignant", "Healthy": "normal"})
-    df = read_manifest(ds).set_index("image_id")
+    df = by_name(ds, src)
     assert summary.per_class == {"birads 3": 1, "malignant": 1, "normal": 1}
     assert df.loc["Cancer__a", "label_name"] == "malignant" and df.loc["Cancer__a", "pathology"] == "malignant"
     assert df.loc["BIRADS 3__c", "label_name"] == "birads 3"
@@ -160,7 +183,7 @@ def test_class_folders_differing_in_case_merge(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     summary = import_dataset("folders", src, ds)
     assert summary.per_class == {"benign": 2}
-    assert set(read_manifest(ds)["image_id"]) == {"Benign__a", "benign__a"}
+    assert set(read_manifest(ds)["image_id"]) == {img_id("Benign/a.png"), img_id("benign/a.png")}
 
 
 def test_no_usable_images_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -196,7 +219,7 @@ def test_extensionless_dicom_is_recognised_by_content(tmp_path: Path) -> None:
     write_image(src / "normal" / "n.png", 1)
     ds = tmp_path / "ds"
     summary = import_dataset("folders", src, ds)
-    df = read_manifest(ds).set_index("image_id")
+    df = by_name(ds, src)
     assert summary.per_class == {"normal": 1, "benign": 1}
     assert df.loc["benign__case0001", "file_format"] == "dicom"
     assert df.loc["benign__case0001", "width"] > 1000
@@ -209,8 +232,7 @@ def test_files_differing_only_by_extension_both_stay(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     summary = import_dataset("folders", src, ds)
     assert summary.n_images == 2
-    # Sorted walk: a.jpg comes first and keeps the short id.
-    assert set(read_manifest(ds)["image_id"]) == {"benign__a", "benign__a.png"}
+    assert set(read_manifest(ds)["image_id"]) == {img_id("benign/a.jpg"), img_id("benign/a.png")}
 
 
 def test_options_from_the_command_line_are_checked_and_read(tmp_path: Path) -> None:

@@ -99,9 +99,13 @@ def test_default_import_cleans_the_sheet_and_excludes_birads_2(kaumds, tmp_path)
     # Sheet row numbers (header = row 1) make the image ids.
     assert sorted(manifest.index) == ["kaumds-00002", "kaumds-00003", "kaumds-00004", "kaumds-00005", "kaumds-00007"]
     first, second = manifest.loc["kaumds-00002"], manifest.loc["kaumds-00003"]
-    assert Path(first.image_path).name == "2019_BC000101_CC_R.jpg"  # ".dcm" + stray space resolved
-    assert Path(second.image_path).name == "2019_BC000101_ MLO_R.jpg"
-    assert Path(manifest.loc["kaumds-00004"].image_path).name == "2020_bc000202_lcc.JPG"
+    # The file names hold patient codes (BC + digits): each image is linked in under its image id.
+    linked = {image_id: (dataset / manifest.loc[image_id].image_path).read_bytes() for image_id in manifest.index}
+    assert first.image_path == "images/kaumds-00002.jpg"
+    assert linked["kaumds-00002"] == (kaumds / "BIRAD 1" / "2019_BC000101_CC_R.jpg").read_bytes()  # ".dcm" + space
+    assert linked["kaumds-00003"] == (kaumds / "BIRAD 1" / "2019_BC000101_ MLO_R.jpg").read_bytes()
+    assert manifest.loc["kaumds-00004"].image_path == "images/kaumds-00004.jpg"
+    assert linked["kaumds-00004"] == (kaumds / "BIRAD 4" / "2020_bc000202_lcc.JPG").read_bytes()
     assert (first.laterality, first.view, second.laterality, second.view) == ("R", "CC", "R", "MLO")
     assert (manifest.loc["kaumds-00004"].laterality, manifest.loc["kaumds-00004"].view) == ("L", "CC")
     assert first.birads == 1 and first.label_name == "birads_1" and pd.isna(first.pathology)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -89,3 +91,25 @@ def test_split_dataset_writes_and_never_overwrites(tmp_path, monkeypatch):
         split_dataset(tmp_path, SplitSpec(), name="cv")
     with pytest.raises(DatasetError, match="available: cv"):
         read_splits(tmp_path, "other")
+
+
+def test_splits_do_not_depend_on_the_installation_key(tmp_path, monkeypatch):
+    """Pseudonyms are keyed per installation; a split (and so every result) must not change with
+    the key: two installations splitting the same source get the same images on the same sides."""
+    from mammocad.data.importers import import_dataset
+    from mammocad.data.manifest import read_manifest
+    from mammocad.data.privacy import KEY_FILE_ENV
+    from mammocad.data.synth import write_synthetic_dataset
+
+    source = write_synthetic_dataset(tmp_path / "src", "csv", {"normal": 12, "benign": 12, "malignant": 12}, seed=1)
+    sides = []
+    for name in ("a", "b"):
+        monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / f"{name}.key"))
+        import_dataset("csv", source, tmp_path / name)
+        split_dataset(tmp_path / name, SplitSpec(test_size=0.25, val_size=0.25, folds=3, seed=0))
+        manifest = read_manifest(tmp_path / name)
+        manifest["row"] = [json.loads(meta)["csv_row"] for meta in manifest["meta"]]  # ids and paths are keyed too
+        splits = pd.read_parquet(tmp_path / name / "splits" / "default.parquet").merge(manifest, on="image_id")
+        sides.append(splits.set_index("row")[["split", "fold"]].sort_index())
+    assert not set(read_manifest(tmp_path / "a")["patient_id"]) & set(read_manifest(tmp_path / "b")["patient_id"])
+    pd.testing.assert_frame_equal(sides[0], sides[1])

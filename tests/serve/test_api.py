@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -308,7 +309,9 @@ def uploads(draw: st.DrawFn, png: bytes) -> bytes:
 
 
 def test_fuzzed_uploads_never_cause_a_5xx(client, upload_png):
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    examples = int(os.environ.get("MAMMOCAD_FUZZ_EXAMPLES", "0") or 0) or 60  # a longer soak when set
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(data=uploads(upload_png))
     def check(data: bytes) -> None:
         response = client.post("/predict", files=files(("fuzz.png", data)))
@@ -351,7 +354,10 @@ def test_serve_cli_refuses_runs_it_cannot_serve(served_run, tmp_path, monkeypatc
     assert result.exit_code == 2 and "checkpoint" in " ".join(result.output.split())
     started = {}
     monkeypatch.setattr("uvicorn.run", lambda app, **options: started.update(app=app, **options))
-    result = runner.invoke(app, ["serve", str(served_run), "--port", "8123", "--token", "t", "--max-upload-mb", "2"])
+    monkeypatch.delenv("MAMMOCAD_API_TOKEN", raising=False)
+    result = runner.invoke(
+        app, ["serve", str(served_run), "--port", "8123", "--max-upload-mb", "2"], env={"MAMMOCAD_API_TOKEN": "t"}
+    )
     assert result.exit_code == 0, result.output
     assert (
         started["port"] == 8123

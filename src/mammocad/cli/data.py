@@ -11,10 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mammocad.cli.common import CONSOLE_ITEMS, console, parse_assignments, user_errors
-from mammocad.data.images import DEFAULT_MAX_PIXELS
+from mammocad.data.images import DEFAULT_DECODE_BUDGET_MB, DEFAULT_MAX_PIXELS, decode_budget_override
 from mammocad.data.importers import IMPORTERS, import_dataset
 from mammocad.data.manifest import read_classes, read_manifest
 from mammocad.data.split import DEFAULT_BLIND_SIZE, SplitSpec, split_dataset
+from mammocad.errors import MammocadError
+from mammocad.io import Leftover, find_leftovers
 
 app = typer.Typer(help="Import datasets into one manifest table, split them, describe them.", no_args_is_help=True)
 
@@ -31,9 +33,17 @@ def import_command(
     abnormality: str | None = typer.Option(None, help="cbis-ddsm: mass, calc or both."),
     label_field: str | None = typer.Option(None, help="ddsm-tfrecord: label_normal (default) or label."),
     option: list[str] | None = typer.Option(None, "--set", help="Any other importer option, as key=value."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, help="Refuse images with more pixels than this."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels than this."),
     keep_duplicates: bool = typer.Option(False, help="Keep files whose content duplicates another file."),
-    workers: int = typer.Option(4, help="Threads that check the image files."),
+    workers: int = typer.Option(4, min=1, help="Threads that check the image files."),
+    max_decode_mb: float | None = typer.Option(
+        None,
+        "--max-decode-mb",
+        min=1,
+        show_default=False,
+        help="Refuse images whose decoding would need more memory (MiB), from their header "
+        f"(default: $MAMMOCAD_DECODE_BUDGET_MB, else {DEFAULT_DECODE_BUDGET_MB}).",
+    ),
 ) -> None:
     """Import a dataset in FORMAT from SOURCE into a new dataset directory with one manifest."""
     with user_errors():
@@ -45,7 +55,7 @@ def import_command(
             "label_field": label_field,
         }
         options.update({k: v for k, v in named.items() if v is not None})
-        with _progress() as progress:
+        with decode_budget_override(max_decode_mb), _progress() as progress:
             task = progress.add_task("checking images", total=None)
             summary = import_dataset(
                 fmt,
@@ -70,8 +80,8 @@ def split_command(
     test_size: float = typer.Option(0.2, "--test", help="Fraction of images for the test split."),
     val_size: float = typer.Option(0.2, "--val", help="Fraction of the remaining images for validation."),
     blind: bool = typer.Option(False, "--blind", help=f"Hold out a blind-test set ({DEFAULT_BLIND_SIZE} images)."),
-    blind_size: int | None = typer.Option(None, help="Size of the blind-test holdout (implies --blind)."),
-    folds: int = typer.Option(0, help="Also assign k patient-grouped stratified folds (0 = none)."),
+    blind_size: int | None = typer.Option(None, min=0, help="Size of the blind-test holdout (implies --blind)."),
+    folds: int = typer.Option(0, min=0, help="Also assign k patient-grouped stratified folds (0 = none, else >= 2)."),
     seed: int = typer.Option(0, help="Random seed."),
     name: str = typer.Option("default", help="Name of the split (splits/<name>.parquet)."),
 ) -> None:
@@ -95,9 +105,13 @@ def split_command(
 
 @app.command("info")
 def info_command(dataset: Path = typer.Argument(..., help="Dataset directory.")) -> None:
-    """Describe a dataset: classes, counts, patients, sources, lesions, splits."""
+    """Describe a dataset: classes, counts, patients, sources, lesions, splits, leftovers of killed commands."""
     with user_errors():
-        frame = read_manifest(dataset)
+        try:
+            frame = read_manifest(dataset)
+        except MammocadError:
+            _print_leftovers(dataset)  # a killed import leaves no dataset, only its staging folder
+            raise
         classes = read_classes(dataset)
         console.print(f"[bold]{dataset}[/]: {len(frame)} images, {frame['patient_id'].nunique()} patients")
         counts = frame["label_name"].value_counts()
@@ -108,6 +122,34 @@ def info_command(dataset: Path = typer.Argument(..., help="Dataset directory."))
         )
         splits = sorted(p.stem for p in (Path(dataset) / "splits").glob("*.parquet"))
         console.print("splits: " + (", ".join(splits) if splits else "none (run `mammocad data split`)"))
+        _print_leftovers(dataset)
+
+
+def _print_leftovers(dataset: Path) -> None:
+    """What killed commands left: staging folders beside the dataset, temporary files inside it."""
+    dataset = Path(dataset).expanduser().resolve()
+    beside = find_leftovers(dataset.parent, recursive=False, kinds=("partial",))
+    inside = find_leftovers(dataset) if dataset.is_dir() else []
+    found = [(item, dataset.parent) for item in beside] + [(item, dataset) for item in inside]
+    if not found:
+        return
+    stale = sum(item.stale for item, _ in found)
+    console.print(f"[yellow]leftovers of interrupted commands[/]: {len(found)} ({stale} whose process is gone)")
+    for item, root in found[:CONSOLE_ITEMS]:
+        line = item.describe(root)
+        if item.stale:
+            line += f": {_cleaned_by(item, dataset)}"
+        console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
+    if len(found) > CONSOLE_ITEMS:
+        console.print(f"  ... and {len(found) - CONSOLE_ITEMS} more")
+
+
+def _cleaned_by(item: Leftover, dataset: Path) -> str:
+    if item.path.parent == dataset.parent:
+        return "removed by the next `mammocad data import` into this folder"
+    if (dataset / "cache") in item.path.parents:
+        return "removed by the next `mammocad preprocess` (or training) with that cache's config"
+    return "safe to delete"
 
 
 def _progress() -> Progress:

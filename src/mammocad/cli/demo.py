@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from mammocad.cli.common import console, quiet_training_logs, user_errors
+from mammocad.data.synth import FORMATS
 
 
 def demo(
@@ -26,6 +27,10 @@ def demo(
     quiet_training_logs()
 
     with user_errors():
+        if source_format not in FORMATS:
+            raise typer.BadParameter(
+                f"unknown format {source_format!r}; valid formats: {', '.join(FORMATS)}", param_hint="--format"
+            )
         run_dir = out or default_run_dir()
         start = time.perf_counter()
         with console.status("demo") as status:

@@ -16,7 +16,8 @@ def export(
         None, "-o", "--out", help="Output directory (default: RUN/export; never overwritten)."
     ),
     which: str | None = typer.Option(None, help="best or last weights (default: the weights the run ended with)."),
-    opset: int = typer.Option(17, min=13, help="ONNX opset."),
+    # 20: the newest opset PyTorch's TorchScript-based exporter (the one used here) writes.
+    opset: int = typer.Option(17, min=13, max=20, help="ONNX opset (13 to 20)."),
 ) -> None:
     """Export RUN to ONNX; `mammocad serve` and the dashboard then predict with ONNX Runtime."""
     from mammocad.serve.export import TOLERANCE, export_onnx

@@ -31,8 +31,10 @@ def synth(
     benign: int = typer.Option(20, min=0, help="Number of benign images."),
     malignant: int = typer.Option(20, min=0, help="Number of malignant images."),
     seed: int = typer.Option(0, help="Seed: the same seed writes the same dataset."),
-    height: int = typer.Option(512, min=64, help="Image height in pixels."),
-    width: int = typer.Option(384, min=64, help="Image width in pixels (mias writes square height x height images)."),
+    height: int = typer.Option(512, min=64, max=8192, help="Image height in pixels."),
+    width: int = typer.Option(
+        384, min=64, max=8192, help="Image width in pixels (mias writes square height x height images)."
+    ),
 ) -> None:
     """Write SYNTHETIC phantom mammograms (not patient data) in a real dataset format."""
     with user_errors():

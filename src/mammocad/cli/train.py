@@ -6,8 +6,11 @@ import os
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from mammocad.cli.common import console, parse_assignments, user_errors
+from mammocad.errors import ConfigError
+from mammocad.parse import parse_box, parse_int
 
 
 def train(
@@ -18,7 +21,11 @@ def train(
     epochs: int | None = typer.Option(None, help="Shortcut for --set train.epochs=..."),
     devices: str | None = typer.Option(None, help="Lightning devices (e.g. 4, or auto)."),
     strategy: str | None = typer.Option(None, help="Lightning strategy (e.g. ddp)."),
-    resume: Path | None = typer.Option(None, help="Continue an interrupted run directory from its last epoch."),
+    resume: Path | None = typer.Option(
+        None,
+        help="Continue an interrupted run directory from its last checkpoint (a run killed before its first "
+        "checkpoint starts again from epoch 0); lists and removes what the killed run left.",
+    ),
     run_dir: Path | None = typer.Option(None, help="The new run directory (default: runs_dir/<name>-<time>)."),
 ) -> None:
     """Train a classifier; every run gets a new directory under output.runs_dir."""
@@ -28,11 +35,13 @@ def train(
         overrides = {key.replace("__", "."): value for key, value in parse_assignments(option).items()}
         shortcuts = {"data.dataset": dataset, "model.name": model, "train.epochs": epochs, "train.strategy": strategy}
         if devices is not None:
-            shortcuts["train.devices"] = int(devices) if devices.isdigit() else devices
+            count = parse_int(devices)  # ASCII digits only: "²".isdigit() is True but int("²") raises
+            shortcuts["train.devices"] = count if count is not None else devices
         overrides.update({k: (str(v) if isinstance(v, Path) else v) for k, v in shortcuts.items() if v is not None})
         if config is None and resume is None and "data.dataset" not in overrides:
             raise typer.BadParameter("give --config run.yaml, --dataset DIR or --resume RUN_DIR")
-        result = train_from_file(config, overrides, resume, run_dir)
+        # A resume says what it found: an interrupted run, a killed run's temporary files, a restart at epoch 0.
+        result = train_from_file(config, overrides, resume, run_dir, notify=_notice)
         if int(os.environ.get("LOCAL_RANK", "0")) > 0:
             return  # a DDP worker: rank 0 reports
         best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
@@ -41,6 +50,10 @@ def train(
             f"val_f1_macro={best['val_f1_macro']:.3f} val_auc_macro={best['val_auc_macro']:.3f}"
         )
         console.print(f"[green]run[/] {result.run_dir}")
+
+
+def _notice(message: str) -> None:
+    console.print(f"[yellow]resume:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def predict(
@@ -59,8 +72,8 @@ def predict(
     from mammocad.training.predict import load_run, predict_paths
 
     with user_errors():
+        boxes = [_parse_box(b) for b in box] if box else None  # before loading the model: a typo fails fast
         loaded = load_run(run, which)
-        boxes = [_parse_box(b) for b in box] if box else None
         table = predict_paths(loaded, list(images), lesion_boxes=boxes)
         if output is None:
             console.print(table.to_string(index=False))
@@ -76,10 +89,7 @@ def predict(
 
 
 def _parse_box(text: str) -> tuple[int, int, int, int]:
-    parts = text.split(",")
-    if len(parts) != 4 or not all(p.strip().lstrip("-").isdigit() for p in parts):
-        raise typer.BadParameter(f"--box {text!r}: expected four integers x0,y0,x1,y1")
-    x0, y0, x1, y1 = (int(p) for p in parts)
-    if x1 <= x0 or y1 <= y0:
-        raise typer.BadParameter(f"--box {text!r}: needs x1 > x0 and y1 > y0")
-    return x0, y0, x1, y1
+    try:
+        return parse_box(text, "--box")
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None

@@ -36,6 +36,8 @@ from mammocad.evaluation.evaluate import CRITICAL_PREDICTED, CRITICAL_TRUE
 from mammocad.evaluation.latent import project_layer
 from mammocad.evaluation.predictions import default_feature_layers, predict_frame
 from mammocad.evaluation.significance import McNemarResult, mcnemar_test
+from mammocad.parse import parse_box as parse_lesion_box
+from mammocad.parse import parse_int
 from mammocad.preprocess import Geometry, read_sample
 from mammocad.reporting.html import array_to_png
 from mammocad.serve.engine import Explanation, InferenceEngine, PreparedImage
@@ -81,11 +83,12 @@ def settings_from_env(environ: Mapping[str, str]) -> DashboardSettings:
     if not runs:
         raise ConfigError(f"no run to show: start the dashboard with `mammocad dashboard RUN` (or set {RUNS_ENV})")
     raw_n = environ.get(BLIND_N_ENV, str(DEFAULT_BLIND_N))
-    if not raw_n.strip().isdigit() or int(raw_n) < 1:
+    blind_n = parse_int(raw_n)
+    if blind_n is None or blind_n < 1:
         raise ConfigError(f"{BLIND_N_ENV} must be a positive integer, got {raw_n!r}")
     split = environ.get(SPLIT_ENV, DEFAULT_SPLIT)
     check_split(split)
-    return DashboardSettings(runs, int(raw_n), split)
+    return DashboardSettings(runs, blind_n, split)
 
 
 def check_split(split: str) -> None:
@@ -477,13 +480,7 @@ def parse_box(text: str) -> Box | None:
     """``x0,y0,x1,y1`` (original pixels) -> a box; blank -> None; ConfigError when malformed."""
     if not text.strip():
         return None
-    parts = [part.strip() for part in text.split(",")]
-    if len(parts) != 4 or not all(part.lstrip("-").isdigit() for part in parts):
-        raise ConfigError(f"lesion box {text!r}: expected four integers x0,y0,x1,y1")
-    x0, y0, x1, y1 = (int(part) for part in parts)
-    if x1 <= x0 or y1 <= y0:
-        raise ConfigError(f"lesion box {text!r}: needs x1 > x0 and y1 > y0")
-    return x0, y0, x1, y1
+    return parse_lesion_box(text, "lesion box")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ dir (columns ``image_id, patient_id, label, split, fold``) plus a JSON summary, 
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from mammocad.io import atomic_write_bytes, atomic_write_json
 SPLITS_DIR = "splits"
 SPLIT_NAMES = ("train", "val", "test", "blind")
 DEFAULT_BLIND_SIZE = 150
+# A split name becomes a file name: no folders, no hidden files, nothing a shell would need quoted.
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,12 @@ class SplitSpec:
             raise DatasetError(f"folds must be 0 (none) or >= 2, got {self.folds}")
 
 
+def patient_groups(frame: pd.DataFrame) -> np.ndarray:
+    """Patient numbers in order of first appearance: the split then depends on the manifest's order
+    (the source's), never on the pseudonyms' values, which differ between installations (keyed)."""
+    return pd.factorize(frame["patient_id"])[0]
+
+
 def _take_group_fraction(
     frame: pd.DataFrame, fraction: float, seed: int, what: str, stratify: str = "label"
 ) -> pd.Series:
@@ -67,7 +76,7 @@ def _take_group_fraction(
         # A rare class with fewer members than splits is expected for small holdouts: it lands
         # in as many parts as it can, which is the best a patient-grouped split can do.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        _, held = next(splitter.split(frame, frame[stratify], groups=frame["patient_id"]))
+        _, held = next(splitter.split(frame, frame[stratify], groups=patient_groups(frame)))
     mask = pd.Series(False, index=frame.index)
     mask.iloc[held] = True
     return mask
@@ -126,7 +135,7 @@ def assign_folds(frame: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
         raise DatasetError(f"cannot make {folds} stratified folds: too few patients in some classes ({counts})")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     fold_of = np.full(len(frame), -1, dtype=int)
-    for k, (_, held) in enumerate(splitter.split(frame, frame["label"], groups=frame["patient_id"])):
+    for k, (_, held) in enumerate(splitter.split(frame, frame["label"], groups=patient_groups(frame))):
         fold_of[held] = k
     return fold_of
 
@@ -163,6 +172,10 @@ def check_no_patient_leak(splits: pd.DataFrame) -> None:
 def split_dataset(dataset_dir: str | Path, spec: SplitSpec, name: str = "default") -> Path:
     """Split a dataset dir and write ``splits/<name>.parquet`` and ``<name>.json``; returns the parquet path."""
     dataset_dir = Path(dataset_dir)
+    if not _SPLIT_NAME.fullmatch(name):
+        raise DatasetError(
+            f"split name {name[:40]!r}: use 1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     target = dataset_dir / SPLITS_DIR / f"{name}.parquet"
     if target.exists():
         raise DatasetError(f"{target}: a split named {name!r} exists already; choose another --name")

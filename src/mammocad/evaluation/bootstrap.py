@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 DEFAULT_MIN_VALID_FRACTION = 0.5
 
@@ -74,8 +75,9 @@ class _GroupIndex:
     """
 
     def __init__(self, groups: np.ndarray) -> None:
-        _, inverse = np.unique(groups, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        # Groups numbered by first appearance, not by value: patient pseudonyms are keyed per
+        # installation, and the resamples (so the CIs) must not depend on the key.
+        inverse = np.asarray(pd.factorize(np.asarray(groups).reshape(-1))[0])
         # stable: a group's items keep their original order inside its slice (deterministic output)
         self.order = np.argsort(inverse, kind="stable")
         self.counts = np.bincount(inverse)

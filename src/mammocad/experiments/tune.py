@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mammocad.errors import ConfigError, MammocadError
 from mammocad.io import atomic_write_json, atomic_write_text, read_config_file
+from mammocad.parse import parse_int
 from mammocad.training.config import RunConfig, dump_run_config, load_run_config
 from mammocad.training.run import HISTORY_COLUMNS, StopTraining, train
 
@@ -54,7 +55,7 @@ ProgressFn = Callable[[str], None]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class FloatParam(_Strict):
@@ -250,8 +251,8 @@ def check_single_device(config: RunConfig) -> None:
             "mammocad tune was started as a distributed worker (LOCAL_RANK > 0); start it once per GPU instead"
         )
     devices = config.train.devices
-    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
-        devices = int(devices)
+    if isinstance(devices, str) and parse_int(devices) is not None:
+        devices = parse_int(devices)
     several = (isinstance(devices, int) and (devices > 1 or devices == -1)) or (
         isinstance(devices, list) and len(devices) > 1
     )

@@ -9,14 +9,14 @@ that the head pools.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from mammocad.errors import ConfigError
-from mammocad.models.activation_maps import resolve_layers
+from mammocad.models.activation_maps import layer_groups, resolve_layers
 
 #: CAM-family method name -> pytorch-grad-cam class name.
 CAM_METHODS: dict[str, str] = {
@@ -76,15 +76,35 @@ def class_activation_maps(
         bad = [t for t in targets if num_classes is not None and not 0 <= int(t) < num_classes]
         if bad:
             raise ConfigError(f"target class {bad[0]} out of range: the model has {num_classes} classes")
-    module = model.get_submodule(target_layer(model, layer))
+    resolved = target_layer(model, layer)
+    module = model.get_submodule(resolved)
     cam_class = _sign_corrected_eigencam() if name == "eigencam" else getattr(pytorch_grad_cam, CAM_METHODS[name])
     wanted = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
     # An input that requires grad keeps a graph even when every parameter is frozen.
     inputs = batch.detach().float().clone().requires_grad_(True)
-    with torch.enable_grad(), cam_class(model=model, target_layers=[module]) as cam:
-        maps = cam(input_tensor=inputs, targets=wanted)
+    # A CAM needs a spatial feature map (N, C, h, w): refuse e.g. the pooled head with the reason, before
+    # pytorch-grad-cam fails on it with "Invalid grads shape".
+    check = module.register_forward_hook(_spatial_output_check(model, resolved))
+    try:
+        with torch.enable_grad(), cam_class(model=model, target_layers=[module]) as cam:
+            maps = cam(input_tensor=inputs, targets=wanted)
+    finally:
+        check.remove()
     maps = np.nan_to_num(np.asarray(maps, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     return np.clip(maps, 0.0, 1.0)
+
+
+def _spatial_output_check(model: nn.Module, layer: str) -> Callable[[nn.Module, object, object], None]:
+    def check(_module: nn.Module, _inputs: object, output: object) -> None:
+        if not (isinstance(output, torch.Tensor) and output.ndim == 4):
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            groups = ", ".join(layer_groups(model))
+            raise ConfigError(
+                f"layer {layer!r} outputs {shape}, not a spatial feature map (N, C, h, w); "
+                f"a heatmap needs a convolutional layer such as the layer groups {groups} (or an index such as -1)"
+            )
+
+    return check
 
 
 def _sign_corrected_eigencam() -> type:

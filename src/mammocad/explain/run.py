@@ -38,6 +38,7 @@ from mammocad.explain.cam import (
     target_layer,
 )
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
+from mammocad.parse import parse_int
 from mammocad.preprocess import Geometry, read_sample
 from mammocad.preprocess.pipeline import to_unit
 from mammocad.reporting.html import HtmlReport, array_to_png
@@ -188,8 +189,8 @@ def _check(run: LoadedRun, method: str, layer: str | None) -> str:
 def _target_index(run: LoadedRun, target: str | int | None) -> int | None:
     if target is None or (isinstance(target, str) and target.lower() == "predicted"):
         return None
-    if isinstance(target, str) and target.lstrip("-").isdigit():
-        target = int(target)
+    if isinstance(target, str) and parse_int(target) is not None:  # ASCII digits only ("²".isdigit() is True)
+        target = parse_int(target)
     if isinstance(target, int):
         if not 0 <= target < len(run.classes):
             raise ConfigError(f"target class {target} out of range; classes: {', '.join(run.classes)}")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mammocad.errors import ConfigError
+from mammocad.parse import echo, parse_int
 
 
 def activation_map(activations: torch.Tensor) -> torch.Tensor:
@@ -50,8 +51,9 @@ def resolve_layers(model: nn.Module, layers: Sequence[str] | None, default: str 
     resolved: list[str] = []
     for layer in layers:
         text = str(layer).strip()
-        if text.lstrip("-").isdigit() and -len(groups) <= int(text) < len(groups):
-            resolved.append(groups[int(text)])
+        index = parse_int(text)  # ASCII digits only: "²".isdigit() is True but int("²") raises
+        if index is not None and -len(groups) <= index < len(groups):
+            resolved.append(groups[index])
             continue
         for candidate in (text, f"backbone.{text}"):
             if candidate and candidate in modules:
@@ -59,7 +61,7 @@ def resolve_layers(model: nn.Module, layers: Sequence[str] | None, default: str 
                 break
         else:
             raise ConfigError(
-                f"no layer {text!r} in {getattr(model, 'name', type(model).__name__)}; "
+                f"no layer {echo(text)} in {getattr(model, 'name', type(model).__name__)}; "
                 f"layer groups: {', '.join(groups)} (or any submodule name, or an index such as -1)"
             )
     return resolved
@@ -114,4 +116,12 @@ def activation_maps(
     forward = getattr(model, "forward_features", model)
     with torch.no_grad(), recording(model, names) as recorder:
         forward(batch)
+    for name in names:
+        output = recorder.outputs.get(name)
+        if not (isinstance(output, torch.Tensor) and output.ndim == 4):
+            what = f"outputs {tuple(output.shape)}" if isinstance(output, torch.Tensor) else "gives no feature map"
+            raise ConfigError(
+                f"layer {name!r} {what}, not a spatial feature map (B, C, h, w); "
+                f"choose a convolutional layer such as the layer groups {', '.join(layer_groups(model))}"
+            )
     return {name: activation_map(recorder.outputs[name]) for name in names}

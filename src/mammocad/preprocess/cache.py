@@ -40,10 +40,11 @@ import pandas as pd
 from mammocad.data.images import read_image
 from mammocad.data.importers.base import skipped_lines
 from mammocad.data.manifest import Lesion, lesions_of, read_classes, read_manifest, resolve_path
-from mammocad.errors import DatasetError, ImageReadError
-from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_png
+from mammocad.errors import ConfigError, DatasetError, ImageReadError
+from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_png, find_leftovers, remove_stale
 from mammocad.preprocess.config import PIPELINE_VERSION, PreprocessConfig
 from mammocad.preprocess.pipeline import Preprocessed, preprocess_image, preprocess_roi
+from mammocad.procs import die_with_parent
 
 CACHE_DIR = "cache"
 SAMPLES_NAME = "samples.parquet"
@@ -307,6 +308,8 @@ def _run_all(
     todo: list[_Job], cache: str, payload: dict[str, Any], classes: list[str], workers: int
 ) -> Iterator[tuple[_Job, Outcome]]:
     """Process jobs serially or in a process pool, yielding each job with its per-sample outcome."""
+    # Temporary files of a killed earlier call (its workers are gone with it) are removed first.
+    remove_stale(find_leftovers(cache))
     if workers <= 1 or len(todo) <= 1:
         with _single_threaded_opencv():
             for job in todo:
@@ -322,7 +325,9 @@ def _run_all(
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     with (
         _single_threaded_opencv(),
-        ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool,
+        ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
+        ) as pool,
     ):
         pending: dict[Future[Outcome], _Job] = {}
         queue = iter(todo)
@@ -341,7 +346,10 @@ def _run_all(
                     pending[pool.submit(_run_job, nxt, cache, payload, classes)] = nxt
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
+    # A worker ends with the command that started it: a killed `mammocad preprocess` (SIGKILL runs no
+    # cleanup) would otherwise leave its workers decoding on, reparented to init.
+    die_with_parent(parent)
     # One OpenCV thread per process: the pool already fills the cores, and OpenCV's own threads
     # cost more than they give on 0.2-megapixel working images.
     cv2.setNumThreads(1)
@@ -364,8 +372,14 @@ def _run_job(job: _Job, cache: str, payload: dict[str, Any], classes: list[str])
     dataset_dir = cache_dir.parent.parent  # <dataset>/cache/<key>: lesion mask paths are relative to it
     try:
         image = read_image(job.image_path)
-    except (ImageReadError, ValueError, cv2.error) as exc:
-        return [(s.sample_id, {"item": _item(job, s), "reason": str(exc)}) for s in job.samples]
+    except BaseException as exc:  # a decoder's failure (a Rust panic too) is this image's, never the run's
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, ConfigError)):
+            raise  # a bad $MAMMOCAD_DECODE_BUDGET_MB is the run's, not a per-image failure to remember
+        reason = (
+            str(exc) if isinstance(exc, (ImageReadError, ValueError, cv2.error)) else f"{type(exc).__name__}: {exc}"
+        )
+        # Plain strings only: an exception object need not survive pickling back from a worker.
+        return [(s.sample_id, {"item": _item(job, s), "reason": reason}) for s in job.samples]
     outcome: Outcome = []
     for sample in job.samples:
         try:

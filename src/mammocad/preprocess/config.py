@@ -15,7 +15,7 @@ PIPELINE_VERSION = 3
 class PreprocessConfig(BaseModel):
     """How images become model inputs. Every field changes the cache key."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     mode: Literal["full", "roi"] = Field(
         "full", description="full: the whole breast per image; roi: one mass-centred crop per lesion."

@@ -133,7 +133,8 @@ def _window(pixels: np.ndarray, max_value: int, config: PreprocessConfig, region
         sample = values[region] if region is not None and region.any() else values
         lo, hi = np.percentile(sample, [0.5, 99.5])
         return np.clip((values - lo) / max(float(hi - lo), 1e-6), 0, 1)
-    return values * (1.0 / float(max_value))
+    values *= 1.0 / float(max_value)  # in place: a full-size image must not need a second float copy
+    return values
 
 
 def _finish(

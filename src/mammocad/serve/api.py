@@ -11,9 +11,17 @@ With a token, the last three need ``Authorization: Bearer <token>``; it is check
 is read, so an unauthenticated client cannot make the server spool a large upload.
 
 Bad input is a 4xx with a one-line ``detail`` and the service keeps serving: 413 for too-large
-uploads/images/batches, 415 for content that is no supported image, 422 for damaged images, bad
+uploads/images/batches (an image is too large with too many pixels or when decoding it would need
+more than the decode budget; uploads decoding at once share that budget, see
+:class:`~mammocad.serve.engine.InferenceEngine`), 415 for content that is no supported image, 422 for damaged images, bad
 form fields and missing lesion boxes, 401 for a missing or wrong token. An unexpected failure is a
 500 with a generic message and the request id (the traceback goes to the log, the upload does not).
+Numbers in form fields are ASCII only (``²`` or ``٣`` is text, not a digit). No error text carries
+a server path: absolute paths are replaced by ``<path>`` before a response leaves.
+
+Hardening: no redirects (``/health/`` is a 404, not a redirect built from the client's ``Host``
+header), and ``create_app(docs=False)`` (``mammocad serve --no-docs``) serves no ``/docs``,
+``/redoc`` or ``/openapi.json``.
 
 Privacy: uploads may be DICOMs full of patient identifiers and file names may be patient names.
 Nothing from an upload is logged (one line per request: id, endpoint, file count, byte sizes,
@@ -24,11 +32,13 @@ sent. The engine is handed ``file <index>``, never the client's name, so no erro
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import logging
 import os
 import re
+import tempfile
 import time
 import uuid
 from importlib.metadata import PackageNotFoundError
@@ -46,7 +56,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mammocad.data.images import DEFAULT_MAX_PIXELS, _format_from_head
-from mammocad.errors import ImageReadError, MammocadError
+from mammocad.errors import ConfigError, ImageReadError, MammocadError
+from mammocad.explain.cam import target_layer
+from mammocad.parse import echo, parse_box, parse_int
 from mammocad.serve.engine import EXPLAIN_METHODS, InferenceEngine, PreparedImage
 from mammocad.training.predict import Box
 
@@ -67,8 +79,14 @@ _CHUNK = MIB
 # Room per multipart part for its headers and boundary, and for the small form fields.
 _PART_OVERHEAD = 64 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ASCII_DIGITS = re.compile(r"[0-9]{1,30}")
 _STATE_UPLOADS = "mammocad_uploads"
 _STATE_REQUEST_ID = "request_id"
+# Longest error detail sent (a batch's joined per-file reasons stay well under it).
+_DETAIL_MAX = 2000
+# An absolute path in an error text: POSIX, ~/, Windows drive or file: URL, at the start of a word.
+_PATH_CHARS = r"""[^\s'"(),:;\[\]{}<>]"""
+_ABSOLUTE_PATH = rf"""(?:^|(?<=[\s'"(\[{{=:,;<>]))(?:file:/+|~/|/|[A-Za-z]:[\\/]){_PATH_CHARS}+"""
 
 
 class ApiSettings(BaseModel):
@@ -79,6 +97,7 @@ class ApiSettings(BaseModel):
     token: str | None = Field(None, repr=False, exclude=True, description="Bearer token; None: no auth.")
     max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, gt=0, description="Largest accepted file, in bytes.")
     max_batch: int = Field(DEFAULT_MAX_BATCH, ge=1, description="Most files in one /predict request.")
+    docs: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
 
     @field_validator("token")
     @classmethod
@@ -101,6 +120,7 @@ class ServeSettings(BaseModel):
     run: Path
     backend: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    decode_budget_mb: float | None = Field(None, gt=0, description="Decode budget in MiB (None: env or default).")
     api: ApiSettings = ApiSettings()
 
 
@@ -188,7 +208,10 @@ class ExplainResponse(BaseModel):
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
-    413: {"model": ErrorResponse, "description": "Upload, image (pixels) or batch over the server's limits."},
+    413: {
+        "model": ErrorResponse,
+        "description": "Upload, image (pixels, or memory to decode) or batch over the server's limits.",
+    },
     415: {"model": ErrorResponse, "description": "Not a supported image (DICOM, PNG, JPEG, PGM, TIFF, BMP)."},
     422: {"model": ErrorResponse, "description": "Damaged image, bad form field, or missing lesion box."},
 }
@@ -222,27 +245,43 @@ def create_app(
     token: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_batch: int = DEFAULT_MAX_BATCH,
+    docs: bool = True,
 ) -> FastAPI:
-    """The FastAPI app serving ``engine``; see the module docstring for endpoints, limits and errors."""
-    settings = ApiSettings(token=token, max_upload_bytes=max_upload_bytes, max_batch=max_batch)
+    """The FastAPI app serving ``engine``; see the module docstring for endpoints, limits and errors.
+
+    ``docs=False`` serves no ``/docs``, ``/redoc`` or ``/openapi.json`` (404 like any unknown path).
+    """
+    settings = ApiSettings(token=token, max_upload_bytes=max_upload_bytes, max_batch=max_batch, docs=docs)
     card = engine.info()
     model_name = str(card["name"])
     header = {"model": model_name, "version": engine.version, "backend": engine.backend}
+    public = _PublicText(_server_roots(engine))
 
     app = FastAPI(
         title="mammocad inference API",
         description=_DESCRIPTION.strip() + f"\n\nServing `{model_name}`, version `{engine.version}`.",
         version=_package_version(),
+        # Starlette answers "/health/" with a redirect to an absolute URL built from the request's Host
+        # header, which a client controls: no redirects at all (a wrong path is a 404).
+        redirect_slashes=False,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.engine = engine
-    app.add_middleware(_Guard, settings=settings)
+    app.add_middleware(_Guard, settings=settings, public=public)
 
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default is a list of error objects; a client (and a person reading curl output)
         # gets one line instead: "opacity: Input should be less than or equal to 1".
-        return JSONResponse({"detail": _validation_line(exc)}, status_code=422)
+        return _error(422, public(_validation_line(exc)))
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # Every HTTPException (ours, FastAPI's 404/405, multipart parse errors) as one clean line.
+        return _error(exc.status_code, public(str(exc.detail)), exc.headers)
 
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
 
     bearer = HTTPBearer(auto_error=False, description="The token `mammocad serve` was started with.")
 
@@ -304,9 +343,11 @@ def create_app(
             items.append(item)
             try:
                 data = _read_upload(upload, settings.max_upload_bytes, f"file {index}", uploads)
-                good.append((item, _decode(engine, data, f"file {index}", box_list[index], request)))
+                # Predictions need only the model input: no full-size original kept per file of the batch.
+                image = _decode(engine, data, f"file {index}", box_list[index], request, keep_original=False)
+                good.append((item, image))
             except _UploadError as exc:
-                item.update(error=exc.detail, status=exc.status)
+                item.update(error=public(exc.detail), status=exc.status)
         if not good:
             statuses = {item["status"] for item in items}
             status = statuses.pop() if len(statuses) == 1 else 422
@@ -351,12 +392,19 @@ def create_app(
         uploads = _note_uploads(request, 1)
         offered = engine.explain_methods
         if method.strip().lower() not in offered:
-            raise HTTPException(422, f"unknown method {method!r}; choose from {', '.join(offered)}")
-        lesion_box = _parse_boxes([box] if box else None, 1)[0]
+            raise HTTPException(422, f"method: unknown method {echo(method)}; choose from {', '.join(offered)}")
+        lesion_box = _parse_boxes([box] if box else None, 1, "box")[0]
+        # Checked before the upload is decoded: a typo costs nothing, and the message names the field.
+        wanted = _parse_target(target, engine.classes)
+        if layer and method.strip().lower() != "lesion":
+            try:
+                target_layer(engine.run.model, layer)
+            except MammocadError as exc:
+                raise HTTPException(422, f"layer: {exc}") from None
         try:
             data = _read_upload(file, settings.max_upload_bytes, "file 0", uploads)
             image = _decode(engine, data, "file 0", lesion_box, request)
-            result = engine.explain(image, method, target or None, layer or None, opacity)
+            result = engine.explain(image, method, wanted, layer or None, opacity)
         except _UploadError as exc:
             raise HTTPException(exc.status, exc.detail) from None
         except MammocadError as exc:  # unknown target or layer
@@ -379,9 +427,16 @@ def create_app(
 
 def create_app_from_settings(settings: ServeSettings) -> FastAPI:
     """Load the run and build its app (raises MammocadError for a run that cannot be served)."""
-    engine = InferenceEngine(settings.run, backend=settings.backend, max_pixels=settings.max_pixels)
+    engine = InferenceEngine(
+        settings.run,
+        backend=settings.backend,
+        max_pixels=settings.max_pixels,
+        decode_budget_mb=settings.decode_budget_mb,
+    )
     api = settings.api
-    return create_app(engine, token=api.token, max_upload_bytes=api.max_upload_bytes, max_batch=api.max_batch)
+    return create_app(
+        engine, token=api.token, max_upload_bytes=api.max_upload_bytes, max_batch=api.max_batch, docs=api.docs
+    )
 
 
 def app_from_env() -> FastAPI:
@@ -446,9 +501,11 @@ def _sniff(head: bytes) -> str:
         return "unknown"
 
 
-def _decode(engine: InferenceEngine, data: bytes, label: str, box: Box | None, request: Request) -> PreparedImage:
+def _decode(
+    engine: InferenceEngine, data: bytes, label: str, box: Box | None, request: Request, keep_original: bool = True
+) -> PreparedImage:
     try:
-        return engine.decode(data, label, box)
+        return engine.decode(data, label, box, keep_original=keep_original)
     except MammocadError as exc:
         raise _UploadError(_status_for(exc), _one_line(str(exc))) from None
     except Exception as exc:
@@ -460,40 +517,83 @@ def _decode(engine: InferenceEngine, data: bytes, label: str, box: Box | None, r
 
 
 def _status_for(exc: MammocadError) -> int:
-    """413 for too many pixels, 415 for content that is no supported image, 422 for the rest.
+    """413 for too many pixels or too much memory to decode, 415 for content that is no supported
+    image, 422 for the rest (damaged files, decoder failures).
 
     Keyed on the reasons :mod:`mammocad.data.images` and :mod:`mammocad.data.dicom` give.
     """
     if isinstance(exc, ImageReadError):
         reason = exc.reason.lower()
-        if "pixels, over the limit" in reason:
+        if "pixels, over the limit" in reason or reason.startswith("too large to decode"):
             return 413
         if reason.startswith("not a supported image") or reason.startswith("unsupported pixel type"):
             return 415
     return 422
 
 
-def _parse_boxes(values: list[str] | None, count: int) -> list[Box | None]:
-    """One lesion box (or None) per file from the ``boxes``/``box`` form values; 422 when malformed."""
+def _parse_boxes(values: list[str] | None, count: int, field: str = "boxes") -> list[Box | None]:
+    """One lesion box (or None) per file from the ``boxes``/``box`` form values; 422 when malformed.
+
+    ASCII digits only (``"²".isdigit()`` is True and ``int("²")`` raises); the message names the field.
+    """
     if not values:
         return [None] * count
     if len(values) != count:
-        raise HTTPException(422, f"got {len(values)} boxes for {count} files; give one x0,y0,x1,y1 per file")
-    return [_parse_box(value) if value.strip() else None for value in values]
+        raise HTTPException(422, f"{field}: got {len(values)} boxes for {count} files; give one x0,y0,x1,y1 per file")
+    try:
+        label = "box" if field == "box" else f"{field}: box"
+        return [parse_box(value, label) if value.strip() else None for value in values]
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
-def _parse_box(text: str) -> Box:
-    parts = text.split(",")
-    if len(parts) != 4 or not all(part.strip().lstrip("-").isdigit() for part in parts):
-        raise HTTPException(422, f"box {text[:40]!r}: expected four integers x0,y0,x1,y1")
-    x0, y0, x1, y1 = (int(part) for part in parts)
-    if x1 <= x0 or y1 <= y0:
-        raise HTTPException(422, f"box {text[:40]!r}: needs x1 > x0 and y1 > y0")
-    return x0, y0, x1, y1
+def _parse_target(text: str | None, classes: list[str]) -> int | None:
+    """The ``target`` form field as a class index (None: the predicted class); 422 naming the accepted forms."""
+    if text is None or not text.strip():
+        return None
+    accepted = f"give a class name ({', '.join(classes)}) or an index 0-{len(classes) - 1}"
+    index = parse_int(text)  # ASCII digits only: "²" and "٣" are names (and unknown ones), not numbers
+    if index is not None:
+        if not 0 <= index < len(classes):
+            raise HTTPException(422, f"target: class index {index} out of range; {accepted}")
+        return index
+    if text not in classes:
+        raise HTTPException(422, f"target: unknown target class {echo(text)}; {accepted}")
+    return classes.index(text)
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+class _PublicText:
+    """An error text as it may leave the server: one line, no server paths, at most ``_DETAIL_MAX`` characters.
+
+    The server's own folders (run directory, temporary folder, home, working directory) are replaced
+    wherever they occur; any other absolute path at the start of a word too.
+    """
+
+    def __init__(self, roots: list[str]) -> None:
+        # Longest first, so the run directory goes before the home folder that holds it; "/" is no root.
+        kept = sorted({root for root in roots if len(root.strip("/\\")) > 1}, key=len, reverse=True)
+        known = "".join(f"{re.escape(root)}{_PATH_CHARS}*|" for root in kept)
+        self.pattern = re.compile(known + _ABSOLUTE_PATH)
+
+    def __call__(self, text: str) -> str:
+        text = self.pattern.sub("<path>", _one_line(text))
+        return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 3] + "..."
+
+
+def _server_roots(engine: InferenceEngine) -> list[str]:
+    roots = [tempfile.gettempdir()]
+    for get in (Path.cwd, Path.home, lambda: getattr(getattr(engine, "run", None), "run_dir", None)):
+        try:
+            path = get()
+        except (OSError, RuntimeError, KeyError):  # a deleted working directory, no home folder for this user
+            continue
+        if path is not None:
+            roots += [str(path), str(Path(path).resolve())]
+    return roots
 
 
 def _validation_line(exc: RequestValidationError) -> str:
@@ -507,8 +607,12 @@ def _validation_line(exc: RequestValidationError) -> str:
 def _token_matches(expected: str | None, given: str | None) -> bool:
     if expected is None:
         return True
-    # Constant-time: the comparison must not tell an attacker how many leading characters were right.
-    return given is not None and hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    if given is None:
+        return False
+    # Constant-time: the comparison must not tell an attacker how many leading characters were right,
+    # nor (comparing digests of equal length) how long the token is.
+    given_digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
+    return hmac.compare_digest(given_digest, hashlib.sha256(expected.encode("utf-8")).digest())
 
 
 def _bearer(authorization: str | None) -> str | None:
@@ -532,9 +636,10 @@ def _package_version() -> str:
 class _Guard:
     """Request id, auth and body cap before the body is read, one log line, and no tracebacks to clients."""
 
-    def __init__(self, app: ASGIApp, settings: ApiSettings) -> None:
+    def __init__(self, app: ASGIApp, settings: ApiSettings, public: _PublicText) -> None:
         self.app = app
         self.settings = settings
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -581,7 +686,7 @@ class _Guard:
         except HTTPException as exc:
             if started:
                 raise
-            await _error(exc.status_code, str(exc.detail), exc.headers)(scope, receive, send_with_id)
+            await _error(exc.status_code, self.public(str(exc.detail)), exc.headers)(scope, receive, send_with_id)
         except Exception as exc:
             if started:
                 raise  # a response is under way; the server can only close the connection
@@ -595,8 +700,9 @@ class _Guard:
         """A response that refuses the request from its headers alone, or None."""
         if path in PROTECTED_PATHS and not _token_matches(self.settings.token, _bearer(headers.get("authorization"))):
             return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
-        length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
+        length = headers.get("content-length", "").strip()
+        # ASCII digits only: a header is latin-1 text, and "²".isdigit() is True but int("²") raises.
+        if _ASCII_DIGITS.fullmatch(length) and int(length) > limit:
             return _error(413, f"request body is {int(length):,} bytes, over the limit of {limit:,}")
         return None
 

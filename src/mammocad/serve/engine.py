@@ -9,6 +9,14 @@ by ``mammocad bench serve``). Heatmaps always use PyTorch, which has the gradien
 
 Thread safety: model calls are serialised by one lock (a CAM hooks the shared model, and parallel
 CPU inference only oversubscribes the cores); decoding and preprocessing run in parallel.
+
+Memory: each upload's decode reserves, from its header, an estimate of what decoding and
+preprocessing it allocate (:func:`~mammocad.data.images.decode_estimate`) plus, when its original
+is kept for a heatmap, what the heatmap allocates (:func:`explain_estimate`); the image holds that
+share until :meth:`InferenceEngine.explain` is done with it (or it is dropped). One upload over the
+decode budget is refused (ImageReadError "too large to decode", a 413 in the API); decodes waiting
+for room go on when the reservations fit into the budget together
+(:class:`~mammocad.data.images.DecodeGate`), so N large uploads cost at most the budget, not N times it.
 """
 
 from __future__ import annotations
@@ -17,17 +25,28 @@ import statistics
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mammocad.data.images import DEFAULT_MAX_PIXELS
+from mammocad.data.images import (
+    DEFAULT_MAX_PIXELS,
+    DecodeGate,
+    decode_estimate,
+    probe_image,
+)
+from mammocad.data.images import (
+    decode_budget_mb as resolve_decode_budget,
+)
 from mammocad.errors import ConfigError, ImageReadError, MammocadError
 from mammocad.explain.cam import CAM_METHODS, class_activation_maps, lesion_heatmaps, overlay, target_layer
-from mammocad.explain.run import display_overlay
+from mammocad.explain.run import MAX_OVERLAY_SIDE, display_overlay
+from mammocad.parse import echo, parse_int
 from mammocad.preprocess import Geometry
 from mammocad.preprocess.pipeline import to_unit
 from mammocad.reporting.html import array_to_png
@@ -37,6 +56,11 @@ from mammocad.training.predict import Box, LoadedRun, load_run, prepare_image
 BACKENDS = ("auto", "onnx", "torch")
 #: Methods an engine explains with (the CAM family; activation maps and Lesion/Background stay in ``mammocad explain``).
 EXPLAIN_METHODS = tuple(CAM_METHODS)
+#: What a heatmap allocates per original pixel (the heatmap and crop mask on the original grid, 4 + 4)
+#: and per overlay pixel (at most MAX_OVERLAY_SIDE a side: float RGB blends, PNG encoding). Measured
+#: peaks over the decoded image: 560 MB for a 7745x7745 PNG, 210 MB for a 4560x2864 DICOM.
+EXPLAIN_BYTES_PER_PIXEL = 8
+EXPLAIN_BYTES_PER_OVERLAY_PIXEL = 48
 
 
 @dataclass
@@ -46,8 +70,17 @@ class PreparedImage:
     name: str
     tensor: torch.Tensor  # (C, H, W) float in [0, 1]
     geometry: Geometry
-    original: np.ndarray  # 2-D float32 in [0, 1], the decoded image windowed as in training
+    original: np.ndarray | None  # 2-D float32 in [0, 1], the decoded image windowed as in training (None: not kept)
     file_format: str
+    #: Gives back the decode-budget share this image holds for its heatmap (None: holds none).
+    _hold: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def release(self) -> None:
+        """Give back the decode budget held for this image's heatmap (:meth:`InferenceEngine.explain`
+        does when it is done; dropping the image does too)."""
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            hold()
 
 
 @dataclass
@@ -85,6 +118,8 @@ class InferenceEngine:
         which: ``best``/``last`` weights (None: the weights the run ended with).
         max_pixels: uploads with more pixels are refused from their header, before decoding.
         threads: intra-op threads for ONNX Runtime and PyTorch (None: library defaults).
+        decode_budget_mb: memory (MiB) one upload's decode and heatmap may need, and all of them
+            running at once together (None: ``$MAMMOCAD_DECODE_BUDGET_MB``, else the readers' default).
     """
 
     def __init__(
@@ -94,9 +129,12 @@ class InferenceEngine:
         which: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
+        decode_budget_mb: float | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        self.decode_budget_mb = resolve_decode_budget(decode_budget_mb)  # a bad $MAMMOCAD_DECODE_BUDGET_MB fails now
+        self._gate = DecodeGate(self.decode_budget_mb)
         self.run: LoadedRun = load_run(run_dir, which)
         self.max_pixels = max_pixels
         self.version = model_version(self.run)
@@ -159,13 +197,19 @@ class InferenceEngine:
             "backend_timings_ms": self.backend_timings,
             "explain_methods": list(self.explain_methods),
             "max_pixels": self.max_pixels,
+            "decode_budget_mb": self.decode_budget_mb,
         }
 
-    def decode(self, data: bytes, name: str = "upload", box: Box | None = None) -> PreparedImage:
+    def decode(
+        self, data: bytes, name: str = "upload", box: Box | None = None, keep_original: bool = True
+    ) -> PreparedImage:
         """Decode and preprocess an uploaded file's bytes (format sniffed from content, never the name).
 
-        Raises ImageReadError (naming ``name`` and the reason) for empty, truncated, non-image or
-        oversized data, MammocadError when an ROI run gets no box.
+        ``keep_original`` False leaves ``original`` (4 bytes per pixel, needed by :meth:`explain`) out:
+        predictions need only the tensor. Waits while other decodes fill the decode budget.
+        Raises ImageReadError (naming ``name`` and the reason) for empty, truncated, non-image,
+        oversized (pixels, or memory over the decode budget) or undecodable data, MammocadError when
+        an ROI run gets no box.
         """
         if not data:
             raise ImageReadError(name, "file is empty")
@@ -177,12 +221,35 @@ class InferenceEngine:
             path = Path(folder) / "upload"
             path.write_bytes(data)
             try:
-                tensor, result, image = prepare_image(self.run, path, box, max_pixels=self.max_pixels)
+                info = probe_image(path, max_pixels=self.max_pixels, budget_mb=self.decode_budget_mb)
+                needed = decode_estimate(info, len(data))
+                if keep_original:
+                    needed += explain_estimate((info.height, info.width))
+                    budget = self.decode_budget_mb
+                    if needed > budget * (1 << 20):
+                        mb = -(-needed // (1 << 20))
+                        raise ImageReadError(
+                            name, f"too large to decode: ~{mb:,} MB needed > budget {budget:,.0f} MB (with a heatmap)"
+                        )
+                release = self._gate.acquire(needed)
+                try:
+                    tensor, result, image = prepare_image(
+                        self.run, path, box, max_pixels=self.max_pixels, budget_mb=self.decode_budget_mb
+                    )
+                    original = to_unit(image, self.run.preprocess) if keep_original else None
+                    del image
+                except BaseException:
+                    release()
+                    raise
             except ImageReadError as exc:
                 # The temporary path means nothing to the sender; name their file instead.
                 raise ImageReadError(name, exc.reason) from None
-        original = to_unit(image, self.run.preprocess)
-        return PreparedImage(name, tensor, result.geometry, original, image.file_format)
+        if not keep_original:
+            release()
+            return PreparedImage(name, tensor, result.geometry, None, info.file_format)
+        prepared = PreparedImage(name, tensor, result.geometry, original, info.file_format, _hold=release)
+        weakref.finalize(prepared, release)  # an image dropped unexplained gives its share back
+        return prepared
 
     def predict(self, images: list[PreparedImage]) -> np.ndarray:
         """Class probabilities (N, classes) for prepared images, in one batch."""
@@ -217,16 +284,26 @@ class InferenceEngine:
             raise ConfigError(f"unknown explanation method {method!r}; choose from {', '.join(self.explain_methods)}")
         if not 0.0 <= opacity <= 1.0:
             raise ConfigError(f"opacity must be in [0, 1], got {opacity}")
-        probs = self.predict([image])[0]
-        wanted = self._target_index(target, int(probs.argmax()))
-        batch = image.tensor[None].float()
-        with self._lock:
-            if name == "lesion":  # the lesion-aware model's own P(lesion) heatmap: class-agnostic, no layer
-                resolved, heat = "lesion heatmap", lesion_heatmaps(self.run.model, batch)[0]
-            else:
-                resolved = target_layer(self.run.model, layer)
-                heat = class_activation_maps(self.run.model, batch, name, [wanted], resolved)[0]
-        on_original = image.geometry.map_to_original(heat)
+        if image.original is None:
+            raise MammocadError(f"{image.name}: decoded without its original image; decode it with keep_original")
+        # The share decode reserved for this heatmap, else (explained before) a new one.
+        own = None if image._hold is not None else self._gate.acquire(explain_estimate(image.geometry.original_hw))
+        try:
+            probs = self.predict([image])[0]
+            wanted = self._target_index(target, int(probs.argmax()))
+            batch = image.tensor[None].float()
+            with self._lock:
+                if name == "lesion":  # the lesion-aware model's own P(lesion) heatmap: class-agnostic, no layer
+                    resolved, heat = "lesion heatmap", lesion_heatmaps(self.run.model, batch)[0]
+                else:
+                    resolved = target_layer(self.run.model, layer)
+                    heat = class_activation_maps(self.run.model, batch, name, [wanted], resolved)[0]
+            on_original = image.geometry.map_to_original(heat)
+            overlay_png = array_to_png(display_overlay(image.original, image.geometry, on_original, opacity))
+        finally:
+            image.release()
+            if own is not None:
+                own()
         return Explanation(
             prediction=self.classes[int(probs.argmax())],
             probabilities=self.probabilities(probs),
@@ -235,7 +312,7 @@ class InferenceEngine:
             layer=resolved,
             heatmap=heat,
             heatmap_original=on_original,
-            overlay_png=array_to_png(display_overlay(image.original, image.geometry, on_original, opacity)),
+            overlay_png=overlay_png,
             input_overlay_png=array_to_png(overlay(image.tensor[0].numpy(), heat, opacity)),
         )
 
@@ -248,14 +325,21 @@ class InferenceEngine:
     def _target_index(self, target: str | int | None, predicted: int) -> int:
         if target is None or target == "":
             return predicted
-        if isinstance(target, int) or str(target).lstrip("-").isdigit():
-            index = int(target)
+        # ASCII digits only: "²".isdigit() is True but int("²") raises.
+        index = target if isinstance(target, int) else parse_int(str(target))
+        if index is not None:
             if not 0 <= index < len(self.classes):
                 raise ConfigError(f"target class {index} out of range: classes are {', '.join(self.classes)}")
             return index
         if target not in self.classes:
-            raise ConfigError(f"unknown target class {target!r}; classes: {', '.join(self.classes)}")
+            raise ConfigError(f"unknown target class {echo(str(target))}; classes: {', '.join(self.classes)}")
         return self.classes.index(str(target))
+
+
+def explain_estimate(original_hw: tuple[int, int]) -> int:
+    """Bytes a heatmap of an image of ``original_hw`` allocates (mapped back, overlaid, PNG-encoded)."""
+    pixels = int(original_hw[0]) * int(original_hw[1])
+    return pixels * EXPLAIN_BYTES_PER_PIXEL + min(pixels, MAX_OVERLAY_SIDE**2) * EXPLAIN_BYTES_PER_OVERLAY_PIXEL
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -6,17 +6,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mammocad.errors import ConfigError
 from mammocad.io import read_config_file
+from mammocad.parse import echo, parse_int
 from mammocad.preprocess import PreprocessConfig
 
 TASKS = ("3class", "benign-malignant", "normal-abnormal", "birads", "label")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No NaN or infinity anywhere: "--set train.lr=.inf" would train on garbage and fail epochs later.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -112,6 +114,47 @@ class TrainConfig(_Strict):
     seed: int = 0
     deterministic: bool = False
     channels_last: bool = Field(True, description="NHWC memory format (faster convolutions on CPU and GPU).")
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: int | str | list[int]) -> int | str | list[int]:
+        accepted = "give auto, a device count (1, 2, ...; -1: all) or device indices such as [0, 1] or '0,1'"
+        if isinstance(value, list):
+            if not value or any(index < 0 for index in value):
+                raise ValueError(accepted)
+            return value
+        if isinstance(value, str):
+            text = value.strip()
+            if text == "auto":
+                return text
+            count = parse_int(text)  # ASCII digits only ("²".isdigit() is True, int("²") raises)
+            if count is None:
+                indices = [parse_int(part) for part in text.split(",") if part.strip()]
+                if not indices or any(index is None or index < 0 for index in indices):
+                    raise ValueError(f"{echo(value)}: {accepted}")
+                return text
+            value = count
+        if value < 1 and value != -1:
+            raise ValueError(f"{value} devices: {accepted}")
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        if value in _COMMON_STRATEGIES:
+            return value
+        from lightning.pytorch.strategies import StrategyRegistry  # only for unusual names: a slow import
+
+        known = StrategyRegistry.available_strategies()
+        if value not in known:
+            raise ValueError(f"unknown Lightning strategy {echo(value)}; choose auto or one of {', '.join(known)}")
+        return value
+
+
+# Strategy names accepted without importing Lightning to check its registry.
+_COMMON_STRATEGIES = frozenset(
+    {"auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", "deepspeed", "single_device"}
+)
 
 
 class LesionConfig(_Strict):

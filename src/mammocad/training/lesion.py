@@ -90,9 +90,18 @@ class PatchEpochs(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.data.train.resample(trainer.current_epoch)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The hard negatives mined at the end of the checkpoint's epoch are not in the checkpoint: a
+        # resumed fit mines them again with the restored weights (the same maps, when that epoch mined).
+        if trainer.current_epoch > 0:
+            self._mine(trainer.current_epoch - 1)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mine(trainer.current_epoch)
+
+    def _mine(self, epoch: int) -> None:
         options = self.data.options
-        if options.hard_negative_fraction <= 0 or (trainer.current_epoch + 1) % options.hard_negative_every:
+        if options.hard_negative_fraction <= 0 or (epoch + 1) % options.hard_negative_every:
             return
         films = self.data.train.films
         maps = lesion_maps(self.model, [f.pixels for f in films], self.data.train.in_chans, tta=False)

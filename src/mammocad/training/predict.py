@@ -39,6 +39,11 @@ def run_weights(run_dir: Path, meta: dict[str, Any], which: str | None = None) -
         raise MammocadError(f"unknown weights {which!r}; choose best or last")
     weights = run_dir / meta["weights"].get(which, f"checkpoints/{which}.safetensors")
     if not weights.exists():
+        from mammocad.training.status import no_checkpoint_message
+
+        explained = no_checkpoint_message(run_dir, which)  # a killed or failed run says so, with the fix
+        if explained is not None:
+            raise MammocadError(explained)
         raise MammocadError(
             f"run {run_dir} has no {which} weights ({weights.name}): no {which} checkpoint was written; "
             "was its training finished?"
@@ -57,6 +62,9 @@ def load_run(run_dir: str | Path, which: str | None = None) -> LoadedRun:
     if not meta_path.exists():
         raise MammocadError(f"{run_dir}: not a run directory (no model.json)")
     meta = json.loads(meta_path.read_text())
+    from mammocad.training.status import reconcile_status
+
+    reconcile_status(run_dir, "predict/evaluate")  # a run whose training process was killed is marked so
     weights = run_weights(run_dir, meta, which)
     spec = dict(meta["model"])
     model = create_model(
@@ -88,12 +96,17 @@ def prepare(run: LoadedRun, path: str | Path, lesion_box: Box | None = None) -> 
 
 
 def prepare_image(
-    run: LoadedRun, path: str | Path, lesion_box: Box | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    run: LoadedRun,
+    path: str | Path,
+    lesion_box: Box | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    budget_mb: float | None = None,
 ) -> tuple[torch.Tensor, Preprocessed, MammoImage]:
     """:func:`prepare`, also returning the preprocessing result (pixels, geometry) and the decoded image.
 
-    Images over ``max_pixels`` are refused from their header, before decoding."""
-    image = read_image(path, max_pixels=max_pixels)
+    Images over ``max_pixels``, or needing more memory than the decode budget ``budget_mb`` (see
+    :func:`~mammocad.data.images.decode_budget_mb`), are refused from their header, before decoding."""
+    image = read_image(path, max_pixels=max_pixels, budget_mb=budget_mb)
     if run.preprocess.mode == "roi":
         if lesion_box is None:
             raise MammocadError(
@@ -125,8 +138,9 @@ def predict_paths(
     """Per-image probabilities, one row per path in input order.
 
     Columns: ``path``, ``prediction``, ``p_<class>`` for every class, ``error``. Unreadable files
-    get the reason in ``error`` and no prediction; the others go on. ``lesion_boxes`` (one per
-    path) are needed by ROI-trained runs.
+    (missing, corrupt, truncated, over the decode budget, or failing in a decoder) get the reason in
+    ``error`` and no prediction; the others go on. ``lesion_boxes`` (one per path) are needed by
+    ROI-trained runs.
     """
     if lesion_boxes is not None and len(lesion_boxes) != len(paths):
         raise MammocadError(f"{len(lesion_boxes)} lesion boxes for {len(paths)} images")

@@ -3,16 +3,25 @@
 Run directory (never overwritten; every file written atomically)::
 
     config.yaml          the resolved run config
-    run.json             status (running/completed/failed), timing, class counts, MLflow run id
+    run.json             status (running/completed/failed/stopped/interrupted), the training process
+                         (pid, pid_started, host), timing, class counts, MLflow run id
     model.json           model config, class names, preprocessing config: enough for inference
     history.csv          one row per epoch: train/val loss, accuracy, macro-F1, lr, seconds
     checkpoints/best.safetensors, checkpoints/last.safetensors   weights (safetensors)
     checkpoints/last.ckpt                                         trainer state, for --resume
+
+A killed run (SIGKILL, power cut) keeps ``status: running``; the next ``train --resume``, ``predict``
+or ``evaluate`` sees that its process is gone and marks it ``interrupted`` (see
+:mod:`mammocad.training.status`). ``last.ckpt`` also holds the config and the random states, so a
+resumed run repeats the uninterrupted one.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,23 +33,29 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from mammocad.errors import ConfigError, DatasetError, MammocadError
-from mammocad.io import atomic_write_json, atomic_write_text, unique_new_dir, update_json
+from mammocad.io import _json_default, atomic_write_json, atomic_write_text, unique_new_dir, update_json
 from mammocad.models import LesionAwareNet, create_model
 from mammocad.models.freeze import freeze_all_but_last, freeze_all_but_stages
 from mammocad.models.losses import balanced_class_weights
 from mammocad.models.weights import load_weights, save_weights
+from mammocad.procs import die_with_parent, owner_token, run_owner_fields
 from mammocad.training.config import RunConfig, dump_run_config, load_run_config
 from mammocad.training.data import CachedImageDataset, TaskData, build_augment, load_task_data, oversampled_indices
 from mammocad.training.lesion import PatchData, PatchEpochs, film_stage, negative_class, patch_class_weights
 from mammocad.training.module import ClassifierModule
+from mammocad.training.resume import ResumeState, loader_generators, plateau_stepped, prepare_resume
+
+log = logging.getLogger(__name__)
 
 _DDP_RUN_DIR_ENV = "MAMMOCAD_DDP_RUN_DIR"
 
 EpochFn = Callable[[dict[str, Any]], None]
+NotifyFn = Callable[[str], None]
 
 HISTORY_COLUMNS = [
     "epoch",
@@ -85,8 +100,12 @@ def new_run_dir(config: RunConfig, wanted: Path | None = None) -> Path:
     )
 
 
-class RunFiles(Callback):
-    """Writes history.csv, best/last safetensors and run.json as training goes."""
+class RunFiles(Checkpoint):
+    """Writes history.csv, best/last safetensors, run.json and last.ckpt as training goes.
+
+    A :class:`~lightning.pytorch.callbacks.Checkpoint`, so Lightning calls it last at each epoch's
+    end, after EarlyStopping has counted the epoch: the checkpoint holds the epoch's whole state.
+    """
 
     def __init__(
         self,
@@ -110,11 +129,13 @@ class RunFiles(Callback):
         self.module.finish_train_epoch()
         if trainer.sanity_checking:
             return
-        # Trainer state for --resume, written beside and renamed so a crash never leaves half a file.
+        # Trainer state for --resume, written beside and renamed so a crash never leaves half a file;
+        # the temporary name carries its owner (a killed run's is removed by the next --resume).
         # save_checkpoint is collective under DDP (every rank calls it, rank 0 writes).
         final = self.run_dir / "checkpoints" / "last.ckpt"
-        partial = final.with_suffix(".ckpt.partial")
-        trainer.save_checkpoint(partial, weights_only=False)  # optimizer and loop state are needed to resume
+        partial = final.with_name(f".last.ckpt.{owner_token()}.{secrets.token_hex(4)}.partial")
+        with plateau_stepped(trainer):
+            trainer.save_checkpoint(partial, weights_only=False)  # optimizer and loop state are needed to resume
         if not trainer.is_global_zero:
             return
         metrics = self.module.epoch_metrics
@@ -136,8 +157,22 @@ class RunFiles(Callback):
             self.on_epoch(row)
 
 
-def _update_run_json(run_dir: Path, updates: dict[str, Any]) -> None:
-    update_json(run_dir / "run.json", updates)
+def _update_run_json(run_dir: Path, updates: dict[str, Any], drop: tuple[str, ...] = ()) -> None:
+    state = update_json(run_dir / "run.json", updates)
+    if any(key in state for key in drop):
+        atomic_write_json(run_dir / "run.json", {k: v for k, v in state.items() if k not in drop})
+
+
+class DataLoaderWorkerInit:
+    """``worker_init_fn`` of the training DataLoaders: the worker ends with its parent process (a killed
+    ``mammocad train`` leaves no worker behind), then is seeded as Lightning seeds workers."""
+
+    def __call__(self, worker_id: int) -> None:
+        die_with_parent()
+        if os.environ.get("PL_SEED_WORKERS") == "1":  # seed_everything(workers=True)
+            from lightning.fabric.utilities.seed import pl_worker_init_function
+
+            pl_worker_init_function(worker_id)
 
 
 def _loaders(task: TaskData, config: RunConfig) -> tuple[DataLoader, DataLoader]:
@@ -161,10 +196,14 @@ def _loaders(task: TaskData, config: RunConfig) -> tuple[DataLoader, DataLoader]
         sample_labels = labels if not config.train.target_share else labels[indices]
         weights = 1.0 / counts[sample_labels]
         sampler = WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(sample_labels), generator=generator)
+    workers = config.train.num_workers
     common = {
         "batch_size": config.train.batch_size,
-        "num_workers": config.train.num_workers,
-        "persistent_workers": config.train.num_workers > 0,
+        "num_workers": workers,
+        # Persistent workers carry their random state from epoch to epoch, out of the checkpoint's
+        # reach: deterministic runs start them anew each epoch, seeded from the saved generator.
+        "persistent_workers": workers > 0 and not config.train.deterministic,
+        "worker_init_fn": DataLoaderWorkerInit() if workers > 0 else None,
     }
     train_loader = DataLoader(
         train_set,
@@ -286,6 +325,7 @@ def train(
     progress: bool = True,
     on_epoch: EpochFn | None = None,
     run_dir: Path | None = None,
+    notify: NotifyFn | None = None,
 ) -> RunResult:
     """Train per ``config`` into a new run directory, or continue the run at ``resume``.
 
@@ -293,25 +333,34 @@ def train(
     row (a dict of the history.csv columns) once the epoch's files are written, and may raise
     :class:`StopTraining` to end the run early. ``run_dir`` names the new run directory (made
     unique with ``-2``... when it exists); default ``<output.runs_dir>/<name>-<timestamp>``.
+    ``notify`` gets one line per thing a resume found and did (default: logged).
+
+    A resume is refused with :class:`MammocadError` before anything is written (see
+    :func:`~mammocad.training.resume.prepare_resume`); a run with no checkpoint starts again from
+    epoch 0 in its directory.
 
     Returns the run directory, the best epoch (by validation loss) and the history. The model
     ends with the best weights restored (EarlyStopping's restore-best-weights behaviour).
     """
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
-    task = load_task_data(config.data, config.preprocess)
+    say = notify or log.warning
     start_history = None
+    restart = False
     # Lightning's DDP launcher re-runs this command once per extra GPU; those workers share the
     # launching process's run directory (passed through the environment) and leave its files to rank 0.
     ddp_worker_dir = os.environ.get(_DDP_RUN_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
+    if resume is not None and not ddp_worker_dir:
+        # Checked before the data is loaded: a refusal is quick and leaves the run as it was.
+        plan = prepare_resume(Path(resume), config.model_dump(mode="json"), config.train.epochs, say)
+        restart = plan.checkpoint is None
+        if not restart and (Path(resume) / "history.csv").exists():
+            start_history = pd.read_csv(Path(resume) / "history.csv")
+            start_history = start_history[start_history["epoch"] <= plan.epoch]  # epochs the checkpoint holds
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    task = load_task_data(config.data, config.preprocess)
     if ddp_worker_dir:
         run_dir = Path(ddp_worker_dir)
     elif resume is not None:
         run_dir = Path(resume)
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
-        if not ckpt.exists():
-            raise MammocadError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
-        if (run_dir / "history.csv").exists():
-            start_history = pd.read_csv(run_dir / "history.csv")
     else:
         run_dir = new_run_dir(config, run_dir)
         atomic_write_text(run_dir / "config.yaml", dump_run_config(config))
@@ -324,12 +373,18 @@ def train(
         weights = patch_class_weights(patches, model.patch_class_count)
     module = ClassifierModule(model, config.train, weights, patch_mode=patches is not None)
     if not ddp_worker_dir:
+        if resume is not None and not restart:
+            _check_same_model(run_dir, config, task, model)  # also for checkpoints that hold no config
         _write_model_json(run_dir, config, task, model)
+        now = datetime.now().isoformat(timespec="seconds")
         _update_run_json(
             run_dir,
             {
                 "status": "running",
-                "started": datetime.now().isoformat(timespec="seconds"),
+                "started": now,
+                **run_owner_fields(),
+                **({"resumed": now} if resume is not None else {}),
+                **({"restarted": now} if restart else {}),
                 "classes": task.classes,
                 "counts": {s: task.counts(s) for s in ("train", "val", "test")},
                 "task": config.data.task,
@@ -337,17 +392,25 @@ def train(
                 **({"refit": True} if config.data.refit else {}),
                 **({"patch_stage": patches.summary(model.patch_class_count)} if patches is not None else {}),
             },
+            drop=("ended", "error", "reason", "early_stopped")
+            + (("epochs_done", "best_epoch", "best_val_loss", "film_stage") if restart else ()),
         )
     files = RunFiles(run_dir, module, start_history, on_epoch)
-    callbacks: list[Callback] = [files]
+    early_stopping = None
     if config.train.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience, mode="min"))
+        early_stopping = EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience, mode="min")
     logger = _mlflow_logger(config, run_dir)
     if patches is not None:
         train_loader, val_loader = patches.loaders(config)
-        callbacks.append(PatchEpochs(patches, model))
     else:
         train_loader, val_loader = _loaders(task, config)
+    # ResumeState first: it puts the saved random states back before any other callback runs.
+    callbacks: list[Callback] = [ResumeState(config.model_dump(mode="json"), loader_generators(train_loader))]
+    if early_stopping is not None:
+        callbacks.append(early_stopping)
+    if patches is not None:
+        callbacks.append(PatchEpochs(patches, model))
+    callbacks.append(files)  # a Checkpoint: Lightning runs it last
     trainer = L.Trainer(
         max_epochs=config.train.epochs,
         accelerator=config.train.accelerator,
@@ -360,7 +423,7 @@ def train(
         logger=logger,
         enable_progress_bar=progress,
         enable_model_summary=False,
-        enable_checkpointing=False,
+        enable_checkpointing=True,  # by RunFiles alone (no ModelCheckpoint is added beside it)
         num_sanity_val_steps=0,
         log_every_n_steps=max(1, min(50, len(train_loader))),
         default_root_dir=run_dir,
@@ -371,7 +434,8 @@ def train(
     previous_env = os.environ.get(_DDP_RUN_DIR_ENV)
     os.environ[_DDP_RUN_DIR_ENV] = str(run_dir)
     try:
-        ckpt = str(run_dir / "checkpoints" / "last.ckpt") if resume else None
+        last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+        ckpt = str(last_ckpt) if resume is not None and last_ckpt.exists() else None
         # weights_only=True: even the run's own trainer state is read without unpickling code.
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt, weights_only=True)
     except BaseException as exc:
@@ -379,6 +443,10 @@ def train(
             ended = {"ended": datetime.now().isoformat(timespec="seconds")}
             if isinstance(exc, StopTraining):
                 _update_run_json(run_dir, {"status": "stopped", "reason": str(exc), **ended})
+            elif isinstance(exc, KeyboardInterrupt | SystemExit | SIGTERMException):
+                # Ctrl-C (Lightning turns it into SystemExit) or SIGTERM: resumable like a kill.
+                reason = f"stopped by {'SIGTERM' if isinstance(exc, SIGTERMException) else 'an interrupt (Ctrl-C)'}"
+                _update_run_json(run_dir, {"status": "interrupted", "reason": reason, **ended})
             else:
                 _update_run_json(run_dir, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", **ended})
         raise
@@ -393,7 +461,15 @@ def train(
     if patches is not None and trainer.is_global_zero:
         _film_stage(run_dir, module.model, task, config, final.with_suffix(".safetensors"))
     if trainer.is_global_zero:
-        _update_run_json(run_dir, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds")})
+        stopped_early = early_stopping is not None and early_stopping.stopped_epoch > 0
+        _update_run_json(
+            run_dir,
+            {
+                "status": "completed",
+                "ended": datetime.now().isoformat(timespec="seconds"),
+                **({"early_stopped": True} if stopped_early else {}),
+            },
+        )
     history = pd.read_csv(run_dir / "history.csv")
     best_row = history.loc[history["val_loss"].idxmin()]  # read back: DDP workers never held the rows
     return RunResult(run_dir, int(best_row["epoch"]), float(best_row["val_loss"]), history)
@@ -406,6 +482,27 @@ def _film_stage(run_dir: Path, model: LesionAwareNet, task: TaskData, config: Ru
     summary["seconds"] = round(time.perf_counter() - started, 2)
     save_weights(model, final)
     _update_run_json(run_dir, {"film_stage": summary})
+
+
+def _check_same_model(run_dir: Path, config: RunConfig, task: TaskData, model: torch.nn.Module) -> None:
+    """Refuse (nothing written yet) to resume a run into another architecture, task or preprocessing."""
+    meta_path = run_dir / "model.json"
+    if not meta_path.exists():
+        return
+    saved = json.loads(meta_path.read_text())
+    now = {
+        "model": model.config(),
+        "classes": task.classes,
+        "task": config.data.task,
+        "preprocess": config.preprocess.model_dump(mode="json"),
+    }
+    now = json.loads(json.dumps(now, default=_json_default))  # as model.json was written
+    changed = [key for key, value in now.items() if key in saved and saved[key] != value]
+    if changed:
+        raise MammocadError(
+            f"{run_dir}: the {', '.join(changed)} of this config differ from the run's model.json; a resumed run "
+            "must train the same thing: undo the change or start a new run"
+        )
 
 
 def _write_model_json(run_dir: Path, config: RunConfig, task: TaskData, model: torch.nn.Module) -> None:
@@ -442,13 +539,16 @@ def train_from_file(
     overrides: dict[str, Any] | None = None,
     resume: Path | None = None,
     run_dir: Path | None = None,
+    notify: NotifyFn | None = None,
 ) -> RunResult:
     """CLI helper: a resumed run reads its own saved config; otherwise file + overrides."""
     if resume is not None:
+        if not (Path(resume) / "config.yaml").exists():
+            raise MammocadError(f"{resume}: not a run directory (no config.yaml); nothing to resume")
         config = load_run_config(Path(resume) / "config.yaml", overrides)
     else:
         config = load_run_config(path, overrides)
-    return train(config, resume=resume, run_dir=run_dir)
+    return train(config, resume=resume, run_dir=run_dir, notify=notify)
 
 
 __all__ = ["RunResult", "StopTraining", "relaunches_command", "train", "train_from_file"]

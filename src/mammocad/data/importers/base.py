@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 import statistics
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mammocad.data.images import DEFAULT_MAX_PIXELS, ImageInfo, probe_image
+from mammocad.data.images import DEFAULT_MAX_PIXELS, ImageInfo, probe_image, verify_image
 from mammocad.data.manifest import (
     CLASSES_NAME,
     SUMMARY_NAME,
@@ -34,6 +36,8 @@ from mammocad.data.manifest import (
     resolve_path,
     write_manifest,
 )
+from mammocad.data.privacy import MIN_ID_LENGTH, Redactor
+from mammocad.data.privacy import pseudonymous_id as pseudonymous_id  # importers take it from here
 from mammocad.errors import DatasetError, ImageReadError
 from mammocad.io import atomic_write_json, atomic_write_png, atomic_write_text, staging_dir
 
@@ -90,6 +94,28 @@ class ImportContext:
         """Save extracted pixels as ``images/<name>.png`` and return the dataset-relative path."""
         rel = f"images/{name}.png"
         atomic_write_png(self.dataset_dir / rel, pixels)
+        return rel
+
+    def pseudonymous_path(
+        self, path: Path, name: str, identifiers: Iterable[str] = (), redactor: Redactor | None = None
+    ) -> str:
+        """The image path to record: ``path`` itself (absolute), or ``images/<name><ext>`` inside the
+        dataset (a hard link, else a copy) when ``path`` holds one of ``identifiers`` (found inside
+        words, from 4 characters) or an identifier ``redactor`` knows, so no file name with a
+        patient's name or number reaches the manifest. ``name`` must be a pseudonym (the image id)."""
+        absolute = str(path.resolve())
+        low = absolute.lower()
+        named = any(len(i.strip()) >= MIN_ID_LENGTH and i.strip().lower() in low for i in identifiers)
+        if not named and (redactor is None or not redactor.found_in(absolute, identifiers)):
+            return absolute
+        rel = f"images/{name}{path.suffix.lower()}"
+        target = self.dataset_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:  # another file system, or links not allowed
+            shutil.copyfile(path, target)
         return rel
 
 
@@ -163,12 +189,6 @@ def skipped_lines(
     return lines
 
 
-def pseudonymous_id(raw: str, namespace: str) -> str:
-    """A stable pseudonym for a patient identifier: the raw value never reaches the manifest."""
-    digest = hashlib.blake2b(f"{namespace}:{raw.strip()}".encode(), digest_size=6).hexdigest()
-    return f"{namespace}-{digest}"
-
-
 def compile_patient_regex(patient_regex: str | None) -> re.Pattern[str] | None:
     """The ``patient_regex`` option compiled; its group ``patient`` (else group 1) is the patient key."""
     if not patient_regex:
@@ -237,18 +257,24 @@ def run_import(
 
 
 def _check_files(ctx: ImportContext, max_pixels: int, workers: int, progress: ProgressFn | None) -> list[ImageRecord]:
-    """Probe every image (and mask); skip the unreadable ones with the reason."""
+    """Check every image (and mask): header, size, decode budget, and a full decode of compressed
+    data (what a header cannot show is corrupt, see ``verify_image``); skip the unreadable ones with the reason."""
     records = ctx.records
 
     def check(rec: ImageRecord) -> str | None:
         path = resolve_path(ctx.dataset_dir, rec.image_path)
         try:
-            info = probe_image(path, max_pixels=max_pixels)
-            for mask in [rec.mask_path] + [lesion.mask_path for lesion in rec.lesions]:
-                if mask is not None:
-                    probe_image(resolve_path(ctx.dataset_dir, mask), max_pixels=max_pixels)
+            info = verify_image(path, max_pixels=max_pixels)
         except ImageReadError as exc:
-            return str(exc)
+            return exc.reason  # the item is the image's own path: never the staging folder's
+        for mask in [rec.mask_path] + [lesion.mask_path for lesion in rec.lesions]:
+            if mask is not None:
+                # Relative: a mask this import has just written, sound by construction.
+                check_mask = verify_image if Path(mask).is_absolute() else probe_image
+                try:
+                    check_mask(resolve_path(ctx.dataset_dir, mask), max_pixels=max_pixels)
+                except ImageReadError as exc:
+                    return f"mask {mask}: {exc.reason}"
         rec.width, rec.height = info.width, info.height
         rec.bits_stored, rec.file_format = info.bits_stored, info.file_format
         rec.fingerprint = file_fingerprint(path)
@@ -260,7 +286,7 @@ def _check_files(ctx: ImportContext, max_pixels: int, workers: int, progress: Pr
             if error is None:
                 kept.append(rec)
             else:
-                ctx.skip(rec.image_path, error.split(": ", 1)[-1] if error.startswith(str(rec.image_path)) else error)
+                ctx.skip(rec.image_path, error)
             if progress is not None:
                 progress(done, len(records))
     return kept

@@ -4,14 +4,24 @@
   (``Patient ID`` = ``patient_id``).
 - Required: the image path and label columns. Optional known columns: ``patient_id``,
   ``mask_path``, ``image_id``, ``study_id``, ``laterality``, ``view``, ``birads``, ``density``,
-  ``pathology``, ``lesion_type`` and ``split`` (-> ``official_split``). Any other column goes into
-  ``meta``, except columns whose names suggest a personal identifier (name, birth date, MRN, ...),
-  which are dropped.
+  ``pathology``, ``lesion_type`` and ``split`` (-> ``official_split``).
+- Privacy: other columns reach ``meta`` only when they are on a short whitelist of clinically
+  useful, non-identifying columns (:data:`META_COLUMNS`: ``age`` as an integer up to 89, lesion
+  descriptors, scanner) or named by ``keep_columns=a,b`` (never an identifier-like column: name,
+  birth date, MRN, accession, institution ...). Every other column is dropped, and the summary
+  warns once with the dropped column names (never their values). The values of identifier-like
+  columns, of the patient and study columns (and ``patient_regex`` keys) are identifiers: they are
+  replaced by pseudonyms in skip messages, and an image whose path holds one is linked into the
+  dataset as ``images/<image_id><ext>`` so that the manifest never records that path.
 - Relative paths resolve against ``base_dir`` or else the CSV's own folder.
 - Labels are stripped and lower-cased; ``pathology`` is inferred when the label is ``normal``,
   ``benign`` or ``malignant`` and the table has no pathology value.
-- Patients: pseudonymised from the patient column; without one (or with an empty cell) each image
-  is its own patient, which cannot keep images of one person on one side of a split.
+- Patients: pseudonymised (keyed, see :mod:`mammocad.data.privacy`) from the patient column;
+  without one (or with an empty cell) each image is its own patient, which cannot keep images of
+  one person on one side of a split.
+- Image ids: the ``image_id`` column (pseudonymised when it holds an identifier); without one,
+  ``csv-img-<keyed hash of the path below base_dir>``, so that no file name (which may be a
+  patient's name) becomes an id, a mask name or a cache file name.
 - Masks: read, checked against the image size, re-written as 0/255 PNG under ``masks/``, and turned
   into one :class:`Lesion` with the bounding box of the nonzero pixels.
 - Bad rows are skipped with their row number (the header is row 1, as in a spreadsheet).
@@ -30,6 +40,7 @@ import pandas as pd
 from mammocad.data.images import probe_image, read_image
 from mammocad.data.importers.base import ImportContext, compile_patient_regex, patient_key, pseudonymous_id
 from mammocad.data.manifest import PATHOLOGIES, ImageRecord, Lesion
+from mammocad.data.privacy import Redactor
 from mammocad.errors import DatasetError, ImageReadError
 
 SOURCE_NAME = "csv"
@@ -57,10 +68,33 @@ COLUMN_ALIASES = {
 PLACEHOLDER_PATIENTS = {"removed", "anonymized", "anonymised", "anon", "unknown", "n/a", "na", "none", "null", "-"}
 # A patient column with one value on this many rows is a placeholder, not one woman's images.
 SINGLE_PATIENT_ROWS = 20
-# Free-form extra columns may hold personal data; these never reach ``meta``.
+# Column names that suggest a personal identifier: their values are identifiers (looked for in
+# paths and messages), and keep_columns cannot keep them.
 IDENTIFIER_COLUMN = re.compile(
-    r"name|birth|dob|mrn|accession|ssn|social|address|phone|email|patient_?(id|no|num)", re.IGNORECASE
+    r"name|birth|date|medical_record|record_n|accession|social_sec|address|street|postal|postcode|phone|e_?mail"
+    r"|patient_?(id|no|num|key|code)|subject|person|institution|hospital|clinic|physician|doctor|referr"
+    r"|insurance|serial|licen[cs]e|(?<![a-z])(dob|mrn|ssn|zip|city|fax|operator|account)(?![a-z])",
+    re.IGNORECASE,
 )
+# The only extra columns copied into ``meta`` (normalised column name -> meta key): clinically useful
+# and not identifying. ``age`` is kept as an integer up to MAX_AGE (HIPAA: ages over 89 identify).
+META_COLUMNS = {
+    "age": "age",
+    "patient_age": "age",
+    "age_at_exam": "age",
+    "age_years": "age",
+    "abnormality_type": "abnormality_type",
+    "abnormality": "abnormality_type",
+    "mass_shape": "mass_shape",
+    "mass_margins": "mass_margins",
+    "calc_type": "calc_type",
+    "calc_distribution": "calc_distribution",
+    "subtlety": "subtlety",
+    "manufacturer": "manufacturer",
+    "scanner": "scanner",
+}
+MAX_AGE = 89
+AGE_PATTERN = re.compile(r"^\s*(\d{1,3})(?:\.0+)?\s*(?:y|yr|yrs|years?)?\s*$", re.IGNORECASE)
 BIRADS_PATTERN = re.compile(r"^(?:bi-?rads)?[\s_-]*([0-6])(?:\.0+)?([a-c])?$", re.IGNORECASE)
 LATERALITIES = {"l": "L", "left": "L", "r": "R", "right": "R"}
 SPLITS = {"training": "train", "testing": "test", "val": "validation", "valid": "validation"}
@@ -75,6 +109,7 @@ def import_csv(
     mask_column: str | None = DEFAULT_MASK_COLUMN,
     base_dir: str | None = None,
     patient_regex: str | None = None,
+    keep_columns: str | None = None,
 ) -> None:
     """Import the images listed in the CSV file ``ctx.source``.
 
@@ -82,10 +117,13 @@ def import_csv(
     ``None`` ignores that column; a non-default patient or mask column that is absent is an
     error), ``base_dir`` for relative paths (default: the CSV's folder) and ``patient_regex``,
     searched in each image's file name, whose group ``patient`` (else group 1) is the patient key
-    (used instead of the patient column; INbreast names its files ``<id>_<patient hash>_MG_...``).
+    (used instead of the patient column; INbreast names its files ``<id>_<patient hash>_MG_...``),
+    and ``keep_columns``, a comma list of extra columns the user knows hold no personal data, to
+    copy into ``meta`` besides the whitelisted :data:`META_COLUMNS`.
     Output: one :class:`ImageRecord` per good row through ``ctx.add``; bad rows go through
-    ``ctx.skip`` as ``<csv name> row <n>`` with the reason. Raises :class:`DatasetError` when the
-    file is not a readable CSV or lacks the required columns.
+    ``ctx.skip`` as ``<csv name> row <n>`` with the reason (identifiers pseudonymised). Raises
+    :class:`DatasetError` when the file is not a readable CSV, lacks the required columns, or
+    ``keep_columns`` names a missing or identifier-like column.
     """
     csv_path = ctx.source
     table = read_table(csv_path)
@@ -106,21 +144,49 @@ def import_csv(
         # May be the label column too (a BI-RADS label column also fills ``birads``).
         chosen[key] = next((columns[a] for a in (key, *COLUMN_ALIASES.get(key, ())) if a in columns), None)
     used = {c for c in chosen.values() if c}
-    extras = [c for c in table.columns if c not in used and not IDENTIFIER_COLUMN.search(_normalise(c))]
+    kept = _kept_columns(csv_path, columns, keep_columns, found)
+    extras = {
+        c: META_COLUMNS.get(_normalise(c), c)
+        for c in table.columns
+        if c not in used and (_normalise(c) in META_COLUMNS or c in kept)
+    }
+    dropped = [c for c in table.columns if c not in used and c not in extras]
+    if dropped:
+        ctx.warn(
+            f"{len(dropped)} column(s) not copied into meta, as they may hold personal data: {_short(dropped)}; "
+            "keep_columns=NAME[,NAME] keeps a column you know is safe"
+        )
+    # Identifier values: never in an output; a path or message holding one gets the pseudonym instead.
+    identifying = [
+        c
+        for c in table.columns
+        if c in (chosen["patient"], chosen["study_id"])
+        or (c not in used and c not in extras and IDENTIFIER_COLUMN.search(_normalise(c)))
+    ]
+    redactor = Redactor(SOURCE_NAME, (str(v) for c in identifying for v in table[c]))
 
     base = Path(base_dir).expanduser().resolve() if base_dir else csv_path.parent
     chosen["patient"] = _usable_patient_column(ctx, table, chosen["patient"], patient_regex)
     pattern = compile_patient_regex(patient_regex)
     seen_ids: dict[str, int] = {}  # image_id -> row: a repeated id would overwrite the first row's mask file
     listings: dict[Path, dict[str, list[Path]]] = {}  # folder -> its files, for paths given without extension
+    left_out: list[str] = []  # meta values not kept (ages over 89, unreadable ages)
     for index, row in enumerate(table.to_dict("records")):
         item = f"{csv_path.name} row {index + 2}"
+        row_ids = [_cell(row, c) for c in identifying]
         try:
-            record = _row_record(ctx, row, chosen, extras, base, index + 2, seen_ids, pattern, listings)
+            record = _row_record(
+                ctx, row, chosen, extras, base, index + 2, seen_ids, pattern, listings, redactor, row_ids, left_out
+            )
         except _BadRow as exc:
-            ctx.skip(item, str(exc))
+            ctx.skip(item, redactor(str(exc), row_ids))
             continue
         ctx.add(record)
+    if left_out:
+        ctx.warn(
+            f"{len(left_out)} age value(s) left out of meta: over {MAX_AGE} (an age over {MAX_AGE} identifies) "
+            "or not a number of years"
+        )
     unknown = sum(1 for r in ctx.records if r.meta.get("patient_unknown"))
     if unknown:
         ctx.warn(
@@ -193,6 +259,26 @@ def _usable_patient_column(
     return column
 
 
+def _kept_columns(csv_path: Path, columns: dict[str, str], keep_columns: str | None, found: list[str]) -> set[str]:
+    """The columns ``keep_columns`` names (``a,b``); each must exist and must not look like an identifier."""
+    kept: set[str] = set()
+    for name in (keep_columns or "").split(","):
+        if not name.strip():
+            continue
+        actual = columns.get(_normalise(name))
+        if actual is None:
+            raise DatasetError(
+                f"{csv_path}: keep_columns: column {name.strip()!r} not found; columns found: {_short(found)}"
+            )
+        if IDENTIFIER_COLUMN.search(_normalise(actual)):
+            raise DatasetError(
+                f"{csv_path}: keep_columns: column {actual!r} looks like a personal identifier (name, birth date, "
+                "MRN, accession, institution ...) and is never copied into the dataset"
+            )
+        kept.add(actual)
+    return kept
+
+
 def _optional_column(
     csv_path: Path, columns: dict[str, str], wanted: str | None, default: str, found: list[str]
 ) -> str | None:
@@ -216,12 +302,15 @@ def _row_record(
     ctx: ImportContext,
     row: dict[str, Any],
     chosen: dict[str, str | None],
-    extras: list[str],
+    extras: dict[str, str],
     base: Path,
     row_no: int,
     seen_ids: dict[str, int],
     pattern: re.Pattern[str] | None,
     listings: dict[Path, dict[str, list[Path]]],
+    redactor: Redactor,
+    row_ids: list[str],
+    left_out: list[str],
 ) -> ImageRecord:
     raw_path = _cell(row, chosen["path"])
     if not raw_path:
@@ -230,30 +319,6 @@ def _row_record(
     if not label:
         raise _BadRow("empty label")
     path = _find_file(_resolve(base, raw_path), listings)
-
-    birads_raw = _cell(row, chosen["birads"])
-    birads = _parse_birads(birads_raw)
-    meta: dict[str, Any] = {"csv_row": row_no}
-    if birads_raw and not birads_raw.isdigit():
-        meta["birads_raw"] = birads_raw
-
-    pathology_raw = _cell(row, chosen["pathology"]).lower()
-    pathology = _parse_pathology(pathology_raw) if pathology_raw else (label if label in PATHOLOGIES else None)
-    if pathology_raw and pathology is None:
-        meta["pathology_raw"] = pathology_raw
-
-    laterality_raw = _cell(row, chosen["laterality"])
-    laterality = LATERALITIES.get(laterality_raw.lower())
-    if laterality_raw and laterality is None:
-        meta["laterality_raw"] = laterality_raw
-
-    image_id = _cell(row, chosen["image_id"])
-    if not image_id:
-        image_id = _derived_id(base, path)
-        if image_id in seen_ids:  # e.g. a.png and a.jpg side by side: keep the extension to tell them apart
-            image_id = _derived_id(base, path, keep_suffix=True)
-    if image_id in seen_ids:
-        raise _BadRow(f"duplicate image id {image_id!r} (first: row {seen_ids[image_id]})")
     patient_raw = _cell(row, chosen["patient"])
     if patient_raw.lower() in PLACEHOLDER_PATIENTS:
         patient_raw = ""
@@ -263,6 +328,36 @@ def _row_record(
         if not value:
             raise _BadRow(f"file name does not match patient_regex {pattern.pattern!r} (no patient key)")
         patient_raw = value
+        row_ids.append(value)
+        redactor.add(value)
+
+    def clean(text: str) -> str:
+        """A value copied from the table, with any identifier of this row (or a known one) pseudonymised."""
+        return redactor(text, row_ids)
+
+    birads_raw = _cell(row, chosen["birads"])
+    birads = _parse_birads(birads_raw)
+    meta: dict[str, Any] = {"csv_row": row_no}
+    if birads_raw and not birads_raw.isdigit():
+        meta["birads_raw"] = clean(birads_raw)
+
+    pathology_raw = _cell(row, chosen["pathology"]).lower()
+    pathology = _parse_pathology(pathology_raw) if pathology_raw else (label if label in PATHOLOGIES else None)
+    if pathology_raw and pathology is None:
+        meta["pathology_raw"] = clean(pathology_raw)
+
+    laterality_raw = _cell(row, chosen["laterality"])
+    laterality = LATERALITIES.get(laterality_raw.lower())
+    if laterality_raw and laterality is None:
+        meta["laterality_raw"] = clean(laterality_raw)
+
+    image_id = _cell(row, chosen["image_id"])
+    if image_id and redactor.found_in(image_id, row_ids):
+        image_id = pseudonymous_id(image_id, f"{SOURCE_NAME}-img", digest_size=8)
+    if not image_id:  # never the file name: it may be the patient's name
+        image_id = pseudonymous_id(_path_key(base, path), f"{SOURCE_NAME}-img", digest_size=8)
+    if image_id in seen_ids:
+        raise _BadRow(f"duplicate image id {image_id!r} (first: row {seen_ids[image_id]})")
     if not patient_raw:
         meta["patient_unknown"] = True  # each image its own patient: no leakage protection here
     study_raw = _cell(row, chosen["study_id"])
@@ -274,26 +369,46 @@ def _row_record(
         label_name=label,
         pathology=pathology,
         birads=birads,
-        density=_cell(row, chosen["density"]) or None,
+        density=clean(_cell(row, chosen["density"])) or None,
         # Source sheets may hold real identifiers: only pseudonyms reach the manifest.
         patient_id=pseudonymous_id(patient_raw or f"image:{path}", SOURCE_NAME),
         study_id=pseudonymous_id(study_raw, f"{SOURCE_NAME}-study") if study_raw else None,
         laterality=laterality,
-        view=_cell(row, chosen["view"]).upper() or None,
+        view=clean(_cell(row, chosen["view"])).upper() or None,
         official_split=SPLITS.get(split, split) or None,
         source=SOURCE_NAME,
         meta=meta,
     )
-    for column in extras:
+    for column, key in extras.items():
         value = _cell(row, column)
-        if value:
-            meta[column] = value
+        if not value:
+            continue
+        if key == "age":
+            age = _age(value)
+            if age is None:
+                left_out.append(column)
+                continue
+            meta[key] = age
+        else:
+            meta[key] = clean(value)
 
     mask_raw = _cell(row, chosen["mask"])
     if mask_raw:
-        _attach_mask(ctx, record, _resolve(base, mask_raw), lesion_type=_cell(row, chosen["lesion_type"]) or None)
+        lesion_type = clean(_cell(row, chosen["lesion_type"])) or None
+        _attach_mask(ctx, record, _resolve(base, mask_raw), lesion_type=lesion_type)
+    # Last, once the row is good: a file whose path holds an identifier is linked into the dataset.
+    record.image_path = ctx.pseudonymous_path(path, _safe_name(image_id), row_ids, redactor)
     seen_ids[image_id] = row_no
     return record
+
+
+def _age(text: str) -> int | None:
+    """Age in whole years from ``45``, ``45.0``, ``45y``, ``045Y``; ``None`` over :data:`MAX_AGE` or unreadable."""
+    match = AGE_PATTERN.match(text)
+    if not match:
+        return None
+    age = int(match.group(1))
+    return age if 0 < age <= MAX_AGE else None
 
 
 def _resolve(base: Path, raw: str) -> Path:
@@ -328,13 +443,13 @@ def _folder_files(folder: Path, listings: dict[Path, dict[str, list[Path]]]) -> 
     return listings[folder]
 
 
-def _derived_id(base: Path, path: Path, keep_suffix: bool = False) -> str:
-    """Path below ``base`` (``/`` -> ``__``; extension dropped unless ``keep_suffix``): equal names in two folders differ."""
+def _path_key(base: Path, path: Path) -> str:
+    """What a derived image id hashes: the path below ``base`` (the whole path outside it), so that
+    equal names in two folders, or ``a.png`` beside ``a.jpg``, get different ids."""
     try:
-        rel = path.relative_to(base)
+        return path.relative_to(base).as_posix()
     except ValueError:
-        rel = Path(*path.parts[1:])  # outside base: the whole path, minus its root
-    return "__".join((rel if keep_suffix else rel.with_suffix("")).parts)
+        return path.as_posix()
 
 
 def _parse_birads(raw: str) -> int | None:

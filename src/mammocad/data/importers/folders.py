@@ -11,6 +11,14 @@ INbreast, MIAS and DDSM": ``Normal/``, ``benign/``, ``MALIGNANT/``).
   cannot keep pre-augmented near-duplicates (the Kaggle set contains flipped/rotated copies of the
   same mammogram) on one side of a split. When the file names encode the original image or
   patient, pass ``patient_regex`` so that all images sharing that key form one patient.
+- Privacy: file names may carry a patient's name or number, so none becomes an id:
+  ``image_id = folders-img-<keyed hash of the path below the root>`` and ``patient_id`` is a keyed
+  pseudonym (see :mod:`mammocad.data.privacy`). A ``patient_regex`` key is an identifier: an image
+  whose path holds it is linked (or copied) into the dataset as ``images/<image_id><ext>``, so the
+  manifest does not record that path. Without a key there is no way to tell a name in a file name
+  from any other word: ``image_path`` is then the source file; rename such files, or import them
+  with the csv format and a table that lists the patients. ``meta.class_folder`` is the class
+  folder's own name (a label, never a patient).
 """
 
 from __future__ import annotations
@@ -44,16 +52,14 @@ def import_folders(
     ``class_map`` (optional) renames folder names to label names, matched case-insensitively:
     a mapping, or the command line's text form ``neg:normal,pos:abnormal`` (see :func:`parse_class_map`).
     Output: one :class:`ImageRecord` per image file through ``ctx.add``; everything unusable goes
-    through ``ctx.skip`` with the reason. ``image_id`` is the path below the root without its
-    extension (kept when two files differ only by it), ``/`` replaced by ``__`` (so equal file
-    names in two classes never collide).
+    through ``ctx.skip`` with the reason. ``image_id`` is a keyed hash of the path below the root
+    (so equal file names in two classes, or ``a.png`` beside ``a.jpg``, never collide).
     """
     root = ctx.source
     if not root.is_dir():
         raise DatasetError(f"{root}: expected a folder with one sub-folder per class, got a file")
     pattern = compile_patient_regex(patient_regex)
     renames = parse_class_map(class_map)
-    used_ids: set[str] = set()
 
     for entry in sorted(root.iterdir()):
         if entry.is_file():
@@ -75,7 +81,7 @@ def import_folders(
             if reason is not None:
                 ctx.skip(path, reason)
                 continue
-            record = _record(ctx, root, path, label, pattern, used_ids)
+            record = _record(ctx, root, path, label, pattern)
             if record is not None:
                 ctx.add(record)
                 found += 1
@@ -126,12 +132,11 @@ def _not_an_image(path: Path) -> str | None:
 
 
 def _record(
-    ctx: ImportContext, root: Path, path: Path, label: str, pattern: re.Pattern[str] | None, used_ids: set[str]
+    ctx: ImportContext, root: Path, path: Path, label: str, pattern: re.Pattern[str] | None
 ) -> ImageRecord | None:
     rel = path.relative_to(root)
-    image_id = "__".join(rel.with_suffix("").parts)
-    if image_id in used_ids:  # a.png next to a.jpg: keep the extension so both stay (the runner drops true duplicates)
-        image_id = "__".join(rel.parts)
+    # Never the file name itself: it may be the patient's name.
+    image_id = pseudonymous_id(rel.as_posix(), f"{SOURCE_NAME}-img", digest_size=8)
     if pattern is None:
         key = rel.as_posix()
     else:
@@ -140,10 +145,9 @@ def _record(
         if not key:
             ctx.skip(path, f"file name does not match patient_regex {pattern.pattern!r} (no patient id)")
             return None
-    used_ids.add(image_id)
     return ImageRecord(
         image_id=image_id,
-        image_path=str(path.resolve()),
+        image_path=ctx.pseudonymous_path(path, image_id, [key] if pattern is not None else []),
         label_name=label,
         pathology=label if label in PATHOLOGIES else None,
         # File names may carry real identifiers: only a pseudonym reaches the manifest.

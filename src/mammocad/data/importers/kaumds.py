@@ -25,10 +25,11 @@ The sheet (one row per image) has the columns ``Study date``, ``PatientID``, ``P
   ``meta`` holds the sheet row, the BI-RADS folder, ``age`` (int) and ``breast_type``.
 
 Privacy: the raw ``PatientID`` never reaches the manifest, the summary or a message.
-``patient_id = pseudonymous_id(PatientID, "kaumds")`` and
+``patient_id = pseudonymous_id(PatientID, "kaumds")`` (keyed with the installation's secret, see
+:mod:`mammocad.data.privacy`) and
 ``study_id = pseudonymous_id(PatientID + study date, "kaumds-study")``; ``image_id`` is
 ``kaumds-<sheet row>``; skip messages name the sheet row and the file with every known patient ID
-masked. KAUMDS file names can embed the patient's ID; such an image is hard-linked (or copied when
+masked. KAUMDS file names can embed the patient's ID (or another ID-like code); such an image is hard-linked (or copied when
 linking is impossible) into the dataset as ``images/<image_id><ext>`` so that its path carries no
 ID. The study date is used only inside the study pseudonym.
 """
@@ -37,8 +38,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ import pandas as pd
 from mammocad.data.images import probe_image
 from mammocad.data.importers.base import NO_SIZE_LIMIT, ImportContext, pseudonymous_id
 from mammocad.data.manifest import ImageRecord
+from mammocad.data.privacy import Redactor
 from mammocad.data.sheets import read_workbook_table
 from mammocad.errors import DatasetError, ImageReadError
 
@@ -107,7 +108,9 @@ def import_kaumds(
     sheet_path, table = find_sheet(ctx.source, excel, sheet)
     root = ctx.source if ctx.source.is_dir() else sheet_path.parent
     raw_ids = {_text(value) for value in table["patient_id"]} - {None}
-    redact = _redactor({value for value in raw_ids if value and len(value) >= _MIN_ID_LENGTH})
+    # Every sheet ID, and any identifier-like token (a file no row names may belong to a patient the
+    # sheet never lists), becomes its pseudonym (the manifest's ``patient_id``) in messages.
+    redact = Redactor(SOURCE_NAME, {value for value in raw_ids if value and len(value) >= _MIN_ID_LENGTH}, ID_LIKE)
 
     def skip(item: str, reason: str) -> None:
         ctx.skip(redact(item), redact(reason))
@@ -153,7 +156,7 @@ def import_kaumds(
             skip(item, f"unreadable image: {exc.reason}")
             continue
         image_id = f"{SOURCE_NAME}-{sheet_row:05d}"
-        ctx.add(_record(ctx, row, image, image_id, raw_id, birads, sheet_row))
+        ctx.add(_record(ctx, row, image, image_id, raw_id, birads, sheet_row, redact))
 
     if stray:
         rows = ", ".join(map(str, stray[:5])) + (", ..." if len(stray) > 5 else "")
@@ -329,24 +332,6 @@ def _match(listed: str, by_stem: dict[str, list[ImageFile]], birads: int | None)
     return candidates[0], None
 
 
-def _redactor(identifiers: set[str]) -> Callable[[str], str]:
-    """A function replacing every patient identifier in a text by its pseudonym (the manifest's
-    ``patient_id``, so a message can still be matched to the manifest): the sheet's IDs, and any
-    identifier-like token (a file no row names may belong to a patient the sheet never lists)."""
-    known = {i.lower(): pseudonymous_id(i, SOURCE_NAME) for i in identifiers}
-    id_like = re.compile(ID_LIKE)
-    # IDs the generic pattern already finds need no alternative of their own (thousands would slow every message).
-    own = [i for i in identifiers if not id_like.fullmatch(i)]
-    alternatives = [re.escape(i) for i in sorted(own, key=len, reverse=True)] + [ID_LIKE]
-    pattern = re.compile("|".join(alternatives), re.IGNORECASE)  # one pass: pseudonyms are never re-read
-
-    def pseudonym(match: re.Match[str]) -> str:
-        token = match.group(0)
-        return known.get(token.lower()) or pseudonymous_id(re.sub(r"\s+", "", token).upper(), SOURCE_NAME)
-
-    return lambda text: pattern.sub(pseudonym, text)
-
-
 def _view_and_side(*texts: str | None) -> tuple[str | None, str | None]:
     """(laterality, view) from texts like ``CC_R``, ``R MLO``, ``RCC``, ``LMLO``, ``Right``; first hit wins."""
     side: str | None = None
@@ -376,7 +361,14 @@ def _age(text: str | None) -> int | None:
 
 
 def _record(
-    ctx: ImportContext, row: dict[str, Any], image: ImageFile, image_id: str, raw_id: str, birads: int, sheet_row: int
+    ctx: ImportContext,
+    row: dict[str, Any],
+    image: ImageFile,
+    image_id: str,
+    raw_id: str,
+    birads: int,
+    sheet_row: int,
+    redact: Redactor,
 ) -> ImageRecord:
     study_date = _text(row.get("study_date")) or ""
     breast_type = _text(row.get("breast_type"))
@@ -389,7 +381,7 @@ def _record(
         meta["breast_type"] = breast_type
     return ImageRecord(
         image_id=image_id,
-        image_path=_pseudonymous_path(ctx, image.path, image_id, raw_id),
+        image_path=ctx.pseudonymous_path(image.path, image_id, [raw_id], redact),
         label_name=f"birads_{birads}",
         pathology=None,
         birads=birads,
@@ -401,18 +393,3 @@ def _record(
         source=SOURCE_NAME,
         meta=meta,
     )
-
-
-def _pseudonymous_path(ctx: ImportContext, path: Path, image_id: str, raw_id: str) -> str:
-    """The path to record: the file itself, or a link/copy inside the dataset when its path holds the ID."""
-    absolute = str(path.resolve())
-    if len(raw_id) < _MIN_ID_LENGTH or raw_id.lower() not in absolute.lower():
-        return absolute
-    rel = f"images/{image_id}{path.suffix.lower()}"
-    target = ctx.dataset_dir / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(path, target)
-    except OSError:  # another file system, or links not allowed
-        shutil.copyfile(path, target)
-    return rel
