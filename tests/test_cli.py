@@ -215,3 +215,76 @@ def test_user_errors_turns_os_errors_into_one_line(error, expected, capsys):
     assert raised.value.exit_code == 2
     err = capsys.readouterr().err
     assert expected in " ".join(err.split()) and err.startswith("error:") and "Traceback" not in err
+
+
+# What `mammocad --help` may not import: each costs seconds on a small machine, and help needs none.
+HEAVY_MODULES = ("torch", "lightning", "sklearn", "pandas", "mlflow", "fastapi", "timm", "scipy", "matplotlib")
+_HELP_IMPORTS = """
+import sys
+from typer.testing import CliRunner
+from mammocad.cli.main import app
+for args in ([], ["--help"], ["predict", "--help"], ["serve", "--help"], ["data", "import", "--help"],
+             ["data", "split", "--help"], ["synth", "--help"], ["preprocess", "--help"], ["bench", "--help"]):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code in (0, 2) and "Usage" in result.output, (args, result.output)
+print(" ".join(sorted(m for m in HEAVY if m in sys.modules)))
+"""
+
+
+def test_help_imports_no_heavy_module():
+    import subprocess
+    import sys
+
+    script = f"HEAVY = {HEAVY_MODULES!r}\n{_HELP_IMPORTS}"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"--help imported {done.stdout.strip()}"
+
+
+@pytest.fixture
+def fake_predict(monkeypatch, tmp_path):
+    """`mammocad predict` with the model replaced: one image read, one unreadable (no training needed)."""
+    from mammocad.training import predict as predict_module
+
+    rows = [
+        {"path": "a [1].png", "label": "abnormal", "prediction": "abnormal", "p_normal": 0.2, "p_abnormal": 0.8,
+         "caveat": None, "refused": False, "error": None},
+        {"path": "missing.png", "label": None, "prediction": None, "p_normal": None, "p_abnormal": None,
+         "caveat": None, "refused": False, "error": "file does not exist"},
+    ]  # fmt: skip
+    monkeypatch.setattr(predict_module, "load_run", lambda run, which=None: object())
+    monkeypatch.setattr(predict_module, "predict_paths", lambda loaded, paths, lesion_boxes=None: pd.DataFrame(rows))
+    (tmp_path / "run").mkdir()
+    return tmp_path / "run"
+
+
+def test_predict_prints_csv_when_piped_and_exits_1_when_an_image_failed(fake_predict, tmp_path):
+    import io
+
+    result = runner.invoke(app, ["predict", str(fake_predict), "a [1].png", "missing.png"])
+    assert result.exit_code == 1, result.output  # CliRunner's stdout is no terminal: CSV, notes on stderr
+    table = pd.read_csv(io.StringIO(result.stdout))
+    assert list(table["path"]) == ["a [1].png", "missing.png"] and table["p_abnormal"].iloc[0] == 0.8
+    assert table["error"].iloc[1] == "file does not exist"
+    assert "1 image(s) could not be read" in result.stderr
+    out = tmp_path / "p.csv"
+    result = runner.invoke(app, ["predict", str(fake_predict), "a [1].png", "missing.png", "-o", str(out)])
+    assert result.exit_code == 1 and len(pd.read_csv(out)) == 2  # the rows that were read are still written
+    assert "wrote" in result.stdout
+
+
+def test_tables_run_past_a_narrow_console_instead_of_folding(capsys):
+    from rich.table import Table
+
+    from mammocad.cli.common import console, print_table
+
+    wide = "malignant_" * 12
+    table = Table(title="split")
+    table.add_column("split")
+    table.add_column(wide)
+    table.add_row("train", "7")
+    width = console.width
+    print_table(table)
+    lines = capsys.readouterr().out.splitlines()
+    assert console.width == width and any(wide in line for line in lines) and any("train" in line for line in lines)
+    assert len(lines) == 6  # title, top rule, header, separator, one row, bottom rule: nothing folded

@@ -107,6 +107,16 @@ def staging_dir(final: str | Path) -> Iterator[Path]:
         raise
 
 
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON file's top-level object; ``{}`` when the file is missing, unreadable or not an object
+    (for optional run/dataset records that may not have been written yet)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A YAML/JSON config file as a dict; a missing, malformed or non-mapping file raises ConfigError."""
     import yaml

@@ -13,6 +13,7 @@ import pytest
 
 from mammocad.data.importers import import_dataset
 from mammocad.data.manifest import lesions_of, read_manifest, resolve_path
+from mammocad.data.provenance import dataset_provenance
 from mammocad.data.synth import FORMATS, generate_case, write_synthetic_dataset
 from mammocad.data.synth.writers import FOLDERS_PATIENT_REGEX, plan_images, written_counts
 
@@ -47,6 +48,9 @@ def test_synthetic_format_round_trip(fmt, tmp_path):
     frame = read_manifest(tmp_path / "ds")
 
     assert summary.skipped == []
+    assert (
+        summary.synthetic and dataset_provenance(tmp_path / "ds")["synthetic"]
+    )  # the SYNTHETIC.json mark carried over
     assert frame["label_name"].value_counts().to_dict() == expected_labels(fmt, source)
     if fmt in ("mias", "folders", "csv", "cbis-ddsm", "bcdr"):
         assert frame["pathology"].value_counts().to_dict() == expected_labels(fmt, source)
@@ -113,7 +117,12 @@ def test_folders_names_and_csv_masks_match_the_phantom(tmp_path):
 
 def test_ddsm_finer_labels_and_official_split(tmp_path):
     source = write_synthetic_dataset(tmp_path / "src", "ddsm-tfrecord", n_per_class=COUNTS, seed=SEED, **SIZE)
-    assert sorted(p.name for p in source.iterdir()) == ["test_data.npy", "test_labels.npy", "training10_0.tfrecords"]
+    assert sorted(p.name for p in source.iterdir()) == [
+        "SYNTHETIC.json",  # the synthetic marker (model cards read it back through the import)
+        "test_data.npy",
+        "test_labels.npy",
+        "training10_0.tfrecords",
+    ]
     patches = np.load(source / "test_data.npy", allow_pickle=False)
     assert patches.dtype == np.uint8 and patches.shape[1:] == (96, 96)  # square: min(height, width)
     import_dataset("ddsm-tfrecord", source, tmp_path / "ds", label_field="label")

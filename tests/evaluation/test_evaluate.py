@@ -81,6 +81,7 @@ def test_fast_bootstrap_statistics_match_the_full_metric_suite():
         fast = fast_headline(labels, probs, n_classes)
         for key in ("accuracy", "f1_macro", "recall_min", "auc_macro"):
             assert fast[key] == pytest.approx(full[key]), key
+        assert fast["balanced_accuracy"] == pytest.approx(full["recall_macro"])
     # a class absent from a resample is left out, as in the full suite
     labels = np.array([0, 0, 2, 2, 2])
     probs = rng.dirichlet(np.ones(3), 5)

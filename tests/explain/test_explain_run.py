@@ -12,7 +12,13 @@ from typer.testing import CliRunner
 from mammocad.cli.main import app
 from mammocad.data.manifest import read_manifest, resolve_path
 from mammocad.evaluation.evaluate import evaluate_run
-from mammocad.explain import compare_activations, explain_images, explain_split, gallery_overlays
+from mammocad.explain import (
+    compare_activations,
+    explain_images,
+    explain_split,
+    gallery_overlays,
+    gallery_pictures_for,
+)
 from mammocad.io import atomic_write_png
 from mammocad.training.predict import load_run
 from mammocad.training.run import train
@@ -39,6 +45,14 @@ def test_cam_on_a_split_maps_back_to_the_original_geometry(run_dir, dataset, tmp
         assert (result.out_dir / item["overlay"]).exists() and (result.out_dir / item["input_overlay"]).exists()
         assert set(item["probabilities"]) == {"normal", "abnormal"}
     assert (result.out_dir / "report.html").exists()
+    # the colours' meaning, and a colour bar
+    assert document["class_agnostic"] is False and document["meaning"] == "relative contribution to predicted class"
+    assert all(item["meaning"] == f"relative contribution to {item['target']}" for item in document["items"])
+    assert (result.out_dir / "colorbar.png").read_bytes().startswith(b"\x89PNG")
+    agnostic = explain_split(run_dir, "test", limit=1, method="eigencam", out_dir=tmp_path / "eigen")
+    document = json.loads((agnostic.out_dir / "explanations.json").read_text())
+    assert document["class_agnostic"] is True and "class-agnostic" in document["meaning"]
+    assert "class-agnostic" in (agnostic.out_dir / "report.html").read_text()
 
 
 def test_image_files_bad_ones_are_reported_and_the_good_ones_kept(run_dir, dataset, tmp_path):
@@ -108,6 +122,15 @@ def test_evaluation_galleries_carry_heatmaps(run_dir, tmp_path):
     html = (heat.out_dir / "report.html").read_text()
     assert "critical errors" in html or "correct, high confidence" in html
     assert html != (plain.out_dir / "report.html").read_text()
+    gallery = evaluate_run(
+        run_dir,
+        split="test",
+        out_dir=tmp_path / "eigen",
+        n_resamples=0,
+        tsne=False,
+        gallery_pictures=gallery_pictures_for("eigencam"),
+    )
+    assert "class-agnostic: where the network responds" in (gallery.out_dir / "report.html").read_text()
     render(heat.out_dir / "report.html", tmp_path)
 
 

@@ -124,7 +124,7 @@ def test_batch_with_a_bad_file_predicts_the_good_ones_in_one_batch(client, engin
 def test_a_batch_of_only_bad_files_is_an_error(client):
     response = client.post("/predict", files=files(("a.png", TEXT), ("b.png", b"")))
     assert response.status_code == 422
-    assert response.json()["detail"].startswith("no file could be used: file 0:")
+    assert response.json()["detail"].startswith("no file could be used: file 1:")
     assert client.post("/predict", files=files(("a", TEXT), ("b", TEXT))).status_code == 415
     still_serving(client)
 
@@ -138,6 +138,7 @@ def test_explain_json(client, upload_png):
     assert body["filename"] == "m.png" and body["version"] and body["heatmap_shape"] == [512, 384]
     assert base64.b64decode(body["overlay_png"]).startswith(b"\x89PNG")
     assert base64.b64decode(body["input_overlay_png"]).startswith(b"\x89PNG")
+    assert body["class_agnostic"] is False and body["meaning"] == "relative contribution to abnormal"
 
 
 def test_explain_png(client, upload_png):

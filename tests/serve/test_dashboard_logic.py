@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from mammocad.cli import dashboard as dashboard_cli
 from mammocad.dashboard import APP_PATH, logic
+from mammocad.dashboard.viewer import MAX_VIEW_SIDE
 from mammocad.errors import ConfigError, ImageReadError, MammocadError
 from mammocad.evaluation.compare import TABLE1
 from mammocad.evaluation.predictions import run_config, split_frames
@@ -237,6 +238,11 @@ def test_upload_is_predicted_and_explained(engine, upload_png):
     assert result.explanation.target == "abnormal" and result.explanation.method == "gradcam++"
     assert sum(result.explanation.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     assert result.explanation.overlay_png.startswith(b"\x89PNG")
+    assert result.film.shape == result.shape and result.overlay_rgba.shape[2] == 4
+    assert result.overlay_rgba.shape[0] / result.overlay_rgba.shape[1] == pytest.approx(
+        result.shape[0] / result.shape[1], rel=0.02
+    )  # the film's own aspect ratio, not a square
+    assert "relative contribution to abnormal" in result.caption and result.colorbar["colors"]
     assert logic.probability_figure(result.explanation.probabilities).data[0].type == "bar"
 
 
@@ -250,7 +256,10 @@ def test_real_dicom_upload_is_explained_without_its_tags(engine):
     result = logic.explain_upload(engine, dicoms[0].read_bytes(), "study.dcm")
     assert result.file_format == "dicom" and min(result.shape) > 1000
     assert result.explanation.heatmap_original.shape == result.shape
-    assert set(vars(result)) == {"name", "file_format", "shape", "explanation"}  # nothing read from the header
+    # nothing read from the header
+    assert set(vars(result)) == {"name", "file_format", "shape", "explanation", "film", "overlay_rgba"}
+    assert result.film.shape == result.shape and result.film.dtype == np.uint16
+    assert max(result.overlay_rgba.shape[:2]) <= MAX_VIEW_SIDE
 
 
 def test_upload_problems_are_user_errors(engine, upload_png):

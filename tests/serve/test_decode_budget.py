@@ -54,7 +54,7 @@ def test_header_only_bombs_are_413(client, fmt, endpoint):
     field = "files" if endpoint == "/predict" else "file"
     response = client.post(endpoint, files=upload(f"bomb.{fmt}", bomb_bytes(fmt), field))
     assert response.status_code == 413, response.text
-    assert one_line_without_paths(response).startswith("file 0: too large to decode: ~")
+    assert one_line_without_paths(response).startswith("file 1: too large to decode: ~")
     assert client.get("/health").status_code == 200
 
 
@@ -75,7 +75,7 @@ def test_image_over_the_budget_is_413_and_the_budget_comes_from_the_settings(ser
     assert client.get("/model").json()["decode_budget_mb"] == 2
     response = client.post("/predict", files=upload("rgb16.png", data))
     assert response.status_code == 413
-    assert one_line_without_paths(response) == "file 0: too large to decode: ~3 MB needed > budget 2 MB"
+    assert one_line_without_paths(response) == "file 1: too large to decode: ~3 MB needed > budget 2 MB"
     # Decoding for a heatmap needs more: refused at a budget that lets predictions through.
     roomy = TestClient(create_app_from_settings(ServeSettings(run=served_run, backend="torch", decode_budget_mb=8)))
     assert roomy.post("/predict", files=upload("rgb16.png", data)).status_code == 200
@@ -97,7 +97,7 @@ def test_a_batch_reports_each_bad_file_and_predicts_the_others(client, upload_pn
     assert results["good1.png"]["prediction"] and results["good2.png"]["prediction"]
     for name, (_, status) in bad.items():
         assert results[name]["status"] == status and "prediction" not in results[name]
-        assert results[name]["error"].startswith(f"file {list(results).index(name)}:")
+        assert results[name]["error"].startswith(f"file {list(results).index(name) + 1}:")
 
 
 def test_decodes_at_once_share_the_budget(engine, upload_png, monkeypatch, tmp_path):

@@ -23,8 +23,9 @@ def test_export_matches_pytorch_within_tolerance(served_run):
     engine = InferenceEngine(served_run, backend="onnx")
     batch = torch.rand(5, 1, 64, 64, generator=torch.Generator().manual_seed(7))
     with torch.inference_mode():
-        expected = torch.softmax(run.model(batch), dim=1).numpy()
+        expected = torch.softmax(run.model(batch) / run.temperature, dim=1).numpy()  # calibrated, both backends
     assert np.abs(engine.predict_tensors(batch) - expected).max() < 1e-5
+    assert meta["output"]["temperature"] == run.temperature and (served_run / "calibration.json").exists()
 
 
 def test_export_never_overwrites(served_run):

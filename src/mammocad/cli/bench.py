@@ -9,8 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from mammocad.cli.common import console, user_errors
-from mammocad.io import atomic_write_json
+from mammocad.cli.common import console, print_table, user_errors
 
 app = typer.Typer(help="Benchmarks: measured numbers as JSON.", no_args_is_help=True)
 
@@ -41,7 +40,7 @@ def bench_preprocess(
 
     with user_errors():
         result = run_preprocess_benchmark(mias or _default_mias(), list(dicom or default_dicoms()), limit, workers)
-        atomic_write_json(output, result)
+        _write_json(output, result)
         table = Table(title="preprocessing throughput")
         for column in ("source", "images", "decode img/s", "cold img/s", "cached call s", "cached read img/s"):
             table.add_column(column, justify="right")
@@ -58,7 +57,7 @@ def bench_preprocess(
                 str(row["cached_call_s"]),
                 str(row["cached_epoch_read_img_per_s"]),
             )
-        console.print(table)
+        print_table(table)
         console.print(f"[green]wrote[/] {output}")
         console.print(json.dumps(result["machine"]))
 
@@ -76,7 +75,7 @@ def bench_train(
 
     with user_errors():
         result = run_training_benchmark(model, steps=steps, batch=batch, in_chans=in_chans)
-        atomic_write_json(output, result)
+        _write_json(output, result)
         table = Table(title=f"training throughput (batch {batch}, {result['threads']} threads)")
         for column in (
             "model",
@@ -99,7 +98,7 @@ def bench_train(
                 str(max(entry["contiguous"]["infer_b32_img_s"], entry["channels_last"]["infer_b32_img_s"])),
                 str(entry["channels_last"]["latency_b1_p50_ms"]),
             )
-        console.print(table)
+        print_table(table)
         console.print(f"[green]wrote[/] {output}")
 
 
@@ -114,7 +113,7 @@ def bench_explain(
 
     with user_errors():
         result = run_explain_benchmark(model, repeats=repeats)
-        atomic_write_json(output, result)
+        _write_json(output, result)
         table = Table(title=f"explanation latency per image ({result['threads']} threads)")
         columns = ("model", "input", "Grad-CAM s", "Grad-CAM++ s", "act. maps s", "Lesion/Bkg s", "grid", "KT cost")
         for column in columns:
@@ -130,7 +129,7 @@ def bench_explain(
                 "×".join(str(v) for v in entry["lesion_background_grid"]),
                 f"{entry['kt_step_cost_ratio']}×",
             )
-        console.print(table)
+        print_table(table)
         console.print(f"GLCM variance map, 224² ROI: {result['glcm_variance_224_s'] * 1000:.1f} ms")
         console.print(f"[green]wrote[/] {output}")
 
@@ -154,7 +153,7 @@ def bench_lesion(
 
     with user_errors():
         result = run_lesion_benchmark(mias or _default_mias(), backbone, image_size, patch_size, repeats=repeats)
-        atomic_write_json(output, result)
+        _write_json(output, result)
         table = Table(title=f"lesion-aware model, one {'×'.join(map(str, result['film_pixels']))} film")
         for column in ("step", "seconds"):
             table.add_column(column, justify="right")
@@ -166,7 +165,7 @@ def bench_lesion(
         ):
             table.add_row(key.removesuffix("_s").replace("_", " "), str(result[key]))
         table.add_row("whole film, flip TTA", str(result["film_total_tta_s"]))
-        console.print(table)
+        print_table(table)
         console.print(f"patch-stage training: {result['patch_train_img_per_s']} patches/s")
         console.print(f"[green]wrote[/] {output}")
 
@@ -184,7 +183,7 @@ def bench_serve(
 
     with user_errors():
         result = run_serve_benchmark(model, repeats=repeats, load_requests=requests, load_concurrency=concurrency)
-        atomic_write_json(output, result)
+        _write_json(output, result)
         table = Table(title=f"serving latency per image ({result['threads']} threads, PNG upload)")
         for column in (
             "model",
@@ -208,7 +207,7 @@ def bench_serve(
                     str(row["decode_to_prediction_ms"]),
                     str(row["decode_to_gradcam_ms"]),
                 )
-        console.print(table)
+        print_table(table)
         if "load_test" in result:
             load = result["load_test"]
             console.print(
@@ -245,7 +244,7 @@ def bench_fuzz(
                 keep_dir=keep,
                 progress=lambda done, _total: bar.update(task, completed=done),
             )
-        atomic_write_json(output, result)
+        _write_json(output, result)
         console.print(
             f"{result['cases']} cases in {result['seconds']} s ({result['cases_per_s']}/s), peak RSS "
             f"{result['peak_rss_mb']} MB: " + ", ".join(f"{k}={v}" for k, v in result["outcomes"].items())
@@ -261,3 +260,9 @@ def bench_fuzz(
                 )
             console.print(f"crashing inputs kept in {result['kept']}")
             raise typer.Exit(code=1)
+
+
+def _write_json(path: Path, document: dict) -> None:
+    from mammocad.io import atomic_write_json
+
+    atomic_write_json(path, document)

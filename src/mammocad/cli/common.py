@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
+from rich.table import Table
 
 from mammocad.errors import MammocadError
 
@@ -104,6 +105,26 @@ def run_config_from_options(config: Any, options: list[str] | None, dataset: Any
     if config is None and "data.dataset" not in overrides:
         raise MammocadError("give --config run.yaml (or --dataset DIR)")
     return load_run_config(config, overrides)
+
+
+def print_table(table: Table) -> None:
+    """Print a rich table at its natural width: on a narrow terminal, or into a pipe (where rich
+    assumes 80 columns), its rows run past the edge instead of folding every cell over two lines."""
+    from rich.measure import Measurement
+
+    natural = min(Measurement.get(console, console.options.update(width=_WIDEST), table).maximum, _WIDEST)
+    if natural <= console.width:
+        console.print(table)
+        return
+    width = console.width  # print(width=...) is capped at the console's: widen the console for this table
+    console.width = natural
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width
+
+
+_WIDEST = 1000
 
 
 def stepper(status: Status, label: str) -> Callable[[str], None]:

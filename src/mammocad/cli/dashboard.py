@@ -15,16 +15,32 @@ def dashboard(
     runs: list[Path] = typer.Argument(..., help="Run directories, each trained and evaluated (mammocad evaluate)."),
     port: int = typer.Option(8501, min=0, max=65535, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
-    blind_n: int = typer.Option(150, min=1, help="Held-out images in a blind-test session."),
+    blind_n: int = typer.Option(
+        150, min=1, help="Cases in the reader study: a seeded, class-stratified sample of the split (all when larger)."
+    ),
     split: str = typer.Option("test", help="Evaluated held-out split to show: test, val or blind."),
+    study_dir: Path | None = typer.Option(
+        None,
+        help="Where reader studies live: DIR/<run>-<case set>/ (cases, answers, exports); default ~/.mammocad/studies.",
+    ),
+    rating: str = typer.Option("confidence", help="What readers rate with each answer: confidence or birads (1-5)."),
 ) -> None:
     """Blind test (you vs the model), upload & explain, model comparison, latent space, misclassifications."""
-    from mammocad.dashboard.logic import DashboardSettings, load_runs, settings_env
+    from mammocad.dashboard.logic import RATINGS, DashboardSettings, load_runs, settings_env
+    from mammocad.errors import ConfigError
 
     with user_errors():
         # Every run is checked here, so an incomplete one is refused with its reason before the server starts.
         checked = load_runs(runs, split)
-    settings = DashboardSettings(tuple(run.run_dir.resolve() for run in checked), blind_n, split)
+        if rating not in RATINGS:
+            raise ConfigError(f"--rating must be one of {', '.join(RATINGS)}, got {rating!r}")
+    settings = DashboardSettings(
+        tuple(run.run_dir.resolve() for run in checked),
+        blind_n,
+        split,
+        None if study_dir is None else study_dir.expanduser().resolve(),
+        rating,
+    )
     console.print(f"[green]dashboard[/] {', '.join(run.name for run in checked)} · http://{url_host(host)}:{port}")
     sys.stdout.flush()
     # exec, not a child process: Streamlit gets the signals directly (Ctrl-C, docker stop).

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mammocad.cli.common import CONSOLE_ITEMS, console, parse_assignments, user_errors
-from mammocad.data.images import DEFAULT_DECODE_BUDGET_MB, DEFAULT_MAX_PIXELS, decode_budget_override
-from mammocad.data.importers import IMPORTERS, import_dataset
-from mammocad.data.manifest import read_classes, read_manifest
-from mammocad.data.split import DEFAULT_BLIND_SIZE, SplitSpec, split_dataset
+from mammocad.cli.common import CONSOLE_ITEMS, console, parse_assignments, print_table, user_errors
+from mammocad.data.importers import IMPORTERS
+from mammocad.defaults import DEFAULT_BLIND_SIZE, DEFAULT_DECODE_BUDGET_MB, DEFAULT_MAX_PIXELS
 from mammocad.errors import MammocadError
-from mammocad.io import Leftover, find_leftovers
+
+if TYPE_CHECKING:
+    from mammocad.io import Leftover
 
 app = typer.Typer(help="Import datasets into one manifest table, split them, describe them.", no_args_is_help=True)
 
@@ -46,6 +47,9 @@ def import_command(
     ),
 ) -> None:
     """Import a dataset in FORMAT from SOURCE into a new dataset directory with one manifest."""
+    from mammocad.data.images import decode_budget_override
+    from mammocad.data.importers import import_dataset
+
     with user_errors():
         options = parse_assignments(option)
         named = {
@@ -86,6 +90,9 @@ def split_command(
     name: str = typer.Option("default", help="Name of the split (splits/<name>.parquet)."),
 ) -> None:
     """Split a dataset by patient, stratified by label: train/val/test [+ blind] [+ k folds]."""
+    from mammocad.data.manifest import read_classes
+    from mammocad.data.split import SplitSpec, split_dataset
+
     with user_errors():
         size = blind_size if blind_size is not None else (DEFAULT_BLIND_SIZE if blind else 0)
         spec = SplitSpec(test_size=test_size, val_size=val_size, blind_size=size, folds=folds, seed=seed)
@@ -99,13 +106,15 @@ def split_command(
             table.add_column(cls, justify="right")
         for split, counts in summary["images"].items():
             table.add_row(split, str(summary["patients"][split]), *(str(counts.get(c, 0)) for c in classes))
-        console.print(table)
+        print_table(table)
         console.print(f"[green]wrote[/] {path}")
 
 
 @app.command("info")
 def info_command(dataset: Path = typer.Argument(..., help="Dataset directory.")) -> None:
     """Describe a dataset: classes, counts, patients, sources, lesions, splits, leftovers of killed commands."""
+    from mammocad.data.manifest import read_classes, read_manifest
+
     with user_errors():
         try:
             frame = read_manifest(dataset)
@@ -127,6 +136,8 @@ def info_command(dataset: Path = typer.Argument(..., help="Dataset directory."))
 
 def _print_leftovers(dataset: Path) -> None:
     """What killed commands left: staging folders beside the dataset, temporary files inside it."""
+    from mammocad.io import find_leftovers
+
     dataset = Path(dataset).expanduser().resolve()
     beside = find_leftovers(dataset.parent, recursive=False, kinds=("partial",))
     inside = find_leftovers(dataset) if dataset.is_dir() else []

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from mammocad.cli.common import console, quiet_training_logs, user_errors
-from mammocad.data.synth import FORMATS
+from mammocad.defaults import SYNTH_FORMATS as FORMATS
 
 
 def demo(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from mammocad.cli.common import console, stepper, user_errors
 from mammocad.cli.train import _parse_box
@@ -37,7 +38,9 @@ def explain(
     opacity: float = typer.Option(0.45, min=0.0, max=1.0, help="Heatmap opacity in the overlays."),
     out: Path | None = typer.Option(None, "-o", "--out", help="Output directory (default: RUN/explain/<method>)."),
 ) -> None:
-    """Grad-CAM family heatmaps at the original geometry, activation maps, or Lesion/Background cells."""
+    """Grad-CAM family heatmaps at the original geometry, activation maps, or Lesion/Background cells.
+
+    Exit status: 0 every input explained, 1 some skipped (the rest are written), 2 a usage error."""
     from mammocad.explain.run import compare_activations, explain_images, explain_split
 
     with user_errors():
@@ -69,7 +72,8 @@ def explain(
                 )  # fmt: skip
         done = len(result.items) - len(result.failed)
         for item in result.failed:
-            console.print(f"[yellow]skipped[/] {item['source']}: {item['reason']}")
+            line = f"{item['source']}: {item['reason']}"
+            console.print(f"[yellow]skipped[/] {escape(line)}", soft_wrap=True)
         console.print(f"[green]{done} explained[/] · report: [bold]{(result.out_dir / 'report.html').resolve()}[/]")
-        if done == 0:
-            raise typer.Exit(1)
+        if result.failed:
+            raise typer.Exit(1)  # exit 1 when any input failed (the others' heatmaps and report are written)

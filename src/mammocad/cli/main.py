@@ -16,7 +16,7 @@ from mammocad.cli.export import export
 from mammocad.cli.preprocess import preprocess
 from mammocad.cli.serve import serve
 from mammocad.cli.synth import synth
-from mammocad.cli.train import predict, train
+from mammocad.cli.train import calibrate, predict, train
 from mammocad.cli.tune import tune
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app.command("preprocess")(preprocess)
 app.add_typer(bench.app, name="bench")
 app.command("train")(train)
 app.command("predict")(predict)
+app.command("calibrate")(calibrate)
 app.command("evaluate")(evaluate)
 app.command("compare")(compare)
 app.command("explain")(explain)

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mammocad.cli.common import CONSOLE_ITEMS, console, user_errors
-from mammocad.io import read_config_file
-from mammocad.preprocess import PreprocessConfig, preprocess_dataset
+
+if TYPE_CHECKING:
+    from mammocad.preprocess import PreprocessConfig
 
 
 def load_preprocess_config(path: Path | None, overrides: dict[str, Any]) -> PreprocessConfig:
     """Config from a YAML/JSON file (its ``preprocess:`` section, or plain keys), then CLI overrides."""
+    from mammocad.io import read_config_file
+    from mammocad.preprocess import PreprocessConfig
+
     values: dict[str, Any] = {}
     if path is not None:
         loaded = read_config_file(path)
@@ -38,6 +42,8 @@ def preprocess(
     workers: int = typer.Option(2, min=1, help="Worker processes."),
 ) -> None:
     """Preprocess DATASET into DATASET/cache/<config key>/ (reused on the next call)."""
+    from mammocad.preprocess import preprocess_dataset
+
     with user_errors():
         overrides = {
             "mode": mode,

@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 
 from mammocad.cli.common import console, error_console, url_host, user_errors
-from mammocad.data.images import DEFAULT_DECODE_BUDGET_MB
+from mammocad.defaults import DEFAULT_DECODE_BUDGET_MB, DEFAULT_MAX_PIXELS
 from mammocad.errors import ConfigError
 
 #: The environment variable that turns the API docs off (0/false/no), like ``--no-docs``.
@@ -77,7 +77,6 @@ def serve(
     """
     import uvicorn
 
-    from mammocad.data.images import DEFAULT_MAX_PIXELS
     from mammocad.serve.api import (
         SETTINGS_ENV,
         TOKEN_ENV,

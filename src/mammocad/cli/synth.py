@@ -8,20 +8,21 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from mammocad.cli.common import console, user_errors
-from mammocad.data.synth import FORMATS, write_synthetic_dataset
-from mammocad.data.synth.writers import FOLDERS_PATIENT_REGEX, plan_images, written_counts
+from mammocad.cli.common import console, print_table, user_errors
+from mammocad.defaults import SYNTH_FORMATS as FORMATS
 
 # What the class counts become in formats that label differently.
 _LABEL_NOTES = {
     "kaumds": "labels are BI-RADS: normal -> 1, benign -> 3 (every fourth benign patient 2), malignant -> 4 or 5",
     "ddsm-tfrecord": "patches; label_normal 0/1 (default) or label 0..4 (import with --label-field label)",
 }
-# Importer options the written layout needs (kaumds: this generator writes some BI-RADS 2 images).
-_IMPORT_OPTIONS = {
-    "folders": ["--patient-regex", FOLDERS_PATIENT_REGEX],
-    "kaumds": ["--include-birads2"],
-}
+
+
+def _import_options(fmt: str) -> list[str]:
+    """Importer options the written layout needs (kaumds: this generator writes some BI-RADS 2 images)."""
+    from mammocad.data.synth.writers import FOLDERS_PATIENT_REGEX
+
+    return {"folders": ["--patient-regex", FOLDERS_PATIENT_REGEX], "kaumds": ["--include-birads2"]}.get(fmt, [])
 
 
 def synth(
@@ -37,6 +38,8 @@ def synth(
     ),
 ) -> None:
     """Write SYNTHETIC phantom mammograms (not patient data) in a real dataset format."""
+    from mammocad.data.synth import plan_images, write_synthetic_dataset, written_counts
+
     with user_errors():
         if fmt not in FORMATS:
             raise typer.BadParameter(
@@ -57,7 +60,7 @@ def synth(
         for name, count in counts.items():
             table.add_row(name, str(count))
         table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
-        console.print(table)
+        print_table(table)
         size = f"{height}x{height}" if fmt == "mias" else f"{height}x{width}"
         console.print(f"patients: {patients}   image size: {size}   seed: {seed}")
         if counts["normal"] != normal:
@@ -67,6 +70,6 @@ def synth(
         if fmt in _LABEL_NOTES:
             console.print(f"[yellow]note:[/] {_LABEL_NOTES[fmt]}")
         console.print(f"[green]wrote[/] {out}")
-        command = ["mammocad", "data", "import", fmt, str(path), "-o", f"{out}-dataset", *_IMPORT_OPTIONS.get(fmt, [])]
+        command = ["mammocad", "data", "import", fmt, str(path), "-o", f"{out}-dataset", *_import_options(fmt)]
         console.print("import it with:")
         console.print("  " + shlex.join(command), markup=False, soft_wrap=True)

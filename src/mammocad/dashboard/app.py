@@ -9,12 +9,16 @@ No patient or image identifier is ever shown (sample ids can embed patient numbe
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 
 import streamlit as st
 
-from mammocad.dashboard import logic
+from mammocad.dashboard import logic, reader_study
+from mammocad.dashboard.viewer import film_viewer
 from mammocad.errors import MammocadError
+from mammocad.explain.overlay import is_class_agnostic
 from mammocad.serve.engine import InferenceEngine
 
 TABS = ("Blind test", "Upload & explain", "Model comparison", "Latent space", "Misclassifications")
@@ -23,6 +27,8 @@ BLIND_SEED = 0
 PREDICTED = "predicted class"
 #: Display width of evaluation images: model inputs can be as small as 64 px.
 CASE_WIDTH = 420
+#: Height of the film viewer (pixels): two panes side by side, controls underneath.
+VIEWER_HEIGHT = 760
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -50,6 +56,31 @@ def latent(evaluation_dir: str, layer: str, _run: logic.DashboardRun) -> logic.L
     return logic.latent_points(_run, layer)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def card_for(run_dir: str) -> dict:
+    """The run's model card (small files only; cached per run directory)."""
+    from mammocad.training.model_card import model_card
+
+    return model_card(run_dir)
+
+
+def fitness_banner(run: logic.DashboardRun) -> None:
+    """What the model was trained on and how good it measured, above every tab (never a sidebar footnote)."""
+    card = card_for(str(run.run_dir))
+    text = card.get("headline", "")
+    # The sidebar already says "research software"; a warning the headline already states is not repeated.
+    warnings = [
+        w
+        for w in card.get("warnings", [])
+        if not w.startswith("Research software") and w.split(":", 1)[0].lower() not in text.lower()
+    ]
+    if warnings:
+        # One compact paragraph: it must never push the film below the fold.
+        st.warning(f"**{text}** " + " · ".join(warnings), icon="⚠️")
+    else:
+        st.info(text, icon="ℹ️")
+
+
 def main() -> None:
     st.set_page_config(page_title="mammocad dashboard", layout="wide")
     try:
@@ -73,10 +104,11 @@ def main() -> None:
             f"backend {info['backend']} · evaluated on the {run.split} split"
         )
         st.caption("Research software: not a medical device; not for clinical decisions.")
+    fitness_banner(run)
     tabs = st.tabs(TABS, key="tab", on_change="rerun")
     if tabs[0].open:
         with tabs[0]:
-            blind_tab(run, settings.blind_n)
+            blind_tab(run, settings)
     if tabs[1].open:
         with tabs[1]:
             upload_tab(run, engine)
@@ -91,105 +123,44 @@ def main() -> None:
             errors_tab(run)
 
 
-def blind_tab(run: logic.DashboardRun, n: int) -> None:
-    """One held-out image at a time: the reader answers, then sees the truth, the model's answer and its heatmap."""
-    key = f"blind:{run.name}"
-    if key not in st.session_state:
-        st.session_state[key] = logic.BlindSession(logic.blind_set(run, n, BLIND_SEED))
-    session: logic.BlindSession = st.session_state[key]
-    st.caption(
-        f"{len(session.items)} held-out images from the {run.split} split, stratified by class, in random order. "
-        "Read each image, answer, then compare with the truth and the model."
-    )
-    item = session.current
-    if item is None:
-        st.success(f"Blind test complete: {len(session.items)} images read.")
-    else:
-        st.subheader(f"Case {session.position + 1} of {len(session.items)}")
-        left, right = st.columns(2)
-        try:
-            left.image(
-                case_png(str(run.run_dir), str(item.image)), caption="the image as the model saw it", width=CASE_WIDTH
-            )
-        except MammocadError as exc:
-            left.error(str(exc))
-        with right:
-            st.write("Your reading:")
-            for column, name in zip(st.columns(len(run.classes)), run.classes, strict=True):
-                column.button(
-                    name, key=f"blind_answer_{name}", on_click=_answer, args=(session, name), disabled=session.revealed
-                )
-            if session.revealed:
-                answer = session.answers[session.position]
-                st.markdown(
-                    f"**Truth: {item.truth}** · you: {answer} ({'right' if answer == item.truth else 'wrong'}) · "
-                    f"model: {item.prediction} ({'right' if item.prediction == item.truth else 'wrong'})"
-                )
-                st.plotly_chart(logic.probability_figure(item.probabilities, item.truth), key="blind_probabilities")
-                try:
-                    st.image(
-                        case_overlay(str(run.run_dir), str(item.image)),
-                        caption="Grad-CAM of the model's class",
-                        width=CASE_WIDTH,
-                    )
-                except MammocadError as exc:
-                    st.error(str(exc))
-                st.button("Next", key="blind_next", on_click=_advance, args=(session,), type="primary")
-    show_score(logic.score(session))
-    st.button("Start over", key="blind_restart", on_click=st.session_state.pop, args=(key,))
-
-
-# A double click sends the second click before the rerun disables the button: ignore it rather than
-# record a second answer or skip an unseen image.
-def _answer(session: logic.BlindSession, name: str) -> None:
-    if not session.revealed:
-        session.answer(name)
-
-
-def _advance(session: logic.BlindSession) -> None:
-    if session.revealed:
-        session.advance()
-
-
-def show_score(result: logic.BlindScore) -> None:
-    """The running score: reader vs model on the answered items."""
-    st.subheader("Running score")
-    if result.n_answered == 0:
-        st.caption("No answer yet.")
+def blind_tab(run: logic.DashboardRun, settings: logic.DashboardSettings) -> None:
+    """The blind test as a reader study (:mod:`mammocad.dashboard.reader_study`): answers on disk, scores at the end."""
+    try:
+        study = study_for(str(run.run_dir), run, settings.blind_n, settings.rating, settings.study_dir)
+    except (MammocadError, OSError) as exc:
+        st.error(f"cannot open the reader study: {exc}")
         return
-    columns = st.columns(6)
-    columns[0].metric("Answered", result.n_answered)
-    columns[1].metric("Your accuracy", _percent(result.user_accuracy))
-    columns[2].metric("Model accuracy", _percent(result.model_accuracy))
-    columns[3].metric("κ you vs truth", _number(result.user_kappa))
-    columns[4].metric("κ model vs truth", _number(result.model_kappa))
-    columns[5].metric("Agreement you–model", _percent(result.agreement))
-    test = result.mcnemar
-    if test is not None:
-        st.caption(
-            f"McNemar, you vs the model: p = {test.p_value:.3f} ({test.method}; you right and the model wrong: "
-            f"{test.b}, the model right and you wrong: {test.c}). κ: Cohen's kappa (undefined: –)."
-        )
+    reader_study.page(study, run)
 
 
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
-
-
-def _number(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
+@st.cache_resource(show_spinner="Preparing the reader study…", max_entries=32)
+def study_for(run_dir: str, _run: logic.DashboardRun, n: int, rating: str, root: Path | None) -> reader_study.Study:
+    """The run's study folder, created once (cases.csv, model.csv); answers are read from disk on every view."""
+    return reader_study.study_for_run(_run, n, BLIND_SEED, rating, root)
 
 
 def upload_tab(run: logic.DashboardRun, engine: InferenceEngine) -> None:
-    """Any image file in; prediction, probabilities and a heatmap out (the file's name is all that is shown of it)."""
+    """Any image file in; prediction, probabilities and a heatmap out (the file's name is all that is shown of it).
+
+    The film and its heatmap are shown side by side in the film viewer (zoom, pan, window/level);
+    the heatmap's opacity is a slider in the browser, so changing it reruns nothing here.
+    """
     upload = st.file_uploader(
         "Mammogram: DICOM, PNG, JPEG, PGM or TIFF (the type is read from the content, whatever the name)",
         key="upload_file",
     )
-    columns = st.columns(3)
+    columns = st.columns(2)
     method = columns[0].selectbox("Method", engine.explain_methods, key="upload_method")
-    target = columns[1].selectbox("Class to explain", [PREDICTED, *run.classes], key="upload_target")
-    opacity = columns[2].slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="upload_opacity")
+    agnostic = is_class_agnostic(method)
+    target = columns[1].selectbox(
+        "Class to explain",
+        [PREDICTED, *run.classes],
+        key="upload_target",
+        disabled=agnostic,
+        help="EigenCAM and the lesion map ignore the class: they show where the network responds."
+        if agnostic
+        else None,
+    )
     box = ""
     if engine.needs_box:
         box = st.text_input(
@@ -198,38 +169,41 @@ def upload_tab(run: logic.DashboardRun, engine: InferenceEngine) -> None:
     if upload is None:
         st.info("Upload an image to see the model's prediction and heatmap.")
         return
-    # Recomputed only when the file or a setting changes, not on every rerun; kept per browser session only.
-    signature = (run.name, upload.file_id, box, method, target, opacity)
+    data = upload.getvalue()
+    # Recomputed only when the file or a setting changes, not on every rerun (opacity lives in the
+    # browser); kept per browser session only, keyed by the file's hash, method and class.
+    signature = (run.name, hashlib.sha256(data).hexdigest(), box, method, PREDICTED if agnostic else target)
     stored = st.session_state.get("upload_result")
     if stored is None or stored[0] != signature:
         try:
             with st.spinner("Predicting…"):
                 result = logic.explain_upload(
-                    engine,
-                    upload.getvalue(),
-                    upload.name,
-                    box,
-                    method,
-                    None if target == PREDICTED else target,
-                    opacity,
+                    engine, data, upload.name, box, method, None if agnostic or target == PREDICTED else target
                 )
         except MammocadError as exc:
             st.session_state.pop("upload_result", None)
             st.error(str(exc))
             return
         st.session_state["upload_result"] = stored = (signature, result)
+        st.session_state["upload_computed"] = st.session_state.get("upload_computed", 0) + 1
     result = stored[1]
     explanation = result.explanation
     height, width = result.shape
-    st.markdown(
-        f"**Prediction: {explanation.prediction}** (p = {explanation.probabilities[explanation.prediction]:.2f}) · "
-        f"{result.name} ({result.file_format}, {width}×{height})"
-    )
-    left, right = st.columns([1, 2])
-    left.plotly_chart(logic.probability_figure(explanation.probabilities), key="upload_probabilities")
-    right.image(
-        explanation.overlay_png,
-        caption=f"{explanation.method} · class {explanation.target} · layer {explanation.layer}",
+    answer = explanation.label or explanation.prediction
+    top = f"p = {explanation.probabilities[explanation.prediction]:.2f}"
+    if answer != explanation.prediction:  # below the run's thresholds: say so, never a bold class
+        top = f"top class {explanation.prediction}, {top}: below the run's confidence thresholds"
+    st.markdown(f"**Answer: {answer}** ({top}) · {result.name} ({result.file_format}, {width}×{height})")
+    st.plotly_chart(logic.probability_figure(explanation.probabilities), key="upload_probabilities")
+    st.caption(f"Heatmap: {result.caption}")
+    film_viewer(
+        result.film,
+        result.overlay_rgba,
+        key="upload_viewer",
+        height=VIEWER_HEIGHT,
+        caption="Left: the film as decoded (windowed as in training), at its own aspect ratio. Right: the same film "
+        "under the heatmap, shown only on the breast and only where the map exceeds the colour bar's floor.",
+        colorbar=result.colorbar,
     )
 
 
@@ -282,7 +256,7 @@ def errors_tab(run: logic.DashboardRun) -> None:
             f"#{i + 1} · true {errors.at[i, 'label_name']} → {errors.at[i, 'prediction_name']} "
             f"(p = {errors.at[i, 'confidence']:.2f}){' · critical' if errors.at[i, 'critical'] else ''}"
         ),
-        key="errors_case",
+        key=f"errors_case:{run.name}",  # per run: a run switch must not keep the other run's labels
     )
     row = errors.iloc[choice]
     left, right = st.columns(2)

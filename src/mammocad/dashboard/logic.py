@@ -30,12 +30,15 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from sklearn.metrics import cohen_kappa_score
 
+from mammocad.dashboard.viewer import MAX_VIEW_SIDE
 from mammocad.errors import ConfigError, MammocadError
 from mammocad.evaluation.compare import SCATTER_PAIRS, latest_evaluation, load_evaluation, tables, unique_names
 from mammocad.evaluation.evaluate import CRITICAL_PREDICTED, CRITICAL_TRUE
 from mammocad.evaluation.latent import project_layer
 from mammocad.evaluation.predictions import default_feature_layers, predict_frame
 from mammocad.evaluation.significance import McNemarResult, mcnemar_test
+from mammocad.explain.overlay import colorbar_spec, heatmap_caption
+from mammocad.explain.run import overlay_rgba
 from mammocad.parse import parse_box as parse_lesion_box
 from mammocad.parse import parse_int
 from mammocad.preprocess import Geometry, read_sample
@@ -46,6 +49,10 @@ from mammocad.training.predict import Box, load_run, pixels_to_input, run_weight
 RUNS_ENV = "MAMMOCAD_DASHBOARD_RUNS"
 BLIND_N_ENV = "MAMMOCAD_DASHBOARD_BLIND_N"
 SPLIT_ENV = "MAMMOCAD_DASHBOARD_SPLIT"
+STUDY_DIR_ENV = "MAMMOCAD_DASHBOARD_STUDY_DIR"
+RATING_ENV = "MAMMOCAD_DASHBOARD_RATING"
+#: Rating scales of the reader study (see :mod:`mammocad.dashboard.reader_study`).
+RATINGS = ("confidence", "birads")
 DEFAULT_BLIND_N = 150
 DEFAULT_SPLIT = "test"
 #: Splits the dashboard shows: images the model never trained on (a blind test on training images means nothing).
@@ -66,6 +73,10 @@ class DashboardSettings:
     runs: tuple[Path, ...]
     blind_n: int = DEFAULT_BLIND_N
     split: str = DEFAULT_SPLIT
+    #: Where reader studies live, ``<study_dir>/<run>-<case set>/`` (None: ``~/.mammocad/studies``).
+    study_dir: Path | None = None
+    #: What a reader rates with each answer: ``confidence`` 1-5 or ``birads`` 1-5.
+    rating: str = RATINGS[0]
 
 
 def settings_env(settings: DashboardSettings) -> dict[str, str]:
@@ -74,6 +85,8 @@ def settings_env(settings: DashboardSettings) -> dict[str, str]:
         RUNS_ENV: os.pathsep.join(str(run) for run in settings.runs),
         BLIND_N_ENV: str(settings.blind_n),
         SPLIT_ENV: settings.split,
+        STUDY_DIR_ENV: "" if settings.study_dir is None else str(settings.study_dir),
+        RATING_ENV: settings.rating,
     }
 
 
@@ -88,7 +101,11 @@ def settings_from_env(environ: Mapping[str, str]) -> DashboardSettings:
         raise ConfigError(f"{BLIND_N_ENV} must be a positive integer, got {raw_n!r}")
     split = environ.get(SPLIT_ENV, DEFAULT_SPLIT)
     check_split(split)
-    return DashboardSettings(runs, blind_n, split)
+    study_dir = environ.get(STUDY_DIR_ENV, "").strip()
+    rating = environ.get(RATING_ENV, "").strip() or RATINGS[0]
+    if rating not in RATINGS:
+        raise ConfigError(f"{RATING_ENV} must be one of {', '.join(RATINGS)}, got {rating!r}")
+    return DashboardSettings(runs, blind_n, split, Path(study_dir).expanduser() if study_dir else None, rating)
 
 
 def check_split(split: str) -> None:
@@ -485,12 +502,30 @@ def parse_box(text: str) -> Box | None:
 
 @dataclass(frozen=True)
 class UploadResult:
-    """An explained upload: what was read and the explanation (prediction, probabilities, overlay)."""
+    """An explained upload: what was read and the explanation (prediction, probabilities, overlay).
+
+    ``film`` is the decoded film (windowed as in training) as uint16 at its own resolution, and
+    ``overlay_rgba`` the heatmap picture for it (breast only, transparent where low, at most
+    :data:`~mammocad.dashboard.viewer.MAX_VIEW_SIDE` a side): what the film viewer shows, blended in the browser.
+    """
 
     name: str
     file_format: str
     shape: tuple[int, int]
     explanation: Explanation
+    film: np.ndarray | None = None
+    overlay_rgba: np.ndarray | None = None
+
+    @property
+    def caption(self) -> str:
+        """Method, class (only for class-specific methods), layer, and what the colours mean."""
+        e = self.explanation
+        return heatmap_caption(e.method, e.target, e.layer)
+
+    @property
+    def colorbar(self) -> dict:
+        """The viewer's legend for this heatmap."""
+        return colorbar_spec(self.explanation.method, self.explanation.target)
 
 
 def explain_upload(
@@ -511,4 +546,6 @@ def explain_upload(
     image = engine.decode(data, name, parse_box(box))
     explanation = engine.explain(image, method, target=target, opacity=opacity)
     height, width = image.original.shape[:2]
-    return UploadResult(name, image.file_format, (height, width), explanation)
+    film = np.rint(np.clip(np.nan_to_num(image.original), 0.0, 1.0) * 65535).astype(np.uint16)
+    rgba = overlay_rgba(image.original, image.geometry, explanation.heatmap_original, MAX_VIEW_SIDE)
+    return UploadResult(name, image.file_format, (height, width), explanation, film, rgba)

@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mammocad.defaults import DEFAULT_DECODE_BUDGET_MB, DEFAULT_MAX_PIXELS
 from mammocad.errors import ConfigError, ImageReadError
 
-#: Larger than any full-field mammogram (CBIS-DDSM scans reach ~25 MP); guards against decompression bombs.
-DEFAULT_MAX_PIXELS = 60_000_000
 MIN_SIDE = 8
 
 MIB = 1 << 20
@@ -39,7 +38,7 @@ MIB = 1 << 20
 #: heatmaps at once only while their estimates fit into it together. Every image under the pixel
 #: limit fits, with its heatmap: a 60-megapixel 16-bit grey DICOM is estimated at ~690 MB to decode
 #: (+ ~650 MB for a heatmap), a 16-bit RGB PNG at ~800 MB.
-DEFAULT_DECODE_BUDGET_MB = 1536
+#: That is DEFAULT_DECODE_BUDGET_MB, defined in mammocad.defaults (the command line's help reads it from there).
 #: Environment variable that overrides :data:`DEFAULT_DECODE_BUDGET_MB` (a number of MiB).
 DECODE_BUDGET_ENV = "MAMMOCAD_DECODE_BUDGET_MB"
 #: Bytes per pixel that decoding and preprocessing allocate on top of the file's bytes and the decoded
@@ -494,12 +493,18 @@ def read_image(
         from mammocad.data.dicom import read_dicom
 
         return read_dicom(path, apply_voi=apply_voi, max_pixels=max_pixels, budget_mb=budget_mb)
+    extra: dict[str, str] = {}
     with decoder_failures(path, info.file_format.upper()):
         pixels = _decode_pnm(path) if info.file_format == "pgm" else _decode_opencv(path, info.file_format)
         if pixels.ndim == 3:
+            from mammocad.preprocess.checks import colour_saturation  # kept: a colour photo is refused later
+
+            extra["colour_saturation"] = f"{colour_saturation(pixels):.4f}"
             pixels = _to_grey(pixels)
     max_value = 65535 if pixels.dtype == np.uint16 else 255
-    return MammoImage(pixels=np.ascontiguousarray(pixels), max_value=max_value, file_format=info.file_format)
+    return MammoImage(
+        pixels=np.ascontiguousarray(pixels), max_value=max_value, file_format=info.file_format, extra=extra
+    )
 
 
 def _decode_pnm(path: Path) -> np.ndarray:

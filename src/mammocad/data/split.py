@@ -21,12 +21,12 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from mammocad.data.manifest import read_manifest
+from mammocad.defaults import DEFAULT_BLIND_SIZE as DEFAULT_BLIND_SIZE
 from mammocad.errors import DatasetError
 from mammocad.io import atomic_write_bytes, atomic_write_json
 
 SPLITS_DIR = "splits"
 SPLIT_NAMES = ("train", "val", "test", "blind")
-DEFAULT_BLIND_SIZE = 150
 # A split name becomes a file name: no folders, no hidden files, nothing a shell would need quoted.
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 

@@ -245,6 +245,7 @@ def compare_runs(
             "table1": json.loads(table1.to_json(orient="index")),
             "table2": json.loads(table2.to_json(orient="index")),
             "confidence_intervals": {ev.name: ev.metrics.get("confidence_intervals", {}) for ev in evaluations},
+            "fitness": fitness_table(evaluations).to_dict("records"),
             "significance": json.loads(significance.to_json(orient="records")),
         },
     )
@@ -289,6 +290,64 @@ def roc_overlays(
     return pngs
 
 
+def _with_ci(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("value") is None:
+        return "n/a"
+    if not entry.get("ci"):
+        return f"{entry['value']:.3f} (no CI)"
+    low, high = entry["ci"]
+    return f"{entry['value']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def fitness_table(evaluations: list[RunEvaluation]) -> pd.DataFrame:
+    """One row per run: AUC and balanced accuracy with their CIs, chance level, training data, and a flag
+    (:func:`~mammocad.training.model_card.chance_flag`) where the CI reaches chance."""
+    from mammocad.training.model_card import chance_flag, model_card, summarise_evaluation
+
+    rows = []
+    for ev in evaluations:
+        summary = summarise_evaluation(ev.metrics)
+        card = model_card(ev.run_dir, evaluation=ev.metrics)
+        flag = chance_flag(summary)
+        rows.append(
+            {
+                "run": ev.name,
+                "AUC [95% CI]": _with_ci(summary["metrics"].get("auc")),
+                "balanced accuracy [95% CI]": _with_ci(summary["metrics"].get("balanced_accuracy")),
+                "accuracy [95% CI]": _with_ci(summary["metrics"].get("accuracy")),
+                "chance (AUC / bal. acc.)": f"0.50 / {summary['chance']['balanced_accuracy']:.2f}",
+                "trained on": ("SYNTHETIC " if card["trained_on"].get("synthetic") else "")
+                + str(card["trained_on"].get("dataset") or "?"),
+                "flag": ("AT CHANCE: " + flag) if flag else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def comparison_card(evaluations: list[RunEvaluation], fitness: pd.DataFrame) -> dict[str, Any]:
+    """A fitness box for a comparison: how many runs are at chance, how many were trained on synthetic data."""
+    chance = [row["run"] for row in fitness.to_dict("records") if row["flag"]]
+    synthetic = [row["run"] for row in fitness.to_dict("records") if row["trained on"].startswith("SYNTHETIC")]
+    warnings = []
+    if synthetic:
+        warnings.append(
+            f"{len(synthetic)} of {len(evaluations)} runs were trained on synthetic phantoms only ({', '.join(synthetic)}): "
+            "not validated on real mammograms; do not use for patients."
+        )
+    if chance:
+        warnings.append(
+            f"{len(chance)} of {len(evaluations)} runs cannot be told from chance on this split ({', '.join(chance)}): "
+            "their ranking below says nothing."
+        )
+    warnings.append("Research software: not a medical device; no prediction is a diagnosis.")
+    headline = (
+        "NOT FOR CLINICAL USE: " + ("models trained on synthetic data" if synthetic else "models at chance level")
+        if synthetic or chance
+        else "Research comparison: not for clinical use."
+    )
+    return {"headline": headline, "warnings": warnings}
+
+
 def _report(
     evaluations: list[RunEvaluation],
     table1: pd.DataFrame,
@@ -298,8 +357,12 @@ def _report(
     split: str,
 ) -> HtmlReport:
     report = HtmlReport(f"Comparison of {len(evaluations)} runs · {split}")
+    fitness = fitness_table(evaluations)
+    report.fitness(comparison_card(evaluations, fitness))
     sizes = ", ".join(f"{ev.name}: {ev.metrics['n_images']} images" for ev in evaluations)
     report.paragraph(f"Every run scored on the {split} split ({sizes}).")
+    report.heading("Fitness: is each model better than chance? (95% patient-bootstrap CIs)")
+    report.table(fitness, index=False)
     report.heading("Table 1 — global metrics and overfitting")
     report.table(table1)
     report.heading("Table 2 — per-class F1 and recall, mean ± std")

@@ -40,6 +40,7 @@ from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from mammocad.models import is_lesion_aware
 from mammocad.preprocess import read_sample
 from mammocad.reporting.html import HtmlReport, array_to_png, figure_to_png
+from mammocad.training.calibration import is_indeterminate
 from mammocad.training.predict import LoadedRun, load_run
 
 ProgressFn = Callable[[str], None]
@@ -88,6 +89,8 @@ def fast_headline(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> dict
         "f1_macro": float(np.nanmean(f1)) if np.isfinite(f1).any() else np.nan,
         "recall_min": float(np.nanmin(recall)) if present.any() else np.nan,
         "auc_macro": float(np.mean(aucs)) if aucs else np.nan,
+        # mean recall of the classes present (= recall_macro); chance is 1 / n_classes
+        "balanced_accuracy": float(np.nanmean(recall)) if present.any() else np.nan,
     }
     if n_classes == 2:
         result["auc_macro"] = float(roc_auc_score(labels, probs[:, 1])) if 0 < labels.sum() < len(labels) else np.nan
@@ -148,7 +151,7 @@ def bootstrap_intervals(
             cache[key] = fast_headline(labels[indices], probs[indices], n_classes)
         return cache[key]
 
-    names = ["accuracy", "f1_macro", "recall_min", "auc_macro"] + (
+    names = ["accuracy", "balanced_accuracy", "f1_macro", "recall_min", "auc_macro"] + (
         ["sensitivity", "specificity"] if n_classes == 2 else []
     )
     intervals = {}
@@ -311,6 +314,11 @@ def evaluate_run(
         "overfit": overfit,
         "confidence_intervals": intervals,
         "calibration": calibration,
+        "temperature": run.temperature,  # applied to the logits before these probabilities (1: uncalibrated run)
+        "indeterminate": {  # share of images the run would answer 'indeterminate' (metrics use the top class)
+            "thresholds": run.thresholds,
+            "rate": float(np.mean([is_indeterminate(p, run.thresholds) for p in predictions.probs])),
+        },
         "localization": localization,
         "subtasks": subtasks,
         "latent": {
@@ -332,7 +340,13 @@ def evaluate_run(
         step("heatmaps for the galleries")
     pictures = None if gallery_pictures is None else (lambda rows: gallery_pictures(run, rows))
     galleries = gallery_items(predictions.frame, pictures=pictures)
-    report = _report(document, pngs, projections, galleries, predictions)
+    note = getattr(gallery_pictures, "meaning", None)
+    from mammocad.training.model_card import model_card
+
+    card = model_card(run_dir, evaluation=document)
+    report = _report(
+        document, pngs, projections, galleries, predictions, note(run) if callable(note) else None, card=card
+    )
     atomic_write_text(out / "report.html", report.render())
     return EvaluationResult(out, document, predictions)
 
@@ -411,9 +425,13 @@ def _report(
     projections: list[LayerProjection],
     galleries: dict[str, list[tuple[bytes, str]]],
     predictions: SplitPredictions,
+    gallery_note: str | None = None,
+    card: dict[str, Any] | None = None,
 ) -> HtmlReport:
     metrics = document["metrics"]
     report = HtmlReport(f"Evaluation · {Path(document['run']).name} · {document['split']}")
+    if card is not None:
+        report.fitness(card)  # what the model is fit for, before any number
     report.paragraph(
         f"Run {document['run']} ({document['model'].get('name', '?')}), task {document['task']}, "
         f"evaluated on the {document['split']} split of {document['dataset']}: {document['n_images']} images "
@@ -441,6 +459,12 @@ def _report(
         report.paragraph("Inside the 3-class task: " + subtask_text(document["subtasks"]) + ".")
     cal = document["calibration"]
     report.paragraph(f"Calibration: Brier score {_fmt(cal['brier'])}, expected calibration error {_fmt(cal['ece'])}.")
+    if "temperature" in document:
+        undecided = document.get("indeterminate") or {}
+        report.paragraph(
+            f"Probabilities are temperature-scaled (T = {document['temperature']:.3f}; 1 = uncalibrated). "
+            + (f"{undecided['rate']:.0%} of these images would be answered 'indeterminate'." if undecided else "")
+        )
 
     if document.get("localization"):
         _localization_section(report, document["localization"], pngs)
@@ -478,6 +502,8 @@ def _report(
         )
 
     report.heading("Galleries")
+    if gallery_note:
+        report.paragraph(gallery_note)
     for title, items in galleries.items():
         report.paragraph(title if items else f"{title}: none")
         if items:

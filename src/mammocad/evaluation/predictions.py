@@ -115,10 +115,21 @@ def default_feature_layers(model: nn.Module) -> list[str]:
 def predict_frame(
     run: LoadedRun, part: pd.DataFrame, layers: list[str] | None = None, batch_size: int = 32
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Class probabilities (N, C) for the cached images of ``part`` and the named layers' features.
+    """Calibrated class probabilities (N, C) for the cached images of ``part`` (the run's temperature
+    applied) and the named layers' features.
 
     Feature maps (B, C, H, W) are global-average pooled to (B, C) so every layer gives vectors.
     """
+    logits, features = frame_logits(run, part, layers, batch_size)
+    probs = torch.softmax(torch.from_numpy(logits) / getattr(run, "temperature", 1.0), dim=1).numpy()
+    return probs, features
+
+
+@torch.inference_mode()
+def frame_logits(
+    run: LoadedRun, part: pd.DataFrame, layers: list[str] | None = None, batch_size: int = 32
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The model's raw logits (N, C) for the cached images of ``part`` (before any temperature), and features."""
     model = run.model.eval()
     modules = dict(model.named_modules())
     unknown = [name for name in layers or [] if name not in modules]
@@ -156,8 +167,7 @@ def predict_frame(
     logits = torch.cat(outputs).float()
     if bilateral:
         logits = model.head.classify(paired_features(model.head, logits, contralateral_index(part)))
-    probs = torch.softmax(logits, dim=1).numpy()
-    return probs, {name: np.concatenate(chunks) for name, chunks in captured.items()}
+    return logits.detach().numpy(), {name: np.concatenate(chunks) for name, chunks in captured.items()}
 
 
 def predict_split(

@@ -383,11 +383,29 @@ def mean_std(table: pd.DataFrame, metric: str) -> str:
     return f"{table.loc[metric, 'mean']:.3f} ± {std:.3f}" if pd.notna(std) else f"{table.loc[metric, 'mean']:.3f}"
 
 
+def cv_card(cv_dir: Path, summary: dict[str, Any], folds: pd.DataFrame) -> dict[str, Any]:
+    """The model card of the first fold's run, judged on the pooled out-of-fold predictions."""
+    from mammocad.training.model_card import model_card
+
+    pooled = summary["pooled_oof"]
+    evaluation = {
+        "metrics": pooled["metrics"],
+        "confidence_intervals": pooled["confidence_intervals"],
+        "classes": summary["classes"],
+        "split": "pooled out-of-fold",
+        "n_images": summary["n_images"],
+        "n_patients": summary["n_patients"],
+    }
+    first = cv_dir / str(folds["run"].iloc[0]) if len(folds) and "run" in folds else cv_dir
+    return model_card(first, evaluation=evaluation)
+
+
 def _report(
     cv_dir: Path, summary: dict[str, Any], folds: pd.DataFrame, table: pd.DataFrame, pngs: dict[str, bytes]
 ) -> HtmlReport:
     config = load_run_config(cv_dir / "config.yaml")
     report = HtmlReport(f"Cross-validation · {cv_dir.name}")
+    report.fitness(cv_card(cv_dir, summary, folds))
     report.paragraph(
         f"{config.model.name} (head {config.model.head or 'default'}), task {summary['task']}, "
         f"{summary['folds']} patient-grouped stratified folds of split {summary['split']!r} of "

@@ -159,22 +159,19 @@ def localization_maps(
     return class_activation_maps(model, batch, method, targets)
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.ndarray:
-    """An RGB uint8 picture of ``heatmap`` ([0, 1], any size: resized bilinearly) over a grey ``image``.
+def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45, mask: bool = True) -> np.ndarray:
+    """An RGB uint8 picture of ``heatmap`` ([0, 1], any size: resized smoothly) over a grey ``image``.
 
-    ``image``: 2-D uint8/uint16 or float in [0, 1]. ``opacity``: the heatmap's weight in [0, 1].
+    ``image``: 2-D uint8/uint16 or float in [0, 1]. ``opacity``: the heatmap's weight in [0, 1] at its
+    highest values; low values and (``mask``) everything outside the breast stay transparent, in
+    :data:`mammocad.explain.overlay.COLORMAP` (see :func:`mammocad.explain.overlay.film_overlay`).
     """
-    import cv2
-    from pytorch_grad_cam.utils.image import show_cam_on_image
+    from mammocad.explain.overlay import composite, film_overlay
 
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
     grey = to_float_image(image)
-    heat = np.asarray(heatmap, dtype=np.float32)
-    if heat.shape != grey.shape:
-        heat = cv2.resize(heat, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_LINEAR)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    return show_cam_on_image(rgb, np.clip(heat, 0, 1), use_rgb=True, image_weight=1.0 - opacity)
+    return composite(grey, film_overlay(grey, heatmap, mask=mask), opacity)
 
 
 def to_float_image(image: np.ndarray) -> np.ndarray:

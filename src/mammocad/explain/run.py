@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -26,7 +27,6 @@ import torch
 from mammocad.data.images import read_image
 from mammocad.data.manifest import read_manifest, resolve_path
 from mammocad.errors import ConfigError, ImageReadError, MammocadError
-from mammocad.evaluation.predictions import run_config, split_frame
 from mammocad.explain.activation import activation_figure, layer_activation_maps
 from mammocad.explain.cam import (
     CAM_METHODS,
@@ -36,6 +36,15 @@ from mammocad.explain.cam import (
     localization_maps,
     overlay,
     target_layer,
+)
+from mammocad.explain.overlay import (
+    ALPHA_FLOOR,
+    COLORMAP,
+    colorbar_png,
+    composite,
+    film_overlay,
+    heatmap_meaning,
+    is_class_agnostic,
 )
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
 from mammocad.parse import parse_int
@@ -142,6 +151,9 @@ def explain_split(
     The inputs are exactly what the model was scored on (the preprocessing cache); their lesion masks
     (when the dataset has them) outline the lesion in the figures and guide Lesion/Background.
     """
+    # Here, not at the top: it imports the training data stack, which serving (engine) does not need.
+    from mammocad.evaluation.predictions import run_config, split_frame
+
     run = load_run(run_dir)
     method = _check(run, method, layer)
     part = split_frame(run, run_config(run_dir), dataset, split)
@@ -223,7 +235,7 @@ def _explain(
         step(f"{method}: inputs {start + 1}-{start + len(chunk)} of {len(subjects)}")
         batch = torch.stack([s.tensor for s in chunk]).float()
         with torch.inference_mode():
-            probs = torch.softmax(run.model(batch), dim=1).numpy()
+            probs = torch.softmax(run.model(batch).float() / run.temperature, dim=1).numpy()  # calibrated
         targets = [wanted if wanted is not None else int(p.argmax()) for p in probs]
         heatmaps = None
         if method in CAM_METHODS:
@@ -250,6 +262,8 @@ def _explain(
             caption = f"{name} · {record['prediction']} p={probs[k].max():.2f}"
             if subject.label is not None:
                 caption += f" · true {subject.label}"
+            if is_class_agnostic(method):
+                caption += " · class-agnostic map"
             gallery.append((picture, caption))
     document = {
         "run": str(run.run_dir),
@@ -259,11 +273,20 @@ def _explain(
         "classes": run.classes,
         "items": result.items,
     }
+    if heatmaps is not None or method == "activation":
+        document["class_agnostic"] = is_class_agnostic(method)
+        document["meaning"] = heatmap_meaning(method, document["target"])
     atomic_write_json(out / "explanations.json", document)
     report.paragraph(
         f"Run {run.run_dir} · method {method} · layer {document['layer']} · target {document['target']} · "
         f"{len(gallery)} explained, {len(result.failed)} failed."
     )
+    if "meaning" in document:
+        report.paragraph(f"Colours: {document['meaning']}.")
+    if heatmaps is not None:
+        bar = colorbar_png(method, document["target"])
+        atomic_write_bytes(out / "colorbar.png", bar)
+        report.figure(bar, "colour bar", width=520)
     if gallery:
         report.gallery(gallery, width=420 if method in ("activation", "lesion-background") else 260)
     if result.failed:
@@ -293,6 +316,8 @@ def _write_one(
             if method == "lesion"
             else {"target": run.classes[target], "layer": target_layer(run.model, layer)}
         )
+        files["class_agnostic"] = is_class_agnostic(method)
+        files["meaning"] = heatmap_meaning(method, files["target"])
         input_png = array_to_png(overlay(grey, heat, opacity))
         atomic_write_bytes(out / f"{name}.{method}.input.png", input_png)
         files["input_overlay"] = f"{name}.{method}.input.png"
@@ -346,20 +371,24 @@ def _lesion_background_batch(run: LoadedRun, layer: str | None) -> int | None:
 
 def display_overlay(original: np.ndarray, geometry: Geometry, on_original: np.ndarray, opacity: float) -> np.ndarray:
     """RGB uint8: the heatmap (already on the original grid) over the ``original`` image ([0, 1] grey),
-    drawn only inside the model's crop (outside: the image as is), at most MAX_OVERLAY_SIDE per side."""
-    import cv2
+    drawn only inside the breast and the model's crop, transparent where low (see
+    :func:`mammocad.explain.overlay.film_overlay`), at most MAX_OVERLAY_SIDE per side."""
+    return composite(original, overlay_rgba(original, geometry, on_original), opacity)
 
-    picture, heat = original, on_original
+
+def overlay_rgba(
+    original: np.ndarray, geometry: Geometry, on_original: np.ndarray, max_side: int = MAX_OVERLAY_SIDE
+) -> np.ndarray:
+    """RGBA uint8 of the heatmap (on the original grid) for ``original``: breast and model crop only,
+    at most ``max_side`` per side (the film viewer's overlay; :func:`display_overlay` blends it)."""
     inside = geometry.map_to_original(np.ones(geometry.output_hw, dtype=np.float32)) > 0.5
-    scale = MAX_OVERLAY_SIDE / max(picture.shape)
-    if scale < 1:
-        size = (max(1, round(picture.shape[1] * scale)), max(1, round(picture.shape[0] * scale)))
-        picture = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
-        heat = cv2.resize(heat, size, interpolation=cv2.INTER_AREA)
-        inside = cv2.resize(inside.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-    blended = overlay(picture, heat, opacity)
-    grey = np.repeat(np.rint(np.clip(picture, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
-    return np.where(inside[..., None], blended, grey)
+    rgba = film_overlay(original, on_original, max_side=max_side)
+    if inside.shape != rgba.shape[:2]:
+        inside = (
+            cv2.resize(inside.astype(np.uint8), (rgba.shape[1], rgba.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+        )
+    rgba[..., 3] *= inside
+    return rgba
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -419,6 +448,7 @@ def compare_activations(
     and input: d between the lesion mask's and the input's activation maps, and its mean) into ``out_dir``
     (new; default ``<first run>/explain/activation-comparison``). Returns (out_dir, the JSON document).
     """
+    from mammocad.evaluation.predictions import run_config, split_frame
     from mammocad.explain.activation import compare_activation_maps
 
     if len(run_dirs) < 2:
@@ -484,7 +514,19 @@ def gallery_pictures_for(method: str | None) -> Callable[[LoadedRun, pd.DataFram
     name = check_method(method)
     if name not in CAM_METHODS and name != "lesion":
         raise ConfigError(f"gallery heatmaps need a CAM method ({', '.join(CAM_METHODS)}), got {method!r}")
-    return lambda run, rows: gallery_overlays(run, rows, name)
+
+    def draw(run: LoadedRun, rows: pd.DataFrame) -> list[np.ndarray]:
+        return gallery_overlays(run, rows, name)
+
+    draw.meaning = lambda run: gallery_meaning(run, name)  # type: ignore[attr-defined]
+    return draw
+
+
+def gallery_meaning(run: LoadedRun, method: str) -> str:
+    """The galleries' caption: which map, what its colours mean (a lesion-aware run shows its P(lesion) map)."""
+    shown = "lesion" if callable(getattr(run.model, "lesion_map", None)) else method
+    meaning = heatmap_meaning(shown, "the predicted class")
+    return f"Heatmaps: {shown} ({meaning}), {COLORMAP} colours, transparent below {ALPHA_FLOOR:.1f} and outside the breast."
 
 
 def localization_maps_for(method: str | None) -> Callable[[LoadedRun, torch.Tensor], np.ndarray] | None:

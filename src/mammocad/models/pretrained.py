@@ -87,8 +87,13 @@ OFFLINE_HINT = (
 )
 
 
+@functools.cache
 def _network_errors() -> tuple[type[BaseException], ...]:
-    """Exception types a failed download raises (huggingface_hub, requests, httpx, urllib, sockets)."""
+    """Exception types a failed download raises (huggingface_hub, requests, httpx, urllib, sockets).
+
+    Looked up when a download fails, not at import: importing httpx and requests costs a command
+    that only predicts a quarter of a second.
+    """
     errors: list[type[BaseException]] = [OSError, TimeoutError, ConnectionError]  # URLError, socket, HF cache misses
     for module, attr in (("httpx", "TransportError"), ("httpx2", "TransportError"), ("requests", "RequestException")):
         try:
@@ -96,9 +101,6 @@ def _network_errors() -> tuple[type[BaseException], ...]:
         except (ImportError, AttributeError):
             continue
     return tuple(errors)
-
-
-NETWORK_ERRORS = _network_errors()
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
@@ -226,7 +228,7 @@ def _from_hub(timm_name: str, label: str, kwargs: dict[str, Any]) -> nn.Module:
         )
     try:
         return timm.create_model(timm_name, pretrained=True, **kwargs)
-    except NETWORK_ERRORS as err:
+    except _network_errors() as err:
         if offline is not None:
             log.info("downloading %s failed (%s); using the offline weights", label, type(err).__name__)
             return _from_offline(timm_name, label, kwargs)

@@ -32,6 +32,10 @@ figcaption{font-size:.8rem;color:#4a5568;max-width:260px;margin:auto;overflow-wr
 .note{background:#fffbea;border-left:4px solid #d69e2e;padding:.5rem .8rem;font-size:.9rem}
 .grid{display:flex;flex-wrap:wrap}
 pre{background:#f7fafc;padding:.6rem;white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8rem}
+.fitness{border:3px solid #c53030;background:#fff5f5;padding:.7rem 1rem;margin:1rem 0;border-radius:4px}
+.fitness.ok{border-color:#2b6cb0;background:#ebf8ff}
+.fitness strong{font-size:1.1rem;color:#9b2c2c}.fitness.ok strong{color:#2c5282}
+.fitness ul{margin:.4rem 0 0;padding-left:1.2rem}
 """
 
 
@@ -108,6 +112,21 @@ class HtmlReport:
         """
         self.needs_plotly = True
         self.parts.append(f'<div class="plotly-figure">{fragment}</div>')
+        return self
+
+    def fitness(self, card: dict[str, Any]) -> HtmlReport:
+        """A prominent box: a model card's headline, what the model is fit for, and its warnings.
+
+        ``card``: :func:`mammocad.training.model_card.model_card` of the run (or a dict with ``headline``,
+        ``fit_for`` and ``warnings``). Red unless the card has no warning beyond the research notice."""
+        warnings = [str(w) for w in card.get("warnings") or []]
+        serious = [w for w in warnings if not w.startswith("Research software")]
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        fit = f"<br>Fit for: {html.escape(str(card['fit_for']))}" if card.get("fit_for") else ""
+        self.parts.append(
+            f'<div class="fitness{"" if serious else " ok"}" role="alert"><strong>'
+            f"{html.escape(str(card.get('headline') or 'Model fitness unknown'))}</strong>{fit}<ul>{items}</ul></div>"
+        )
         return self
 
     def raw(self, fragment: str) -> HtmlReport:

@@ -1,9 +1,11 @@
 """The REST API of ``mammocad serve RUN``: health, model card, predictions and heatmaps over HTTP (FastAPI).
 
-Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
+Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs`` and ``/redoc``, whose
+Swagger UI and ReDoc scripts are served from ``/static/docs/``: no CDN, the docs work offline):
 
 * ``GET /health``: liveness and the model version; always open.
-* ``GET /model``: the model card (:meth:`InferenceEngine.info`).
+* ``GET /model``: the model card (:meth:`InferenceEngine.info`), the run's provenance and fitness
+  (``card``) and the server's limits (``limits``).
 * ``POST /predict``: class probabilities of one or many uploaded images, predicted in one batch.
 * ``POST /explain``: a CAM heatmap of one upload, as JSON (base64 PNGs) or as the overlay PNG itself.
 
@@ -14,8 +16,9 @@ Bad input is a 4xx with a one-line ``detail`` and the service keeps serving: 413
 uploads/images/batches (an image is too large with too many pixels or when decoding it would need
 more than the decode budget; uploads decoding at once share that budget, see
 :class:`~mammocad.serve.engine.InferenceEngine`), 415 for content that is no supported image, 422 for damaged images, bad
-form fields and missing lesion boxes, 401 for a missing or wrong token. An unexpected failure is a
-500 with a generic message and the request id (the traceback goes to the log, the upload does not).
+form fields, missing lesion boxes and a box sent to a whole-film run, 401 for a missing or wrong token.
+An unexpected failure is a 500 with a generic message and the request id (the traceback goes to the
+log, the upload does not).
 Numbers in form fields are ASCII only (``²`` or ``٣`` is text, not a digit). No error text carries
 a server path: absolute paths are replaced by ``<path>`` before a response leaves.
 
@@ -26,7 +29,9 @@ header), and ``create_app(docs=False)`` (``mammocad serve --no-docs``) serves no
 Privacy: uploads may be DICOMs full of patient identifiers and file names may be patient names.
 Nothing from an upload is logged (one line per request: id, endpoint, file count, byte sizes,
 sniffed formats, status, latency); responses echo only each file's index and the name the client
-sent. The engine is handed ``file <index>``, never the client's name, so no error message carries it.
+sent. The engine is handed ``file <n>`` (1-based: ``file 1`` is the first file; the ``index`` of a result
+is 0-based), never the client's name, so no error message carries it. Optional form fields sent empty
+are absent (Swagger UI's "Try it out" sends them so).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -48,16 +54,19 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, File, Form, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mammocad.data.images import DEFAULT_MAX_PIXELS, _format_from_head
 from mammocad.errors import ConfigError, ImageReadError, MammocadError
 from mammocad.explain.cam import target_layer
+from mammocad.io import read_json_object
 from mammocad.parse import echo, parse_box, parse_int
 from mammocad.serve.engine import EXPLAIN_METHODS, InferenceEngine, PreparedImage
 from mammocad.training.predict import Box
@@ -73,8 +82,24 @@ TOKEN_ENV = "MAMMOCAD_API_TOKEN"
 SETTINGS_ENV = "MAMMOCAD_SERVE_SETTINGS"
 
 PROTECTED_PATHS = frozenset({"/predict", "/explain", "/model"})
+#: What uploads may be (sniffed from their content, never their name).
+ACCEPTED_FORMATS = ("DICOM", "PNG", "JPEG", "PGM", "TIFF", "BMP")
+#: Where the Swagger UI and ReDoc assets are served (from the ``fastapi-offline`` package: no CDN).
+DOCS_ASSETS_URL = "/static/docs"
+DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+#: The docs pages may load nothing from elsewhere: ReDoc's bundle links a logo on its CDN, Swagger UI a
+#: validator badge; the browser refuses both (no request leaves, nothing waits on a network that is not there).
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
 # Paths logged as themselves; anything else is logged as "(other)" since a URL can carry anything.
-_LOGGED_PATHS = PROTECTED_PATHS | {"/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
+_LOGGED_PATHS = (
+    PROTECTED_PATHS
+    | {"/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
+    | {f"{DOCS_ASSETS_URL}/{name}" for name in DOCS_ASSETS}
+)
 _CHUNK = MIB
 # Room per multipart part for its headers and boundary, and for the small form fields.
 _PART_OVERHEAD = 64 * 1024
@@ -131,7 +156,7 @@ class ServeSettings(BaseModel):
 class ErrorResponse(BaseModel):
     """Every 4xx/5xx: one line saying what was wrong."""
 
-    detail: str = Field(..., examples=["file 0: PNG is truncated (no IEND chunk)"])
+    detail: str = Field(..., examples=["file 1: PNG is truncated (no IEND chunk)"])
 
 
 class HealthResponse(BaseModel):
@@ -147,6 +172,19 @@ class ModelInput(BaseModel):
     channels: int
     height: int
     width: int
+
+
+class ApiLimits(BaseModel):
+    """What this server accepts: an integrator's checklist."""
+
+    max_upload_bytes: int = Field(..., description="Largest accepted file, in bytes (413 above).")
+    max_batch: int = Field(..., description="Most files in one /predict request (413 above).")
+    max_pixels: int = Field(..., description="Most pixels in one image, read from its header (413 above).")
+    decode_budget_mb: float = Field(
+        ..., description="Memory (MiB) the decodes and heatmaps of all requests in flight share (413 for one over it)."
+    )
+    accepted_formats: list[str] = Field(..., description="Image formats accepted, sniffed from the content.")
+    auth_required: bool = Field(..., description="True: /predict, /explain and /model need a bearer token.")
 
 
 class ModelInfo(BaseModel):
@@ -166,6 +204,13 @@ class ModelInfo(BaseModel):
     backend: str
     explain_methods: list[str]
     max_pixels: int
+    limits: ApiLimits
+    card: dict[str, Any] = Field(
+        ...,
+        description="Provenance and fitness of the run: what it was trained on, how it scored (with confidence "
+        "intervals), calibration and warnings (mammocad.training.model_card); with `source` naming where it "
+        "came from ('model_card', or 'run files' for what the run directory holds when that is unavailable).",
+    )
 
 
 class PredictionItem(BaseModel):
@@ -174,6 +219,11 @@ class PredictionItem(BaseModel):
     index: int = Field(..., description="Position of the file in the request.")
     filename: str | None = Field(None, description="The file name as the client sent it.")
     prediction: str | None = Field(None, description="The most probable class.")
+    label: str | None = Field(
+        None,
+        description="The answer to report: the most probable class, or 'indeterminate' when its (calibrated) "
+        "probability or its margin over the runner-up is below the run's thresholds.",
+    )
     probabilities: dict[str, float] | None = Field(None, description="Probability by class name.")
     error: str | None = Field(None, description="Why this file could not be used (then no prediction).")
     status: int | None = Field(None, description="The HTTP status this file alone would have got.")
@@ -197,12 +247,22 @@ class ExplainResponse(BaseModel):
     index: int = 0
     filename: str | None = None
     prediction: str
+    label: str | None = Field(None, description="The top class, or 'indeterminate' (see PredictionItem).")
     probabilities: dict[str, float]
     target: str = Field(..., description="The class the heatmap explains.")
     method: str
     layer: str
-    heatmap_shape: list[int] = Field(..., description="Height and width of the heatmap (the original image's).")
-    overlay_png: str = Field(..., description="Base64 PNG: the heatmap over the original image.")
+    heatmap_shape: list[int] = Field(
+        ..., description="Height and width of overlay_png as sent (the original scaled to at most 2048 a side)."
+    )
+    original_shape: list[int] = Field(..., description="Height and width of the uploaded image (DICOM or other).")
+    class_agnostic: bool = Field(
+        False,
+        description="True for maps that ignore the class asked for (EigenCAM, the lesion map): "
+        "where the network responds, not evidence for `target`.",
+    )
+    meaning: str = Field("", description="What the heatmap's colours mean, e.g. 'relative contribution to malignant'.")
+    overlay_png: str = Field(..., description="Base64 PNG: the heatmap over the original image (heatmap_shape).")
     input_overlay_png: str = Field(..., description="Base64 PNG: the heatmap over the model input.")
 
 
@@ -213,7 +273,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Upload, image (pixels, or memory to decode) or batch over the server's limits.",
     },
     415: {"model": ErrorResponse, "description": "Not a supported image (DICOM, PNG, JPEG, PGM, TIFF, BMP)."},
-    422: {"model": ErrorResponse, "description": "Damaged image, bad form field, or missing lesion box."},
+    422: {
+        "model": ErrorResponse,
+        "description": "Damaged image, bad form field, missing lesion box, or a box for a whole-film run.",
+    },
 }
 
 _DESCRIPTION = """
@@ -224,7 +287,10 @@ Mammography CAD inference for one trained **mammocad** run.
   an `error` and the others are still predicted.
 * `POST /explain`: upload one image (field `file`); get a Grad-CAM-family heatmap as JSON with base64
   PNGs, or (`format=png`) the overlay PNG itself with the summary in the `X-Mammocad-Explanation` header.
-* Runs trained on mass-centred ROIs need each image's lesion box `x0,y0,x1,y1` (original pixels).
+* Runs trained on mass-centred ROIs need each image's lesion box `x0,y0,x1,y1` (original pixels); runs
+  trained on whole films refuse one (`GET /model`: `needs_lesion_box`). Optional fields left empty are absent.
+* Errors name files from 1 (`file 1` is the first); result `index` values count from 0.
+* `GET /model`: the model card, its provenance and evaluation (`card`) and this server's `limits`.
 
 Research software: predictions are not a diagnosis.
 """
@@ -264,11 +330,20 @@ def create_app(
         # Starlette answers "/health/" with a redirect to an absolute URL built from the request's Host
         # header, which a client controls: no redirects at all (a wrong path is a 404).
         redirect_slashes=False,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        # /docs and /redoc are built below on self-hosted assets (FastAPI's own load them from a CDN).
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.engine = engine
+    build_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return _binary_uploads(build_schema())
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    if docs:
+        _add_docs(app)
     app.add_middleware(_Guard, settings=settings, public=public)
 
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -292,6 +367,15 @@ def create_app(
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     protected = [Security(require_token)] if settings.token else []
+    limits = {
+        "max_upload_bytes": settings.max_upload_bytes,
+        "max_batch": settings.max_batch,
+        "max_pixels": engine.max_pixels,
+        "decode_budget_mb": engine.decode_budget_mb,
+        "accepted_formats": list(ACCEPTED_FORMATS),
+        "auth_required": settings.token is not None,
+    }
+    run_card = _public_json(run_card_of(engine), public)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"], summary="Liveness and model version")
     def health() -> dict[str, Any]:
@@ -306,7 +390,7 @@ def create_app(
         responses={401: _ERRORS[401]},
     )
     def model() -> dict[str, Any]:
-        return engine.info()
+        return {**engine.info(), "limits": limits, "card": run_card}
 
     @app.post(
         "/predict",
@@ -322,10 +406,11 @@ def create_app(
         files: list[UploadFile] = File(
             ..., description="One or more images (DICOM, PNG, JPEG, PGM, TIFF); repeat the field for a batch."
         ),
-        boxes: list[str] | None = Form(
-            None,
+        boxes: list[str] = Form(
+            [],
             description="Lesion box x0,y0,x1,y1 (original pixels) per file, in order; needed by ROI-trained "
-            "models. Give none, or exactly one per file (an empty value: no box for that file).",
+            "models, refused by whole-film ones. Give none, or exactly one per file (an empty value: no box "
+            "for that file).",
         ),
     ) -> dict[str, Any]:
         """Predict every readable file in one model batch; a bad file in a batch gets an ``error`` item.
@@ -335,16 +420,20 @@ def create_app(
         uploads = _note_uploads(request, len(files))
         if len(files) > settings.max_batch:
             raise HTTPException(413, f"{len(files)} files in one request; the limit is {settings.max_batch}")
-        box_list = _parse_boxes(boxes, len(files))
+        # Only empty values (what Swagger UI's "Send empty value" sends): no boxes, whatever the file count.
+        box_list = _parse_boxes(boxes if any(value.strip() for value in boxes) else None, len(files))
+        if not engine.needs_box and any(box is not None for box in box_list):
+            raise HTTPException(422, _WHOLE_FILM.format(field="boxes"))
         items: list[dict[str, Any]] = []
         good: list[tuple[dict[str, Any], PreparedImage]] = []
         for index, upload in enumerate(files):
             item: dict[str, Any] = {"index": index, "filename": upload.filename}
             items.append(item)
             try:
-                data = _read_upload(upload, settings.max_upload_bytes, f"file {index}", uploads)
+                label = f"file {index + 1}"  # 1-based in messages, as people count files
+                data = _read_upload(upload, settings.max_upload_bytes, label, uploads)
                 # Predictions need only the model input: no full-size original kept per file of the batch.
-                image = _decode(engine, data, f"file {index}", box_list[index], request, keep_original=False)
+                image = _decode(engine, data, label, box_list[index], request, keep_original=False)
                 good.append((item, image))
             except _UploadError as exc:
                 item.update(error=public(exc.detail), status=exc.status)
@@ -357,7 +446,11 @@ def create_app(
         # One batch for all good files: one lock acquisition, one model call.
         probs = engine.predict([image for _, image in good])
         for (item, _), row in zip(good, probs, strict=True):
-            item.update(prediction=engine.classes[int(row.argmax())], probabilities=engine.probabilities(row))
+            item.update(
+                prediction=engine.classes[int(row.argmax())],
+                label=engine.label(row),
+                probabilities=engine.probabilities(row),
+            )
         return {**header, "results": items}
 
     @app.post(
@@ -382,29 +475,39 @@ def create_app(
             "gradcam",
             description=f"One of {', '.join(EXPLAIN_METHODS)}; lesion-aware runs also 'lesion' (their own heatmap).",
         ),
-        target: str | None = Form(None, description="Class name or index to explain; default: the predicted class."),
+        # Optional text fields default to "" (not None): a nullable field has no type Swagger UI can show, and
+        # its "Try it out" then sends the placeholder "string"; an empty value is the field left out.
+        target: str = Form("", description="Class name or index to explain; empty: the predicted class."),
         opacity: float = Form(0.45, ge=0.0, le=1.0, description="Heatmap opacity in the overlays."),
-        box: str | None = Form(None, description="Lesion box x0,y0,x1,y1 (original pixels); ROI models need it."),
-        layer: str | None = Form(None, description="Layer to explain (e.g. -1); default: the last layer group."),
+        box: str = Form(
+            "",
+            description="Lesion box x0,y0,x1,y1 (original pixels); ROI-trained runs need it, whole-film runs refuse it.",
+        ),
+        layer: str = Form("", description="Layer to explain (e.g. -1); empty: the last layer group."),
         output_format: Literal["json", "png"] = Form("json", alias="format", description="json or png."),
     ) -> Any:
-        """A Grad-CAM-family heatmap at the original image's geometry."""
+        """A Grad-CAM-family heatmap over the original image (scaled to at most 2048 pixels a side).
+
+        ``heatmap_shape`` is the returned overlay PNG's height and width, ``original_shape`` the upload's.
+        """
         uploads = _note_uploads(request, 1)
         offered = engine.explain_methods
         if method.strip().lower() not in offered:
             raise HTTPException(422, f"method: unknown method {echo(method)}; choose from {', '.join(offered)}")
         lesion_box = _parse_boxes([box] if box else None, 1, "box")[0]
+        if not engine.needs_box and lesion_box is not None:
+            raise HTTPException(422, _WHOLE_FILM.format(field="box"))
         # Checked before the upload is decoded: a typo costs nothing, and the message names the field.
         wanted = _parse_target(target, engine.classes)
-        if layer and method.strip().lower() != "lesion":
+        if layer.strip() and method.strip().lower() != "lesion":
             try:
                 target_layer(engine.run.model, layer)
             except MammocadError as exc:
                 raise HTTPException(422, f"layer: {exc}") from None
         try:
-            data = _read_upload(file, settings.max_upload_bytes, "file 0", uploads)
-            image = _decode(engine, data, "file 0", lesion_box, request)
-            result = engine.explain(image, method, wanted, layer or None, opacity)
+            data = _read_upload(file, settings.max_upload_bytes, "file 1", uploads)
+            image = _decode(engine, data, "file 1", lesion_box, request)
+            result = engine.explain(image, method, wanted, layer.strip() or None, opacity)
         except _UploadError as exc:
             raise HTTPException(exc.status, exc.detail) from None
         except MammocadError as exc:  # unknown target or layer
@@ -600,7 +703,14 @@ def _validation_line(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "request"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+        message = str(error.get("msg", "invalid"))
+        if "Expected UploadFile" in message:  # a text part (an empty "Try it out" item) where a file belongs
+            loc = [part for part in error.get("loc", ()) if part != "body"]
+            field = str(loc[0]) if loc else "file"
+            entry = f" entry {loc[1] + 1}" if len(loc) > 1 and isinstance(loc[1], int) else ""  # 1-based
+            parts.append(f"{field}:{entry} not a file; send an image as a file part (curl -F {field}=@scan.dcm)")
+            continue
+        parts.append(f"{where}: {message}")
     return _one_line("; ".join(parts)) or "invalid request"
 
 
@@ -627,6 +737,169 @@ def _package_version() -> str:
         return package_version("mammocad")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+_WHOLE_FILM = (
+    "{field}: this model was trained on whole films (preprocess mode 'full'), not lesion ROIs; "
+    "it takes no lesion box: leave {field} empty"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-hosted docs and the run's card
+
+
+def docs_assets_dir() -> Path | None:
+    """The folder holding Swagger UI's and ReDoc's files (``DOCS_ASSETS``), or None when none is installed.
+
+    They come from the ``fastapi-offline`` package (Swagger UI: Apache-2.0, ReDoc: MIT), so ``/docs`` and
+    ``/redoc`` load nothing from a CDN and work on a network without internet access.
+    """
+    try:
+        import fastapi_offline
+    except ImportError:
+        return None
+    folder = Path(fastapi_offline.__file__).resolve().parent / "static"
+    return folder if all((folder / name).is_file() for name in DOCS_ASSETS) else None
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI), ``/docs/oauth2-redirect``, ``/redoc`` and their assets under ``DOCS_ASSETS_URL``."""
+    assets = docs_assets_dir()
+    title = f"{app.title} - docs"
+    openapi_url = app.openapi_url or "/openapi.json"
+    if assets is None:
+        # No CDN fallback: a page that loads scripts from the internet is blank offline and leaks the visit.
+        missing = HTMLResponse(
+            "<!doctype html><title>mammocad API docs</title><p>The interactive docs need the "
+            "<code>fastapi-offline</code> package (it ships Swagger UI and ReDoc). The OpenAPI schema is at "
+            f'<a href="{openapi_url}">{openapi_url}</a>.</p>'
+        )
+        app.add_api_route("/docs", lambda: missing, include_in_schema=False)
+        app.add_api_route("/redoc", lambda: missing, include_in_schema=False)
+        return
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=assets), name="docs-assets")
+    favicon = f"{DOCS_ASSETS_URL}/favicon.png"
+
+    def swagger_ui() -> HTMLResponse:
+        page = get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=title,
+            swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=favicon,
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_ui_parameters={"validatorUrl": None},  # no badge from validator.swagger.io
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    def redoc() -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url=openapi_url,
+            title=title,
+            redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=favicon,
+            with_google_fonts=False,
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    app.add_api_route("/docs", swagger_ui, include_in_schema=False)
+    app.add_api_route("/docs/oauth2-redirect", get_swagger_ui_oauth2_redirect_html, include_in_schema=False)
+    app.add_api_route("/redoc", redoc, include_in_schema=False)
+
+
+def _binary_uploads(schema: dict[str, Any]) -> dict[str, Any]:
+    """Mark every upload field ``format: binary`` too (OpenAPI 3.0's way, beside 3.1's ``contentMediaType``):
+    Swagger UI and client generators then show a file picker / take bytes. Changes ``schema`` in place."""
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "string" and node.get("contentMediaType") == "application/octet-stream":
+                node.setdefault("format", "binary")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+def run_card_of(engine: InferenceEngine) -> dict[str, Any]:
+    """Provenance and fitness of the served run: ``mammocad.training.model_card.model_card(run_dir)``.
+
+    Where that is not available (or fails on this run), what the run directory itself records: its
+    training status and dates, task, classes and image counts per split, dataset name and split, and
+    which held-out evaluations exist; ``source`` says which, ``warnings`` why.
+    """
+    run_dir = Path(engine.run.run_dir)
+    warnings: list[str] = []
+    try:
+        from mammocad.training.model_card import model_card
+    except ImportError:
+        warnings.append("no model card module in this version: provenance from the run files only")
+    else:
+        try:
+            card = model_card(run_dir)
+            # Server paths mean nothing to a client (and are scrubbed anyway): the names stay.
+            for section in card.values():
+                if isinstance(section, dict):
+                    section.pop("path", None)
+            return {"source": "model_card", **card}
+        except Exception as exc:  # a card is extra information: the API still serves without one
+            logger.warning("model card of %s failed (%s)", run_dir.name, type(exc).__name__)
+            warnings.append(f"the model card could not be built ({type(exc).__name__}): run files only")
+    return {"source": "run files", **_run_files_card(run_dir), "warnings": warnings}
+
+
+def _run_files_card(run_dir: Path) -> dict[str, Any]:
+    status = read_json_object(run_dir / "run.json")
+    trained_on: dict[str, Any] = {key: status[key] for key in ("task", "classes", "counts", "refit") if key in status}
+    try:
+        import yaml
+
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        data = config.get("data") or {}
+        if data.get("dataset"):
+            trained_on["dataset"] = Path(str(data["dataset"])).name  # its name, never the server's path
+        if data.get("split"):
+            trained_on["split"] = str(data["split"])
+    except (OSError, ValueError, AttributeError, ImportError):
+        pass
+    evaluations = {}
+    for folder in sorted((run_dir / "evaluation").glob("*")) if (run_dir / "evaluation").is_dir() else []:
+        metrics = read_json_object(folder / "metrics.json")
+        evaluations[folder.name] = {
+            key: value for key, value in metrics.items() if isinstance(value, (int, float, str, bool))
+        }
+    return {
+        "run": {
+            "name": run_dir.name,
+            **{key: status[key] for key in ("status", "started", "ended", "early_stopped") if key in status},
+        },
+        "trained_on": trained_on,
+        "evaluation": evaluations,
+    }
+
+
+def _public_json(value: Any, public: _PublicText) -> Any:
+    """``value`` made JSON-safe (NaN and infinities: null) with server paths replaced in every string."""
+    return _scrub(json.loads(json.dumps(value, default=str)), public)
+
+
+def _scrub(value: Any, public: _PublicText) -> Any:
+    if isinstance(value, str):
+        return public.pattern.sub("<path>", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_scrub(item, public) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _scrub(item, public) for key, item in value.items()}
+    return value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from mammocad.data.images import (
 )
 from mammocad.errors import ConfigError, ImageReadError, MammocadError
 from mammocad.explain.cam import CAM_METHODS, class_activation_maps, lesion_heatmaps, overlay, target_layer
+from mammocad.explain.overlay import heatmap_meaning, is_class_agnostic
 from mammocad.explain.run import MAX_OVERLAY_SIDE, display_overlay
 from mammocad.parse import echo, parse_int
 from mammocad.preprocess import Geometry
@@ -96,16 +97,26 @@ class Explanation:
     heatmap_original: np.ndarray  # on the original image grid, [0, 1]
     overlay_png: bytes  # the heatmap over the original image
     input_overlay_png: bytes  # the heatmap over the model input
+    label: str = ""  # the answer to report: ``prediction``, or ``indeterminate`` below the run's thresholds
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready fields (no arrays)."""
+        """JSON-ready fields (no arrays).
+
+        ``heatmap_shape`` is the ``[height, width]`` of ``overlay_png`` as sent (at most
+        ``MAX_OVERLAY_SIDE`` a side), ``original_shape`` that of the uploaded image, whatever its format:
+        the overlay is the original scaled by ``heatmap_shape / original_shape``.
+        """
         return {
             "prediction": self.prediction,
+            "label": self.label or self.prediction,
             "probabilities": self.probabilities,
             "target": self.target,
             "method": self.method,
             "layer": self.layer,
-            "heatmap_shape": list(self.heatmap_original.shape),
+            "heatmap_shape": list(png_shape(self.overlay_png)),
+            "original_shape": [int(side) for side in self.heatmap_original.shape[:2]],
+            "class_agnostic": is_class_agnostic(self.method),
+            "meaning": heatmap_meaning(self.method, self.target),
         }
 
 
@@ -260,11 +271,16 @@ class InferenceEngine:
     def predict_tensors(self, batch: torch.Tensor) -> np.ndarray:
         """Class probabilities (N, classes) for model inputs (N, C, H, W) in [0, 1]."""
         with self._lock:
+            # Both backends output raw logits; the run's temperature (calibration.json) is applied here.
             if self._session is not None:
                 logits = self._session.run(["logits"], {"input": batch.numpy().astype(np.float32)})[0]
-                return _softmax(logits)
+                return _softmax(logits / self.run.temperature)
             with torch.inference_mode():
-                return torch.softmax(self.run.model(batch), dim=1).float().numpy()
+                return torch.softmax(self.run.model(batch).float() / self.run.temperature, dim=1).numpy()
+
+    def label(self, probs: np.ndarray) -> str:
+        """The answer to report for one image: its top class, or ``indeterminate`` (the run's thresholds)."""
+        return self.run.label(probs)
 
     def probabilities(self, probs: np.ndarray) -> dict[str, float]:
         """One image's probabilities by class name."""
@@ -314,6 +330,7 @@ class InferenceEngine:
             heatmap_original=on_original,
             overlay_png=overlay_png,
             input_overlay_png=array_to_png(overlay(image.tensor[0].numpy(), heat, opacity)),
+            label=self.label(probs),
         )
 
     @property
@@ -340,6 +357,13 @@ def explain_estimate(original_hw: tuple[int, int]) -> int:
     """Bytes a heatmap of an image of ``original_hw`` allocates (mapped back, overlaid, PNG-encoded)."""
     pixels = int(original_hw[0]) * int(original_hw[1])
     return pixels * EXPLAIN_BYTES_PER_PIXEL + min(pixels, MAX_OVERLAY_SIDE**2) * EXPLAIN_BYTES_PER_OVERLAY_PIXEL
+
+
+def png_shape(png: bytes) -> tuple[int, int]:
+    """``(height, width)`` of a PNG, read from its IHDR chunk (the first chunk of every PNG)."""
+    if len(png) < 24 or png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG")
+    return int.from_bytes(png[20:24], "big"), int.from_bytes(png[16:20], "big")
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -138,7 +138,14 @@ def export_onnx(
         "format": "onnx",
         "opset": opset,
         "input": {"name": "input", "shape": ["batch", *shape], "dtype": "float32", "range": [0.0, 1.0]},
-        "output": {"name": "logits", "shape": ["batch", len(run.classes)], "apply": "softmax"},
+        "output": {
+            "name": "logits",
+            "shape": ["batch", len(run.classes)],
+            # raw logits: probabilities are softmax(logits / temperature) (the run's calibration.json at export)
+            "apply": "softmax(logits / temperature)",
+            "temperature": run.temperature,
+            "indeterminate": run.thresholds,
+        },
         "classes": run.classes,
         "task": run.meta.get("task"),
         "model": run.meta["model"],

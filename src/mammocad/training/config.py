@@ -190,6 +190,23 @@ class LesionConfig(_Strict):
     )
 
 
+class PredictConfig(_Strict):
+    """How predictions are reported (stored in the run's calibration.json at the end of training)."""
+
+    calibrate: bool = Field(
+        True, description="Fit a temperature on the val split at the end of training (calibrated probabilities)."
+    )
+    min_probability: float = Field(
+        0.5, ge=0.0, le=1.0, description="Below this top probability a prediction is reported as 'indeterminate'."
+    )
+    min_margin: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Below this margin between the top two probabilities a prediction is 'indeterminate'.",
+    )
+
+
 class OutputConfig(_Strict):
     runs_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
     name: str | None = Field(None, description="Run name prefix (default: the model name).")
@@ -231,6 +248,7 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     lesion: LesionConfig | None = Field(None, description="lesion_aware options (None: the defaults).")
     output: OutputConfig = OutputConfig()
+    predict: PredictConfig = PredictConfig()
 
     def lesion_options(self) -> LesionConfig | None:
         """The lesion-aware options when the model is ``lesion_aware`` (defaults if unset), else None."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ from mammocad.errors import ImageReadError, MammocadError
 from mammocad.models import create_model
 from mammocad.models.weights import load_weights
 from mammocad.preprocess import PreprocessConfig, Preprocessed, preprocess_image, preprocess_roi
+from mammocad.preprocess.checks import check_input
+from mammocad.training.calibration import decide, read_calibration
 
 
 @dataclass
@@ -27,6 +29,21 @@ class LoadedRun:
     classes: list[str]
     preprocess: PreprocessConfig
     meta: dict[str, Any]
+    #: The run's calibration (see :mod:`mammocad.training.calibration`): ``temperature``,
+    #: ``indeterminate`` thresholds, ``calibrated``; T = 1 with a ``note`` for runs without one.
+    calibration: dict[str, Any] = field(default_factory=lambda: read_calibration(Path("/nonexistent")))
+
+    @property
+    def temperature(self) -> float:
+        return float(self.calibration.get("temperature", 1.0))
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return dict(self.calibration["indeterminate"])
+
+    def label(self, probs: np.ndarray) -> str:
+        """The answer to report for one image's probabilities: its top class, or ``indeterminate``."""
+        return decide(probs, self.classes, self.thresholds)
 
 
 def run_weights(run_dir: Path, meta: dict[str, Any], which: str | None = None) -> Path:
@@ -80,7 +97,8 @@ def load_run(run_dir: str | Path, which: str | None = None) -> LoadedRun:
     )
     load_weights(model, weights)
     model.eval()
-    return LoadedRun(run_dir, model, list(meta["classes"]), PreprocessConfig(**meta["preprocess"]), meta)
+    classes = list(meta["classes"])
+    return LoadedRun(run_dir, model, classes, PreprocessConfig(**meta["preprocess"]), meta, read_calibration(run_dir))
 
 
 Box = tuple[int, int, int, int]
@@ -107,6 +125,7 @@ def prepare_image(
     Images over ``max_pixels``, or needing more memory than the decode budget ``budget_mb`` (see
     :func:`~mammocad.data.images.decode_budget_mb`), are refused from their header, before decoding."""
     image = read_image(path, max_pixels=max_pixels, budget_mb=budget_mb)
+    check_input(image, str(path))  # no breast, not a mammogram: refused (InputRefused), never classified
     if run.preprocess.mode == "roi":
         if lesion_box is None:
             raise MammocadError(
@@ -128,22 +147,29 @@ def pixels_to_input(pixels: np.ndarray, in_chans: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_tensors(run: LoadedRun, batch: torch.Tensor) -> np.ndarray:
-    """Class probabilities for a batch of preprocessed inputs (N x C x H x W in [0, 1])."""
-    return torch.softmax(run.model(batch), dim=1).float().numpy()
+    """Calibrated class probabilities for a batch of preprocessed inputs (N x C x H x W in [0, 1])."""
+    return torch.softmax(run.model(batch).float() / run.temperature, dim=1).numpy()
 
 
 def predict_paths(
     run: LoadedRun, paths: list[str | Path], batch_size: int = 16, lesion_boxes: list[Box] | None = None
 ) -> pd.DataFrame:
-    """Per-image probabilities, one row per path in input order.
+    """Per-image calibrated probabilities, one row per path in input order.
 
-    Columns: ``path``, ``prediction``, ``p_<class>`` for every class, ``error``. Unreadable files
-    (missing, corrupt, truncated, over the decode budget, or failing in a decoder) get the reason in
-    ``error`` and no prediction; the others go on. ``lesion_boxes`` (one per path) are needed by
-    ROI-trained runs.
+    Columns: ``path``; ``label``, the answer to report (the top class, or ``indeterminate`` when the top
+    probability or its margin is below the run's thresholds); ``prediction``, the top class;
+    ``p_<class>`` for every class; ``caveat`` (what the model is not fit for, e.g. a synthetic-trained
+    run; None when there is nothing to say); ``refused`` and ``error``. Unreadable files (missing,
+    corrupt, truncated, over the decode budget, or failing in a decoder) and refused inputs (no breast
+    found, not a mammogram: ``refused`` True) get the reason in ``error`` and no prediction; the
+    others go on. ``lesion_boxes`` (one per path) are needed by ROI-trained runs.
     """
+    from mammocad.preprocess.checks import InputRefused
+    from mammocad.training.model_card import model_card, prediction_caveat
+
     if lesion_boxes is not None and len(lesion_boxes) != len(paths):
         raise MammocadError(f"{len(lesion_boxes)} lesion boxes for {len(paths)} images")
+    caveat = prediction_caveat(model_card(run.run_dir))
     rows: list[dict[str, Any]] = []
     pending: list[tuple[int, str, torch.Tensor]] = []
 
@@ -155,7 +181,10 @@ def predict_paths(
             row: dict[str, Any] = {
                 "order": order,
                 "path": name,
+                "label": run.label(p),
                 "prediction": run.classes[int(p.argmax())],
+                "caveat": caveat,
+                "refused": False,
                 "error": None,
             }
             row.update({f"p_{c}": float(v) for c, v in zip(run.classes, p, strict=True)})
@@ -167,9 +196,19 @@ def predict_paths(
             box = lesion_boxes[order] if lesion_boxes is not None else None
             pending.append((order, str(path), prepare(run, path, box)))
         except ImageReadError as exc:
-            rows.append({"order": order, "path": str(path), "prediction": None, "error": exc.reason})
+            refused = isinstance(exc, InputRefused)
+            rows.append(
+                {
+                    "order": order,
+                    "path": str(path),
+                    "label": None,
+                    "prediction": None,
+                    "refused": refused,
+                    "error": exc.reason,
+                }
+            )
         if len(pending) >= batch_size:
             flush()
     flush()
-    columns = ["path", "prediction", *(f"p_{c}" for c in run.classes), "error"]
+    columns = ["path", "label", "prediction", *(f"p_{c}" for c in run.classes), "caveat", "refused", "error"]
     return pd.DataFrame(rows).sort_values("order").reindex(columns=columns).reset_index(drop=True)

@@ -42,6 +42,7 @@ RESUMABLE_FIELDS = (
     "train.strategy",
     "data.cache_in_memory",
     "output.",
+    "predict.",  # how predictions are reported: not part of training
 )
 
 Notify = Callable[[str], None]

@@ -7,6 +7,8 @@ Run directory (never overwritten; every file written atomically)::
                          (pid, pid_started, host), timing, class counts, MLflow run id
     model.json           model config, class names, preprocessing config: enough for inference
     history.csv          one row per epoch: train/val loss, accuracy, macro-F1, lr, seconds
+    provenance.json      what it was trained on: dataset name/path, source formats, synthetic or not, counts
+    calibration.json     temperature fitted on the val split at the end, indeterminate thresholds
     checkpoints/best.safetensors, checkpoints/last.safetensors   weights (safetensors)
     checkpoints/last.ckpt                                         trainer state, for --resume
 
@@ -376,6 +378,7 @@ def train(
         if resume is not None and not restart:
             _check_same_model(run_dir, config, task, model)  # also for checkpoints that hold no config
         _write_model_json(run_dir, config, task, model)
+        _write_provenance(run_dir, config, task)
         now = datetime.now().isoformat(timespec="seconds")
         _update_run_json(
             run_dir,
@@ -460,6 +463,8 @@ def train(
         load_weights(module.model, final.with_suffix(".safetensors"))
     if patches is not None and trainer.is_global_zero:
         _film_stage(run_dir, module.model, task, config, final.with_suffix(".safetensors"))
+    if trainer.is_global_zero and config.predict.calibrate:
+        _calibrate(run_dir, module.model, task, config)
     if trainer.is_global_zero:
         stopped_early = early_stopping is not None and early_stopping.stopped_epoch > 0
         _update_run_json(
@@ -521,6 +526,66 @@ def _write_model_json(run_dir: Path, config: RunConfig, task: TaskData, model: t
             },
         },
     )
+
+
+def _split_summary(frame: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
+    counts = frame["target"].value_counts() if len(frame) else pd.Series(dtype=int)
+    return {
+        "n_images": len(frame),
+        "n_patients": int(frame["patient_id"].nunique()) if "patient_id" in frame and len(frame) else 0,
+        "per_class": {name: int(counts.get(k, 0)) for k, name in enumerate(classes)},
+    }
+
+
+def _write_provenance(run_dir: Path, config: RunConfig, task: TaskData) -> None:
+    """``provenance.json``: what the run was trained on, so its model card never re-reads a dataset that moved."""
+    from mammocad.data.provenance import dataset_provenance
+    from mammocad.training.model_card import PROVENANCE_NAME
+
+    found = dataset_provenance(config.data.dataset)
+    splits = {name: getattr(task, name) for name in ("train", "val", "test")}
+    everything = (
+        pd.concat([frame for frame in splits.values() if len(frame)]) if any(map(len, splits.values())) else None
+    )
+    per_split = {name: _split_summary(frame, task.classes) for name, frame in splits.items()}
+    atomic_write_json(
+        run_dir / PROVENANCE_NAME,
+        found
+        | {
+            "split": config.data.split,
+            "fold": config.data.fold,
+            "task": config.data.task,
+            "refit": config.data.refit,
+            "n_images": sum(s["n_images"] for s in per_split.values()),
+            "n_patients": int(everything["patient_id"].nunique()) if everything is not None else 0,
+            "per_class": {c: sum(s["per_class"][c] for s in per_split.values()) for c in task.classes},
+            "per_split": per_split,
+            "recorded_at": datetime.now().isoformat(timespec="seconds"),
+        },
+    )
+
+
+def _calibrate(run_dir: Path, model: torch.nn.Module, task: TaskData, config: RunConfig) -> None:
+    """Fit the temperature on the val split (``calibration.json``); a failure is logged, never fatal."""
+    from mammocad.evaluation.predictions import frame_logits
+    from mammocad.training.calibration import CALIBRATION_NAME, calibration_document
+    from mammocad.training.predict import LoadedRun
+
+    thresholds = {"min_probability": config.predict.min_probability, "min_margin": config.predict.min_margin}
+    try:
+        model = model.to("cpu").eval()
+        loaded = LoadedRun(run_dir, model, task.classes, config.preprocess, {})
+        val = task.val
+        logits = frame_logits(loaded, val)[0] if len(val) else np.zeros((0, len(task.classes)))
+        labels = val["target"].to_numpy() if len(val) else np.zeros(0, dtype=np.int64)
+        document = calibration_document(logits, labels, thresholds)
+        if config.data.refit:
+            document["note"] = "refit run: its val split was inside training, so this temperature is optimistic"
+        atomic_write_json(run_dir / CALIBRATION_NAME, document)
+    except Exception as exc:  # calibration must never lose a finished run
+        log.warning(
+            "%s: temperature scaling failed (%s: %s); predictions use temperature 1", run_dir, type(exc).__name__, exc
+        )
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -11,10 +11,12 @@ import inspect
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mammocad.data.importers.base import ImportContext, ImportSummary, Skipped, run_import
 from mammocad.errors import DatasetError
+
+if TYPE_CHECKING:
+    from mammocad.data.importers.base import ImportContext, ImportSummary, Skipped
 
 IMPORTERS: dict[str, str] = {
     "mias": "mammocad.data.importers.mias:import_mias",
@@ -43,6 +45,8 @@ def import_dataset(fmt: str, source: str | Path, out: str | Path, **options: Any
     format's own (see each importer) plus the runner's: ``max_pixels``, ``keep_duplicates``,
     ``workers``, ``progress``.
     """
+    from mammocad.data.importers.base import run_import
+
     importer = get_importer(fmt)
     return run_import(fmt, importer, source, out, **check_options(fmt, importer, options))
 
@@ -94,6 +98,15 @@ def _coerce(fmt: str, name: str, value: Any, types: tuple[type, ...]) -> Any:
         return str(value)  # "--set sheet=2019" or a numeric file name read as a number
     shown = " or ".join(sorted({t.__name__ for t in plain if t is not type(None)}))
     raise DatasetError(f"{fmt}: option {name!r} expects {shown}, got {value!r}")
+
+
+def __getattr__(name: str) -> Any:
+    # The runner's classes load with the runner (pandas): listing the formats (the CLI's help) stays light.
+    if name in ("ImportContext", "ImportSummary", "Skipped"):
+        from mammocad.data.importers import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["IMPORTERS", "ImportContext", "ImportSummary", "Skipped", "get_importer", "import_dataset"]

@@ -38,6 +38,7 @@ from mammocad.data.manifest import (
 )
 from mammocad.data.privacy import MIN_ID_LENGTH, Redactor
 from mammocad.data.privacy import pseudonymous_id as pseudonymous_id  # importers take it from here
+from mammocad.data.provenance import source_marker
 from mammocad.errors import DatasetError, ImageReadError
 from mammocad.io import atomic_write_json, atomic_write_png, atomic_write_text, staging_dir
 
@@ -137,6 +138,7 @@ class ImportSummary:
     skipped: list[Skipped]
     skipped_by_reason: dict[str, int]
     warnings: list[str] = field(default_factory=list)
+    synthetic: bool = False  # the source is `mammocad synth` output (it carries SYNTHETIC.json)
 
     def to_text(self, limit: int | None = None) -> str:
         """The summary as text; ``limit`` caps the listed skipped items (the counts are always whole)."""
@@ -249,8 +251,10 @@ def run_import(
             raise DatasetError(f"{source}: no usable images found" + (f" ({reasons} ...)" if reasons else ""))
         classes = class_order({r.label_name for r in records})
         write_manifest(records_to_table(records, classes), scratch)
-        atomic_write_json(scratch / CLASSES_NAME, {"classes": classes, "source": fmt})
+        synthetic = {"synthetic": True} if source_marker(source) is not None else {}  # `mammocad synth` output
+        atomic_write_json(scratch / CLASSES_NAME, {"classes": classes, "source": fmt, **synthetic})
         summary = _summarise(fmt, source, out, records, classes, ctx.skipped, ctx.warnings)
+        summary.synthetic = bool(synthetic)
         atomic_write_json(scratch / SUMMARY_NAME, asdict(summary))
         atomic_write_text(scratch / SUMMARY_TEXT_NAME, summary.to_text())
     return summary

@@ -30,6 +30,7 @@ from pathlib import Path
 from mammocad.data.images import sniff_format
 from mammocad.data.importers.base import ImportContext, compile_patient_regex, patient_key, pseudonymous_id
 from mammocad.data.manifest import PATHOLOGIES, ImageRecord
+from mammocad.data.provenance import SYNTHETIC_MARKER
 from mammocad.errors import DatasetError, ImageReadError
 
 SOURCE_NAME = "folders"
@@ -62,6 +63,8 @@ def import_folders(
     renames = parse_class_map(class_map)
 
     for entry in sorted(root.iterdir()):
+        if entry.is_file() and entry.name == SYNTHETIC_MARKER:
+            continue  # `mammocad synth`'s mark: read by the import runner, not an image
         if entry.is_file():
             ctx.skip(entry, "not inside a class folder")
             continue

@@ -44,6 +44,7 @@ Per-format notes:
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -53,10 +54,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from mammocad.data.provenance import SYNTHETIC_MARKER, marker_content
 from mammocad.data.synth.phantom import DENSITIES, PATHOLOGIES, SynthCase, generate_case
+from mammocad.defaults import SYNTH_FORMATS
 from mammocad.io import atomic_write_bytes, atomic_write_png, atomic_write_text, staging_dir
 
-FORMATS = ("mias", "folders", "csv", "ddsm-tfrecord", "kaumds", "cbis-ddsm", "bcdr")
+FORMATS = SYNTH_FORMATS
 DEFAULT_COUNTS = {"normal": 20, "benign": 20, "malignant": 20}
 #: Formats whose real source has no normal images; their writers leave normals out.
 WITHOUT_NORMALS = ("cbis-ddsm", "bcdr")
@@ -164,6 +167,8 @@ def write_synthetic_dataset(
         out_dir.rmdir()  # an empty directory is taken over (the staging rename needs it gone)
     with staging_dir(out_dir) as scratch:
         entry = _WRITERS[fmt](scratch, counts, seed, height, width, views)
+        # The mark `mammocad data import` carries into the dataset (and model cards read back).
+        atomic_write_text(scratch / SYNTHETIC_MARKER, json.dumps(marker_content(fmt, seed), indent=2) + "\n")
     return out_dir / entry.relative_to(scratch)
 
 
