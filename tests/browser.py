@@ -7,10 +7,16 @@ installs Debian's ``chromium``: see ``.ci/run``).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,3 +69,44 @@ def render(report: Path, tmp_path: Path) -> dict:
     match = re.search(r'<pre id="render-probe">(.*?)</pre>', done.stdout, re.S)
     assert match, f"Chromium did not render the page: {done.stderr[-2000:]}"
     return json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_dashboard(settings: object, tmp_path: Path, start_timeout_s: float = 120) -> Iterator[str]:
+    """The dashboard for ``settings`` (a ``DashboardSettings``), served by a real Streamlit process on a
+    free port, exactly as ``mammocad dashboard`` execs it; yields its URL and stops it afterwards."""
+    from mammocad.cli.dashboard import streamlit_command
+    from mammocad.dashboard import logic
+
+    port = free_port()
+    log = (tmp_path / "streamlit.log").open("w")
+    server = subprocess.Popen(
+        streamlit_command("127.0.0.1", port),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **logic.settings_env(settings)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"Streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
+                time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

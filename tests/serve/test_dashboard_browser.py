@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mammocad.cli.dashboard import streamlit_command
 from mammocad.dashboard import logic
+from tests.browser import running_dashboard
 
 CHROMIUM = Path("/usr/bin/chromium")
 START_TIMEOUT_S = 60
@@ -35,39 +31,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def dashboard_url(served_run, tmp_path) -> Iterator[str]:
     """The dashboard on ``served_run``, served by a real Streamlit process on a free port."""
-    port = free_port()
     settings = logic.DashboardSettings((served_run,), blind_n=STUDY_CASES, study_dir=tmp_path / "study")
-    command = streamlit_command("127.0.0.1", port)  # exactly what `mammocad dashboard` execs
-    log = (tmp_path / "streamlit.log").open("w")
-    server = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **logic.settings_env(settings)}
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"Streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
-                time.sleep(0.3)
+    with running_dashboard(settings, tmp_path, START_TIMEOUT_S) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def screenshot(page: sync_api.Page, tmp_path: Path, name: str, full_page: bool = False) -> None:

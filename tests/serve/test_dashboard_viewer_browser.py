@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mammocad.cli.dashboard import streamlit_command
 from mammocad.dashboard import logic
 from mammocad.dashboard.viewer import viewer_html
 from mammocad.explain.overlay import colorbar_spec, film_overlay
-from tests.serve.test_dashboard_browser import CHROMIUM, PAGE_TIMEOUT_MS, START_TIMEOUT_S, free_port
+from tests.browser import running_dashboard
+from tests.serve.test_dashboard_browser import CHROMIUM, PAGE_TIMEOUT_MS, START_TIMEOUT_S
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = pytest.mark.skipif(
@@ -138,32 +135,9 @@ def test_the_viewer_zooms_pans_and_windows_in_the_browser(tmp_path):
 @pytest.fixture
 def dashboard_url(served_run, tmp_path) -> Iterator[str]:
     """The dashboard on ``served_run``, served by a real Streamlit process on a free port."""
-    port = free_port()
     settings = logic.DashboardSettings((served_run,), blind_n=3)
-    log = (tmp_path / "streamlit.log").open("w")
-    server = subprocess.Popen(
-        streamlit_command("127.0.0.1", port),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **logic.settings_env(settings)},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"Streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
-                time.sleep(0.3)
+    with running_dashboard(settings, tmp_path, START_TIMEOUT_S) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def test_an_upload_in_the_dashboard_viewer_changes_opacity_without_a_rerun(dashboard_url, upload_png, tmp_path):
