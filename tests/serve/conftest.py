@@ -28,3 +28,21 @@ def upload_png(dataset) -> bytes:
 
     row = read_manifest(dataset).iloc[0]
     return Path(resolve_path(dataset, row["image_path"])).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def engine(served_run):
+    """The served run on the PyTorch backend (a module may override it, e.g. with the default backend)."""
+    from mammocad.serve.engine import InferenceEngine
+
+    return InferenceEngine(served_run, backend="torch")
+
+
+@pytest.fixture(scope="module")
+def client(engine):
+    """An in-process client of the API serving ``engine``."""
+    from fastapi.testclient import TestClient
+
+    from mammocad.serve.api import create_app
+
+    return TestClient(create_app(engine))

@@ -58,11 +58,6 @@ def engine(served_run) -> InferenceEngine:
     return InferenceEngine(served_run)
 
 
-@pytest.fixture(scope="module")
-def client(engine) -> TestClient:
-    return TestClient(create_app(engine))
-
-
 def files(*items: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
     # The declared content type is deliberately wrong: the server must sniff the content.
     return [("files", (name, data, "text/plain")) for name, data in items]

@@ -17,21 +17,11 @@ from PIL import Image
 
 from mammocad.serve import api
 from mammocad.serve.api import DOCS_ASSETS, DOCS_ASSETS_URL, DOCS_CSP, create_app
-from mammocad.serve.engine import InferenceEngine, png_shape
+from mammocad.serve.engine import png_shape
 from tests.serve.test_api import TEXT, dicom_bytes, files
 
 CHROMIUM = Path("/usr/bin/chromium")
 PAGE_TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def engine(served_run) -> InferenceEngine:
-    return InferenceEngine(served_run, backend="torch")
-
-
-@pytest.fixture(scope="module")
-def client(engine) -> TestClient:
-    return TestClient(create_app(engine))
 
 
 def needs_docs_assets() -> None:

@@ -93,11 +93,6 @@ def engine(served_run) -> InferenceEngine:
 
 
 @pytest.fixture(scope="module")
-def client(engine) -> TestClient:
-    return TestClient(create_app(engine))
-
-
-@pytest.fixture(scope="module")
 def secured(engine) -> TestClient:
     return TestClient(create_app(engine, token=TOKEN))
 

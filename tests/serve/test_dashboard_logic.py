@@ -17,18 +17,12 @@ from mammocad.dashboard.viewer import MAX_VIEW_SIDE
 from mammocad.errors import ConfigError, ImageReadError, MammocadError
 from mammocad.evaluation.compare import TABLE1
 from mammocad.evaluation.predictions import run_config, split_frames
-from mammocad.serve.engine import InferenceEngine
 from mammocad.training.predict import load_run
 
 
 @pytest.fixture(scope="module")
 def run(served_run) -> logic.DashboardRun:
     return logic.validate_run(served_run)
-
-
-@pytest.fixture(scope="module")
-def engine(served_run) -> InferenceEngine:
-    return InferenceEngine(served_run, backend="torch")
 
 
 def copy_run(source: Path, target: Path, without: str) -> Path:

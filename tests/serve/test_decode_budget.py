@@ -21,19 +21,8 @@ from mammocad.data.synth.hostile import (
     write_rgb16_png,
     write_truncated_png,
 )
-from mammocad.serve.api import ServeSettings, create_app, create_app_from_settings
-from mammocad.serve.engine import InferenceEngine
+from mammocad.serve.api import ServeSettings, create_app_from_settings
 from mammocad.training.predict import load_run, predict_paths
-
-
-@pytest.fixture(scope="module")
-def engine(served_run) -> InferenceEngine:
-    return InferenceEngine(served_run, backend="torch")
-
-
-@pytest.fixture(scope="module")
-def client(engine) -> TestClient:
-    return TestClient(create_app(engine))
 
 
 def upload(name: str, data: bytes, field: str = "files") -> list[tuple[str, tuple[str, bytes, str]]]:
