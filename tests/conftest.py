@@ -34,6 +34,16 @@ def pseudonym_key_file(tmp_path_factory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL server for the session (``postgresql+psycopg://...`` URL of an empty
+    database), or $MAMMOCAD_TEST_POSTGRES_URL's; skipped without server binaries or psycopg."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def mias_dir() -> Path:
     """The real MIAS dev subset, from $MAMMOCAD_MIAS_DIR; the test is skipped when it is absent."""
     value = os.environ.get(MIAS_ENV)

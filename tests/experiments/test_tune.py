@@ -270,6 +270,7 @@ def test_killed_worker_trial_fails_by_heartbeat_and_interrupt_keeps_files(tmp_pa
         tune_study(base, space, 5, study_dir=tmp_path / "s", heartbeat_interval=1, grace_period=1)
     trials = pd.read_csv(tmp_path / "s" / "trials.csv")
     assert list(trials["state"]) == ["FAIL", "COMPLETE", "FAIL"]  # stale, done, interrupted
+    assert trials["error"][0] == tune_module.STALE_ERROR and trials["error"][2] == "KeyboardInterrupt"
     assert not (tmp_path / "s" / "report.html").exists()
 
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mammocad.cli.common import console, print_table, user_errors
@@ -65,41 +66,183 @@ def bench_preprocess(
 @app.command("train")
 def bench_train(
     model: list[str] | None = typer.Option(None, help="Architectures (default: baseline_cnn, icnt, iiv3)."),
-    steps: int = typer.Option(5, min=1, help="Timed optimisation steps per architecture."),
-    batch: int = typer.Option(16, min=1, help="Batch size."),
-    in_chans: int = typer.Option(1, min=1, max=3, help="Input channels (mammocad trains on grey: 1)."),
+    keras: Path | None = typer.Option(
+        None,
+        help="Python interpreter with TensorFlow/Keras: runs the papers' stack side by side in this invocation "
+        "(without it, ratios are reported as unavailable).",
+    ),
+    keras_script: Path | None = typer.Option(
+        None,
+        help="The Keras reference script (default: $MAMMOCAD_KERAS_BENCH or shared/bench/keras_ref/keras_bench.py).",
+    ),
+    keras_mode: list[str] = typer.Option(["fp32", "bf16"], help="Keras modes to run: fp32, bf16 (mixed_bfloat16)."),
+    repetitions: int = typer.Option(2, "--repetitions", "--reps", min=1, help="Repetitions, alternating the order."),
+    in_chans: int = typer.Option(3, min=1, max=3, help="Input channels (3, as the Keras script uses)."),
+    precision: str = typer.Option("auto", help="mammocad training precision (auto, 32-true, bf16-mixed)."),
+    channels_last: bool = typer.Option(True, help="mammocad: channels-last memory format."),
+    fused_adam: bool = typer.Option(True, help="mammocad: fused Adam."),
+    compile_model: bool = typer.Option(False, "--compile", help="mammocad: torch.compile (compile time excluded)."),
     output: Path = typer.Option(Path("bench-output/training.json"), "-o", "--output", help="JSON to write."),
 ) -> None:
-    """Training (batch 16, Adam) and inference throughput, next to the papers' Keras numbers."""
-    from mammocad.benchmarks.training import run_training_benchmark
+    """Training and batch-32 inference speed, mammocad beside Keras, each in a fresh process, alternating."""
+    from mammocad.benchmarks.training import (
+        KERAS_MODES,
+        UNAVAILABLE,
+        side_by_side,
+    )
 
     with user_errors():
-        result = run_training_benchmark(model, steps=steps, batch=batch, in_chans=in_chans)
+        reference = _keras_reference(keras, keras_script)
+        bad_modes = [m for m in keras_mode if m not in KERAS_MODES]
+        if bad_modes:
+            raise typer.BadParameter(f"{bad_modes}: choose from {sorted(KERAS_MODES)}", param_hint="--keras-mode")
+        child = ["--precision", precision]
+        child += [] if channels_last else ["--no-channels-last"]
+        child += [] if fused_adam else ["--no-fused-adam"]
+        child += ["--compile"] if compile_model else []
+
+        def said(what: str, result: dict) -> None:
+            if "error" in result:
+                console.print(f"[red]{escape(what)}[/]: {escape(result['error'])}")
+            else:
+                rate = result.get("train_img_per_s")
+                console.print(
+                    f"{escape(what)}: train {rate} img/s, other CPU {result.get('other_cpu_share', result.get('train_other_cpu_share'))}"
+                )
+
+        result = side_by_side(
+            model, repetitions, reference, tuple(keras_mode), in_chans, mammocad_options=child, on_result=said
+        )
         _write_json(output, result)
-        table = Table(title=f"training throughput (batch {batch}, {result['threads']} threads)")
+        table = Table(title=f"img/s, median [min-max] of {repetitions} (train batch 16, inference batch 32)")
+        for column in ("model", "side", "mammocad train", *(f"Keras {m} train" for m in keras_mode if reference)):
+            table.add_column(column, justify="right")
+        for column in ("mammocad infer b32", *(["Keras tf.function b32"] if reference else []), "ratios"):
+            table.add_column(column, justify="right")
+        for name, entry in result["models"].items():
+            mine = entry["mammocad"]
+            cells = [name, str(entry["input"]), _spread_text(mine.get("train_img_per_s"))]
+            if reference:
+                cells += [_spread_text(entry.get(f"keras_{m}", {}).get("train_img_per_s")) for m in keras_mode]
+            backends = {"torch": "infer_b32_img_per_s", "ort": "infer_b32_img_per_s_ort_fp32"}
+            backends["int8"] = "infer_b32_img_per_s_ort_int8"
+            cells.append("; ".join(f"{b} {_spread_text(mine[k])}" for b, k in backends.items() if mine.get(k)) or "-")
+            if reference:
+                graphs = [entry.get(f"keras_{m}", {}).get("x_tffunc_infer_b32_img_per_s") for m in keras_mode]
+                best = max((g for g in graphs if g), key=lambda g: g["median"], default=None)
+                cells.append(_spread_text(best))
+            ratios = entry["ratios"]
+            cells.append(
+                "unavailable"
+                if isinstance(ratios, str)
+                else ", ".join(f"{k.replace('_vs_', ' / ')} {v}" for k, v in ratios.items())
+            )
+            table.add_row(*cells)
+        print_table(table)
+        if reference is None:
+            console.print(f"ratios {UNAVAILABLE}")
+        console.print(f"[green]wrote[/] {output}")
+
+
+@app.command("infer")
+def bench_infer(
+    model: list[str] | None = typer.Option(None, help="Architectures (default: baseline_cnn, icnt, iiv3)."),
+    keras: Path | None = typer.Option(
+        None, help="Python with TensorFlow/Keras: measures Keras tf.function batch-32 inference in this invocation."
+    ),
+    keras_script: Path | None = typer.Option(None, help="The Keras reference script (see `bench train`)."),
+    rounds: int = typer.Option(5, min=1, help="Interleaved rounds of one batch per backend."),
+    repetitions: int = typer.Option(1, "--repetitions", "--reps", min=1, help="Repetitions, alternating the order."),
+    in_chans: int = typer.Option(3, min=1, max=3, help="Input channels."),
+    output: Path = typer.Option(Path("bench-output/inference.json"), "-o", "--output", help="JSON to write."),
+) -> None:
+    """Batch-32 inference per backend (PyTorch fp32/bf16, ONNX Runtime fp32/int8) against the GEMM rate and Keras."""
+    from mammocad.benchmarks.inference import ARCHITECTURES, merge_runs, run_inference_benchmark
+    from mammocad.benchmarks.training import UNAVAILABLE, run_process
+
+    with user_errors():
+        reference = _keras_reference(keras, keras_script)
+        names = model or list(ARCHITECTURES)
+        document: dict = {"models": {}, "keras": None, "repetitions": repetitions}
+        keras_rates: dict[str, list[float]] = {}
+        for name in names:
+            for rep in range(repetitions):
+                steps = ["keras", "mammocad"] if rep % 2 == 0 else ["mammocad", "keras"]
+                for side in steps:
+                    if side == "keras" and reference is not None:
+                        rates = []
+                        for mode in ("fp32", "bf16"):
+                            found = run_process(reference.command(name, mode), 1800.0)
+                            if "error" in found:
+                                console.print(f"[red]Keras {mode} {name}[/]: {escape(found['error'])}")
+                            elif found.get("x_tffunc_infer_b32_img_per_s"):
+                                rates.append(float(found["x_tffunc_infer_b32_img_per_s"]))
+                        if rates:
+                            keras_rates.setdefault(name, []).append(max(rates))
+                    elif side == "mammocad":
+                        part = run_inference_benchmark(
+                            [name], rounds=rounds, in_chans=in_chans, progress=lambda m: console.print(escape(m))
+                        )
+                        document.setdefault("runs", []).append(part)
+        # The Keras anchor of this run: the median over repetitions of its faster tf.function mode.
+        keras_b32 = {name: sorted(v)[len(v) // 2] for name, v in keras_rates.items()}
+        result = merge_runs(document.pop("runs"), keras_b32)
+        result["keras"] = (
+            {"python": str(reference.python), "script": str(reference.script), "tffunc_b32_img_s": keras_rates}
+            if reference
+            else UNAVAILABLE
+        )
+        _write_json(output, result)
+        table = Table(
+            title=f"batch-{result['batch']} inference img/s (GEMM fp32 {result['gemm_gflop_s']['fp32']} GFLOP/s)"
+        )
         for column in (
             "model",
-            "input",
-            "train img/s",
-            "train img/s (NHWC)",
-            "Keras train img/s",
-            "infer b32 img/s",
-            "p50 ms",
+            "GFLOP/img",
+            "torch fp32",
+            "torch bf16",
+            "ORT fp32",
+            "ORT int8",
+            "Keras",
+            "best",
+            "target",
         ):
             table.add_column(column, justify="right")
         for name, entry in result["models"].items():
-            keras = entry["keras_reference"] or {}
-            table.add_row(
-                name,
-                str(entry["input"]),
-                str(entry["contiguous"]["train_img_s"]),
-                str(entry["channels_last"]["train_img_s"]),
-                str(keras.get("train_img_s", "-")),
-                str(max(entry["contiguous"]["infer_b32_img_s"], entry["channels_last"]["infer_b32_img_s"])),
-                str(entry["channels_last"]["latency_b1_p50_ms"]),
-            )
+            cells = [name, str(entry["gflop_per_image"])]
+            for backend in ("torch_fp32", "torch_bf16", "ort_fp32", "ort_int8"):
+                timing = entry.get(backend)
+                cells.append(f"{timing['img_s']} ({timing['share_of_fp32_gemm']:.0%})" if timing else "-")
+            best = entry["best"]
+            target = {True: "met", False: "not met", None: "unavailable"}[best["meets_target"]]
+            cells += [str(entry.get("keras_b32_img_s") or "-"), f"{best['backend']} {best['img_s']}", target]
+            table.add_row(*cells)
         print_table(table)
+        if reference is None:
+            console.print(f"Keras ratios {UNAVAILABLE}")
         console.print(f"[green]wrote[/] {output}")
+
+
+def _keras_reference(keras: Path | None, keras_script: Path | None):
+    """The Keras side given on the command line, checked; None without ``--keras``."""
+    from mammocad.benchmarks.training import KerasReference, default_keras_script
+
+    if keras is None:
+        return None
+    script = keras_script or default_keras_script()
+    if script is None or not Path(script).is_file():
+        raise typer.BadParameter(
+            f"Keras reference script not found ({script or 'give --keras-script'})", param_hint="--keras-script"
+        )
+    if not Path(keras).exists():
+        raise typer.BadParameter(f"{keras}: no such interpreter", param_hint="--keras")
+    return KerasReference(Path(keras), Path(script))
+
+
+def _spread_text(summary: dict | None) -> str:
+    if not summary:
+        return "-"
+    return f"{summary['median']:.1f} [{summary['min']:.1f}-{summary['max']:.1f}]"
 
 
 @app.command("explain")
@@ -208,6 +351,13 @@ def bench_serve(
                     str(row["decode_to_gradcam_ms"]),
                 )
         print_table(table)
+        for name, entry in result["models"].items():
+            cam = entry["predict_with_cam"]
+            stages = ", ".join(f"{stage} {ms}" for stage, ms in cam["stages_p50_ms"].items())
+            console.print(
+                f"{name}: upload → prediction + Grad-CAM overlays p50 {cam['p50_ms']} ms "
+                f"(target < {cam['target_ms']:.0f} ms; stages: {stages})"
+            )
         if "load_test" in result:
             load = result["load_test"]
             console.print(

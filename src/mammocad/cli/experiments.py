@@ -2,11 +2,76 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from mammocad.cli.common import console, quiet_training_logs, run_config_from_options, stepper, user_errors
+from mammocad.cli.common import (
+    console,
+    error_console,
+    quiet_training_logs,
+    run_config_from_options,
+    stepper,
+    user_errors,
+)
+
+# Shared by cv and ablate. The storage's environment variable is spelled out (not imported from the
+# work-queue module) so that `--help` imports nothing beyond typer.
+STORAGE_ENV = "MAMMOCAD_CV_STORAGE"
+WORKERS_HELP = (
+    "Spread the units over N worker processes on this machine through a work queue other machines can "
+    "join (1: this process is the worker)."
+)
+STORAGE_HELP = (
+    "Work-queue database URL (SQLAlchemy: sqlite:///..., postgresql://...); default sqlite:///<dir>/queue.db. "
+    "Giving it turns the work queue on."
+)
+GPUS_HELP = "GPU numbers shared out among the workers, e.g. 0,1,2,3 (each worker sees its own share)."
+GRACE_HELP = "Seconds without a heartbeat before another worker takes a unit over (recorded when the queue is made)."
+
+
+def _queued(workers: int | None, storage: str | None, gpus: str | None, resume: Path | None, state_file: str) -> bool:
+    """Whether the command works through a work queue: asked for, or the resumed directory has one."""
+    if workers is not None or storage is not None or gpus is not None:
+        return True
+    if resume is None:
+        return False
+    from mammocad.io import read_json_object
+
+    return "queue" in read_json_object(resume / state_file)
+
+
+@contextlib.contextmanager
+def _progress(queued: bool, label: str) -> Iterator[Callable[[str], None]]:
+    """Progress as one printed line per step with a work queue (many workers print), else a status line."""
+    if queued:
+        prefix = f"[{label}] " if label else ""
+        yield lambda message: console.print(escape(prefix + message), soft_wrap=True)
+        return
+    with console.status(label) as status:
+        yield stepper(status, label)
+
+
+@contextlib.contextmanager
+def _incomplete_is_exit_1() -> Iterator[None]:
+    """Units that failed on the queue: one red line and exit code 1 (the rest of the work is kept)."""
+    from mammocad.experiments.work_queue import IncompleteWork
+
+    try:
+        yield
+    except IncompleteWork as exc:
+        error_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(code=1) from exc
+
+
+def _check_join(join: Path | None, resume: Path | None, config: Path | None, option: list[str] | None) -> None:
+    if join is not None and resume is not None:
+        raise typer.BadParameter("give --join DIR or --resume DIR, not both")
+    if join is not None and (config is not None or option):
+        raise typer.BadParameter("--join DIR works on the directory's own config; leave out --config and --set")
 
 
 def cv(
@@ -18,28 +83,50 @@ def cv(
     out: Path | None = typer.Option(None, "-o", "--out", help="CV directory (default: runs_dir/<name>-cv<k>-<time>)."),
     resume: Path | None = typer.Option(None, help="Continue an interrupted CV directory."),
     resamples: int = typer.Option(1000, min=0, help="Patient-bootstrap resamples for the pooled OOF CIs."),
+    workers: int | None = typer.Option(None, min=1, help=WORKERS_HELP.replace("units", "folds")),
+    storage: str | None = typer.Option(None, "--storage", envvar=STORAGE_ENV, help=STORAGE_HELP),
+    gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),
+    join: Path | None = typer.Option(
+        None, "--join", help="Add a worker (or --workers N) to the CV with a work queue in this directory."
+    ),
+    grace_period: float = typer.Option(180.0, "--grace-period", min=0.1, help=GRACE_HELP),
 ) -> None:
     """k-fold cross-validation: one run per fold, mean ± std of every metric, pooled OOF predictions."""
+    _check_join(join, resume, config, option)
+    queued = _queued(workers, storage, gpus, resume, "cv.json") or join is not None
+    label = ""
+    if join is not None:
+        from mammocad.experiments.work_queue import become_local_worker
+
+        label = become_local_worker()  # a worker started by `--workers N`: dies with its launcher
     from mammocad.evaluation.compare import markdown_table
-    from mammocad.experiments.cv import HEADLINE_METRICS, cross_validate, resume_cv
+    from mammocad.experiments.cv import HEADLINE_METRICS, cross_validate, resume_cv, work_on_cv
+    from mammocad.experiments.work_queue import parse_gpus
 
     quiet_training_logs()
-    with user_errors():
-        with console.status("cv") as status:
-            if resume is not None:
-                result = resume_cv(resume, progress=stepper(status, "cv"))
+    with user_errors(), _incomplete_is_exit_1():
+        gpu_ids = parse_gpus(gpus)
+        queue = {"workers": workers, "storage": storage, "gpus": gpu_ids}
+        with _progress(queued, label or "cv") as progress:
+            if join is not None:
+                result = work_on_cv(join, progress=progress, **queue)
+            elif resume is not None:
+                result = resume_cv(resume, progress=progress, **queue)
             else:
                 run_config = run_config_from_options(config, option, dataset)
+                extra = {**queue, "grace_period": grace_period} if queued else {}
                 result = cross_validate(
-                    run_config, folds, out, seed=seed, n_resamples=resamples, progress=stepper(status, "cv")
+                    run_config, folds, out, seed=seed, n_resamples=resamples, progress=progress, **extra
                 )
+        if label:  # a worker of `--workers N`: its launcher prints the result
+            return
         table = result.folds.set_index("fold")[[m for m in HEADLINE_METRICS if m in result.folds]]
         console.print(markdown_table(table), soft_wrap=True, markup=False)
         for metric in HEADLINE_METRICS:
             values = result.summary["metrics"].get(metric)
             if values and values["mean"] is not None:
                 console.print(f"{metric}: {values['mean']:.3f} ± {values['std'] or 0:.3f}")
-        console.print(f"report: [bold]{result.report.resolve()}[/]")
+        console.print(f"report: [bold]{escape(str(result.report.resolve()))}[/]")
 
 
 def ablate(
@@ -53,21 +140,43 @@ def ablate(
     out: Path | None = typer.Option(None, "-o", "--out", help="Ablation directory (default under runs_dir)."),
     resume: Path | None = typer.Option(None, help="Continue an interrupted ablation directory."),
     resamples: int = typer.Option(1000, min=0, help="Patient-bootstrap resamples for each CV's pooled OOF CIs."),
+    workers: int | None = typer.Option(None, min=1, help=WORKERS_HELP.replace("units", "variant × fold units")),
+    storage: str | None = typer.Option(None, "--storage", envvar=STORAGE_ENV, help=STORAGE_HELP),
+    gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),
+    join: Path | None = typer.Option(
+        None, "--join", help="Add a worker (or --workers N) to the ablation with a work queue in this directory."
+    ),
+    grace_period: float = typer.Option(180.0, "--grace-period", min=0.1, help=GRACE_HELP),
 ) -> None:
     """Ablation study: the full model and one variant per removed component, each cross-validated."""
+    _check_join(join, resume, config, option)
+    queued = _queued(workers, storage, gpus, resume, "ablate.json") or join is not None
+    label = ""
+    if join is not None:
+        from mammocad.experiments.work_queue import become_local_worker
+
+        label = become_local_worker()
     from mammocad.experiments.ablate import ablate as run_ablation
-    from mammocad.experiments.ablate import load_ablations, resume_ablation
+    from mammocad.experiments.ablate import load_ablations, resume_ablation, work_on_ablation
+    from mammocad.experiments.work_queue import parse_gpus
 
     quiet_training_logs()
-    with user_errors():
-        with console.status("ablate") as status:
-            if resume is not None:
-                result = resume_ablation(resume, progress=stepper(status, "ablate"))
+    with user_errors(), _incomplete_is_exit_1():
+        gpu_ids = parse_gpus(gpus)
+        queue = {"workers": workers, "storage": storage, "gpus": gpu_ids}
+        with _progress(queued, label or "ablate") as progress:
+            if join is not None:
+                result = work_on_ablation(join, progress=progress, **queue)
+            elif resume is not None:
+                result = resume_ablation(resume, progress=progress, **queue)
             else:
                 if ablations is None:
                     raise typer.BadParameter("give --ablations FILE (or toggles: gagm,sevector,fsl) or --resume DIR")
                 spec = load_ablations(ablations)
                 run_config = run_config_from_options(config, option, dataset)
-                result = run_ablation(run_config, spec, folds, out, resamples, progress=stepper(status, "ablate"))
+                extra = {**queue, "grace_period": grace_period} if queued else {}
+                result = run_ablation(run_config, spec, folds, out, resamples, progress=progress, **extra)
+        if label:
+            return
         console.print((result.out_dir / "ablation.md").read_text(), soft_wrap=True, markup=False)
-        console.print(f"report: [bold]{result.report.resolve()}[/]")
+        console.print(f"report: [bold]{escape(str(result.report.resolve()))}[/]")

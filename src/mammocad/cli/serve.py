@@ -36,6 +36,12 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
     backend: str = typer.Option("auto", help="auto (ONNX Runtime when a current export exists), onnx or torch."),
+    onnx_variant: str = typer.Option(
+        "fp32",
+        "--onnx-variant",
+        help="The export's model ONNX Runtime serves: fp32, or int8 (mammocad export RUN --int8); "
+        "a variant that failed its parity check against fp32 is refused.",
+    ),
     token_file: Path | None = typer.Option(
         None,
         "--token-file",
@@ -102,6 +108,7 @@ def serve(
         settings = ServeSettings(
             run=run.resolve(),
             backend=backend,
+            onnx_variant=onnx_variant,
             max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
             decode_budget_mb=max_decode_mb,
             api=ApiSettings(token=secret, max_upload_bytes=max_upload_mb << 20, max_batch=max_batch, docs=docs),
@@ -111,9 +118,8 @@ def serve(
     configure_logging()
     engine = app.state.engine
     auth = "bearer token" if settings.api.token else "none"
-    console.print(
-        f"[green]serving[/] {engine.info()['name']} {engine.version} · backend {engine.backend} · auth: {auth}"
-    )
+    served = f"onnx ({engine.onnx_variant['name']})" if engine.onnx_variant else engine.backend
+    console.print(f"[green]serving[/] {engine.info()['name']} {engine.version} · backend {served} · auth: {auth}")
     if settings.api.docs:
         console.print(f"docs: http://{url_host(host)}:{port}/docs")
     else:

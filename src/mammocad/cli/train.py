@@ -43,8 +43,8 @@ def train(
             raise typer.BadParameter("give --config run.yaml, --dataset DIR or --resume RUN_DIR")
         # A resume says what it found: an interrupted run, a killed run's temporary files, a restart at epoch 0.
         result = train_from_file(config, overrides, resume, run_dir, notify=_notice)
-        if int(os.environ.get("LOCAL_RANK", "0")) > 0:
-            return  # a DDP worker: rank 0 reports
+        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) > 0:
+            return  # a DDP worker (RANK: torchrun's global rank, over every machine): rank 0 reports
         best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
         console.print(
             f"best epoch {result.best_epoch}: val_loss={best['val_loss']:.4f} val_acc={best['val_acc']:.3f} "

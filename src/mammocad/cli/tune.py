@@ -25,13 +25,23 @@ def tune(
         None,
         "--storage",
         envvar="MAMMOCAD_TUNE_STORAGE",
-        help="Study database URL (default: sqlite:///<study-dir>/study.db); share one URL across machines.",
+        help="Study database URL (default: sqlite:///<study-dir>/study.db); share one postgresql://user:pw@host/db "
+        "URL across machines.",
     ),
     study_name: str | None = typer.Option(
         None, "--study-name", help="Study name in the database (default: output.name, else model.name)."
     ),
     seed: int | None = typer.Option(
         None, help="TPE sampler seed; overrides the search file's seed (give each machine its own)."
+    ),
+    heartbeat: int = typer.Option(
+        60, "--heartbeat", min=1, help="Seconds between a running trial's heartbeats to the study database."
+    ),
+    grace: int = typer.Option(
+        180,
+        "--grace",
+        min=1,
+        help="Seconds without a heartbeat after which a trial (its worker killed or lost) is marked FAIL and replaced.",
     ),
 ) -> None:
     """Search hyperparameters: run trials (one training run each) until the study has --trials finished ones."""
@@ -50,6 +60,8 @@ def tune(
             study_name=study_name,
             progress=lambda line: console.print(escape(line)),
             seed=seed,
+            heartbeat_interval=heartbeat,
+            grace_period=grace,
         )
     counts = ", ".join(f"{n} {state.lower()}" for state, n in result.counts.items() if n) or "no trials"
     console.print(f"study {escape(result.study_name)}: {counts} ({result.n_finished}/{result.n_trials} finished)")
@@ -58,8 +70,14 @@ def tune(
         console.print(
             f"[yellow]{failed} trial(s) failed[/]: see the error column of {escape(str(result.study_dir))}/trials.csv"
         )
-    if result.n_finished < result.n_trials and not result.counts.get("RUNNING", 0):
+    running = result.counts.get("RUNNING", 0)
+    if result.n_finished < result.n_trials and not running:
         console.print("run the same command again to run the missing trials")
+    elif result.n_finished < result.n_trials:
+        console.print(
+            f"{running} trial(s) running elsewhere hold the remaining places; a trial whose worker died is "
+            f"marked FAIL after {grace} s without a heartbeat: then run the same command again"
+        )
     console.print(f"[green]report[/] {escape(str(result.report))}")
     if result.best_trial is None:
         error_console.print("[bold red]error:[/] no trial completed, so there is no best configuration")

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mammocad.devices import inference_autocast
 from mammocad.errors import DatasetError, MammocadError
 from mammocad.models.heads.dense import DenseClassifier
 from mammocad.training.config import RunConfig, load_run_config
@@ -160,11 +161,12 @@ def frame_logits(
         for start in range(0, len(dataset), batch_size):
             batch = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
             seen.clear()
-            outputs.append(model.head.own_features(model.heatmap(batch)) if bilateral else model(batch))
+            with inference_autocast():  # the precision the server predicts in, so metrics describe it
+                outputs.append(model.head.own_features(model.heatmap(batch)) if bilateral else model(batch))
     finally:
         for handle in handles:
             handle.remove()
-    logits = torch.cat(outputs).float()
+    logits = torch.cat([output.float() for output in outputs])
     if bilateral:
         logits = model.head.classify(paired_features(model.head, logits, contralateral_index(part)))
     return logits.detach().numpy(), {name: np.concatenate(chunks) for name, chunks in captured.items()}

@@ -25,6 +25,12 @@ Directory (new, never overwritten; resumable, each variant a resumable CV)::
     ablation.csv / .md        mean ± std per variant, difference to the full model and p-values
     fold_tests.csv, significance.csv      paired t-test / Wilcoxon per fold; DeLong / McNemar pooled OOF
     figures/ablation.png, report.html
+    queue.db                  with workers (default storage only): the work queue
+
+Many workers (``workers``/``storage``/``gpus`` of :func:`ablate`, :func:`work_on_ablation`): every
+variant's CV directory is made first, then each variant × fold is a unit of one shared
+:mod:`~mammocad.experiments.work_queue` (``<variant>/fold-<k>``), taken by whichever worker is free;
+the final unit summarises every variant's CV and writes the ablation table, once.
 """
 
 from __future__ import annotations
@@ -52,7 +58,27 @@ from mammocad.experiments.compare_cv import (
     mean_std_table,
     pooled_tests,
 )
-from mammocad.experiments.cv import CV_FILE, cross_validate, resume_cv
+from mammocad.experiments.cv import (
+    CV_FILE,
+    SUMMARY_UNIT,
+    create_cv,
+    cross_validate,
+    fold_unit,
+    resume_cv,
+    summarise,
+    train_and_score_fold,
+)
+from mammocad.experiments.work_queue import (
+    DEFAULT_GRACE_S,
+    IncompleteWork,
+    Lease,
+    WorkQueue,
+    describe_failures,
+    open_recorded_queue,
+    queue_record,
+    run_worker,
+    start_queue_work,
+)
 from mammocad.io import (
     atomic_write_bytes,
     atomic_write_text,
@@ -270,6 +296,11 @@ def ablate(
     out_dir: str | Path | None = None,
     n_resamples: int = 1000,
     progress: ProgressFn | None = None,
+    *,
+    workers: int | None = None,
+    storage: str | None = None,
+    gpus: list[str] | None = None,
+    grace_period: float = DEFAULT_GRACE_S,
 ) -> AblationResult:
     """Cross-validate the full model and every variant of ``spec`` on the same folds; compare them.
 
@@ -280,8 +311,13 @@ def ablate(
         out_dir: new directory (made unique); default ``<runs_dir>/<name>-ablation-<timestamp>``.
         n_resamples: patient-bootstrap resamples of each CV's pooled OOF CIs.
         progress: called with a short message as each step starts.
+        workers, storage, gpus, grace_period: spread the variant × fold units over a work queue
+            (see :func:`work_on_ablation` and :func:`~mammocad.experiments.cv.cross_validate`); None:
+            the variants run one after another in this process.
     """
     k = folds or spec.folds or 5
+    queued = workers is not None or storage is not None or gpus is not None
+    record = queue_record(storage, grace_period) if queued else None  # refuses a bad grace before any file
     found = variants(config, spec)  # refuses bad toggles before anything is created
     name = config.output.name or config.model.name
     target = out_dir or config.output.runs_dir / f"{name}-ablation-{datetime.now():%Y%m%d-%H%M%S}"
@@ -297,17 +333,166 @@ def ablate(
             "reference": REFERENCE,
             "variants": {v: {"overrides": o, "cv_dir": None} for v, o in found.items()},
             "started": datetime.now().isoformat(timespec="seconds"),
+            **({"queue": record} if record is not None else {}),
         },
     )
-    return _run(out, progress or (lambda _message: None))
+    step = progress or (lambda _message: None)
+    if queued:
+        _create_variant_cvs(out, step)
+        return work_on_ablation(out, storage=storage, workers=workers, gpus=gpus, progress=step)
+    return _run(out, step)
 
 
-def resume_ablation(out_dir: str | Path, progress: ProgressFn | None = None) -> AblationResult:
-    """Continue an interrupted ablation: finished variants are kept, the others resume their CV."""
+def resume_ablation(
+    out_dir: str | Path,
+    progress: ProgressFn | None = None,
+    *,
+    workers: int | None = None,
+    storage: str | None = None,
+    gpus: list[str] | None = None,
+) -> AblationResult:
+    """Continue an interrupted ablation: finished variants are kept, the others resume their CV.
+
+    An ablation with a work queue (or given ``workers``/``storage``/``gpus``, which give it one)
+    continues through :func:`work_on_ablation`, its failed units tried again.
+    """
     out = Path(out_dir)
     if not (out / ABLATE_FILE).is_file():
         raise MammocadError(f"{out}: not an ablation directory (no {ABLATE_FILE})")
+    state = json.loads((out / ABLATE_FILE).read_text())
+    if "queue" in state or workers is not None or storage is not None or gpus is not None:
+        return work_on_ablation(out, storage=storage, workers=workers, gpus=gpus, progress=progress, resume=True)
     return _run(out, progress or (lambda _message: None))
+
+
+def _create_variant_cvs(out: Path, step: ProgressFn) -> dict[str, Any]:
+    """Make the CV directory of every variant that has none yet (before workers start); ablate.json's state."""
+    state = json.loads((out / ABLATE_FILE).read_text())
+    base = _flat(load_run_config(out / "config.yaml").model_dump(mode="json"))
+    made = False
+    for variant, entry in state["variants"].items():
+        if entry["cv_dir"] is not None and (out / entry["cv_dir"] / CV_FILE).exists():
+            continue
+        variant_config = load_run_config(None, {**base, **entry["overrides"]})
+        cv_dir = create_cv(
+            variant_config, state["folds"], out / variant, state["seed"], state["n_resamples"], _prefixed(step, variant)
+        )
+        entry["cv_dir"], made = cv_dir.name, True
+    if made:
+        state = update_json(out / ABLATE_FILE, {"variants": state["variants"]})
+    return state
+
+
+def _units(state: dict[str, Any]) -> list[str]:
+    """``<variant>/fold-<k>`` for every variant and fold, variant by variant."""
+    return [f"{variant}/{fold_unit(k)}" for variant in state["variants"] for k in range(state["folds"])]
+
+
+def work_on_ablation(
+    out_dir: str | Path,
+    *,
+    storage: str | None = None,
+    workers: int | None = None,
+    gpus: list[str] | None = None,
+    progress: ProgressFn | None = None,
+    resume: bool = False,
+    grace_period: float = DEFAULT_GRACE_S,
+) -> AblationResult:
+    """Work on an ablation's queue until no unit is left; the result once every unit and the summary are done.
+
+    As :func:`~mammocad.experiments.cv.work_on_cv`, with variant × fold units (``mammocad ablate
+    --join DIR`` runs it); ``resume`` also tries failed units again, and gives an ablation made
+    without a queue one (its missing variant CVs made first).
+
+    Raises:
+        IncompleteWork: units failed (or their workers stopped too often); the message lists them.
+    """
+    out = Path(out_dir)
+    step = progress or (lambda _message: None)
+    if not (out / ABLATE_FILE).is_file():
+        raise MammocadError(f"{out}: not an ablation directory (no {ABLATE_FILE})")
+    state = json.loads((out / ABLATE_FILE).read_text())
+    record = state.get("queue")
+    if record is None and not resume:
+        raise MammocadError(
+            f"{out}: this ablation was started without a work queue; `mammocad ablate --resume {out} --workers N` "
+            "(or --storage URL) gives it one, then other workers can join"
+        )
+    if resume:
+        if record is None:
+            record = queue_record(storage, grace_period)
+            update_json(out / ABLATE_FILE, {"queue": record})
+        state = _create_variant_cvs(out, step)
+    missing = [v for v, e in state["variants"].items() if e["cv_dir"] is None or not (out / e["cv_dir"]).is_dir()]
+    if missing:
+        raise MammocadError(
+            f"{out}: no CV directory for {', '.join(missing)} yet (the command that started the ablation makes "
+            f"them before its workers start: join again in a moment; after an interruption `mammocad ablate "
+            f"--resume {out}` makes them)"
+        )
+    queue = open_recorded_queue(out, record, storage)
+    queue.add(_units(state), final=SUMMARY_UNIT)
+    try:
+        if start_queue_work(queue, out / ABLATE_FILE, "ablate", resume, workers, gpus, storage, step):
+            step("every unit and the summary are done already")
+            return load_ablation_result(out)
+        configs: dict[str, RunConfig] = {}
+
+        def do_unit(lease: Lease) -> str | None:
+            if lease.claim.final:
+                _finalise_ablation(out, queue, step)
+                return None
+            variant, _, fold_name = lease.claim.name.rpartition("/")
+            cv_dir = out / state["variants"][variant]["cv_dir"]
+            if variant not in configs:
+                configs[variant] = load_run_config(cv_dir / "config.yaml")
+            fold = int(fold_name.removeprefix("fold-"))
+            return train_and_score_fold(configs[variant], cv_dir, fold, _prefixed(step, variant), lease=lease).name
+
+        run_worker(queue, do_unit, step)
+        units = queue.units()
+    finally:
+        queue.close()
+    if all(unit.state == "done" for unit in units):
+        return load_ablation_result(out)
+    failures = describe_failures(units)
+    update_json(out / ABLATE_FILE, {"status": "interrupted", "error": f"failed: {failures}"})
+    raise IncompleteWork(f"{out}: units failed: {failures}; `mammocad ablate --resume {out}` trains them again")
+
+
+def _finalise_ablation(out: Path, queue: WorkQueue, step: ProgressFn) -> None:
+    """The queue's final unit: summarise every variant's CV (with the queue's runs), then the ablation."""
+    units = {unit.name: unit for unit in queue.units()}
+    state = json.loads((out / ABLATE_FILE).read_text())
+    for variant, entry in state["variants"].items():
+        cv_dir = out / entry["cv_dir"]
+        runs = {str(k): units[f"{variant}/{fold_unit(k)}"].run_dir or fold_unit(k) for k in range(state["folds"])}
+        update_json(cv_dir / CV_FILE, {"runs": runs})
+        step(f"{variant}: summarising folds")
+        summarise(cv_dir, n_resamples=state["n_resamples"])
+        update_json(
+            cv_dir / CV_FILE,
+            {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds"), "error": None},
+        )
+    step("ablation table, paired tests and report")
+    cvs = [load_cv(out / entry["cv_dir"], variant) for variant, entry in state["variants"].items()]
+    _write(out, cvs, state)
+    update_json(
+        out / ABLATE_FILE, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds"), "error": None}
+    )
+
+
+def load_ablation_result(out_dir: str | Path) -> AblationResult:
+    """The result of a finished ablation, read from its files."""
+    out = Path(out_dir)
+
+    def table(name: str, **kwargs: Any) -> pd.DataFrame:
+        try:
+            return pd.read_csv(out / name, **kwargs)
+        except pd.errors.EmptyDataError:  # no rows (e.g. no pooled test could run)
+            return pd.DataFrame()
+
+    return AblationResult(out, table("ablation.csv", index_col=0), table("fold_tests.csv"), table("significance.csv"))
 
 
 def _run(out: Path, step: ProgressFn) -> AblationResult:

@@ -17,6 +17,15 @@ continues from its last epoch)::
     oof_predictions.parquet   pooled OOF predictions (column ``fold``)
     figures/*.png             per-fold scores, summed confusion matrix, pooled ROC, learning curves
     report.html               everything in one self-contained page
+    queue.db                  with workers (default storage only): the work queue, see below
+
+Many workers (``workers``/``storage``/``gpus`` of :func:`cross_validate`, :func:`work_on_cv`): the
+folds are units of a shared :mod:`~mammocad.experiments.work_queue` (recorded as ``queue`` in
+``cv.json``); every worker process, here or on another machine sharing the directory, trains the
+folds it claims, a fold whose worker stopped sending heartbeats is taken over after the grace period
+(continued from its checkpoint when its process is provably gone, else trained anew in
+``fold-<k>-2``, the other directory left as it is), and the summary is the queue's final unit:
+written once, by the worker that finds every fold done.
 """
 
 from __future__ import annotations
@@ -42,13 +51,27 @@ from mammocad.evaluation.evaluate import bootstrap_intervals, evaluate_run, subt
 from mammocad.evaluation.metrics import classification_metrics
 from mammocad.evaluation.predictions import SplitPredictions
 from mammocad.experiments import figures as study_figures
+from mammocad.experiments.work_queue import (
+    DEFAULT_GRACE_S,
+    IncompleteWork,
+    Lease,
+    WorkQueue,
+    describe_failures,
+    open_recorded_queue,
+    queue_record,
+    run_worker,
+    start_queue_work,
+)
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir, update_json
+from mammocad.procs import run_owner_state
 from mammocad.reporting.html import HtmlReport, figure_to_png
 from mammocad.training.config import RunConfig, dump_run_config, load_run_config
 from mammocad.training.data import task_classes
-from mammocad.training.run import relaunches_command, train
+from mammocad.training.run import StopTraining, relaunches_command, train
 
 CV_FILE = "cv.json"
+#: The queue's final unit: the summary, run once every fold is done.
+SUMMARY_UNIT = "summary"
 ProgressFn = Callable[[str], None]
 
 # Scalar metrics of classification_metrics / overfit_metrics summarised across folds (when present).
@@ -135,14 +158,34 @@ def _status(run_dir: Path) -> str:
     return json.loads((run_dir / "run.json").read_text()).get("status", "unknown")
 
 
-def _train_fold(base: RunConfig, cv_dir: Path, fold: int, step: ProgressFn, train_progress: bool) -> Path:
-    """The finished run of ``fold``: kept when done, continued when interrupted, else trained anew."""
+def fold_unit(fold: int) -> str:
+    """The queue unit of ``fold``."""
+    return f"fold-{fold}"
+
+
+def _abandoned(run_dir: Path) -> bool:
+    """True when no process can still be training ``run_dir``: it ended, or its process (this host) is gone."""
+    state = json.loads((run_dir / "run.json").read_text())
+    return state.get("status") != "running" or run_owner_state(state) == "gone"
+
+
+def _train_fold(
+    base: RunConfig, cv_dir: Path, fold: int, step: ProgressFn, train_progress: bool, lease: Lease | None = None
+) -> Path:
+    """The finished run of ``fold``: kept when done, continued when interrupted, else trained anew.
+
+    With a ``lease`` (a queue worker), a run that may still be trained by a stopped worker on another
+    host is left as it is and the fold trains anew (``fold-<k>-2``...); training stops when the lease
+    is lost to another worker.
+    """
 
     def epoch_done(row: dict[str, Any]) -> None:
         step(
             f"fold {fold} epoch {row['epoch']}: val_loss={row['val_loss']:.4f} "
             f"val_auc_macro={row['val_auc_macro']:.3f} ({row['seconds']:.0f} s)"
         )
+        if lease is not None and lease.lost:
+            raise StopTraining(f"fold {fold}: another worker took this fold over (this worker's heartbeat had expired)")
 
     runs = _fold_runs(cv_dir, fold)
     latest = runs[-1] if runs else None
@@ -152,6 +195,9 @@ def _train_fold(base: RunConfig, cv_dir: Path, fold: int, step: ProgressFn, trai
     config = base.model_copy(deep=True)
     config.data.fold = fold
     own_process = relaunches_command(config)
+    if lease is not None and latest is not None and not _abandoned(latest):
+        step(f"fold {fold}: {latest.name} may still be trained by a stopped worker; left as it is, training anew")
+        latest = None
     if latest is not None and (latest / "checkpoints" / "last.ckpt").exists():
         step(f"fold {fold}: continuing {latest.name}")
         if own_process:
@@ -184,6 +230,11 @@ def cross_validate(
     n_resamples: int = 1000,
     progress: ProgressFn | None = None,
     train_progress: bool = False,
+    *,
+    workers: int | None = None,
+    storage: str | None = None,
+    gpus: list[str] | None = None,
+    grace_period: float = DEFAULT_GRACE_S,
 ) -> CVResult:
     """Cross-validate ``config`` over ``folds`` patient-grouped, stratified folds.
 
@@ -197,10 +248,41 @@ def cross_validate(
         n_resamples: patient-bootstrap resamples for the pooled OOF confidence intervals (0: none).
         progress: called with a short message as each step starts.
         train_progress: show Lightning's progress bar while folds train.
+        workers: spread the folds over a work queue (see :func:`work_on_cv`): 1 = this process is
+            the worker; N > 1 = N worker processes on this machine. None (and no ``storage``/``gpus``):
+            the folds run one after another in this process, with no queue.
+        storage: the queue's database URL (default ``sqlite:///<cv_dir>/queue.db``); other machines
+            join with :func:`work_on_cv` (``mammocad cv --join``).
+        gpus: GPU numbers shared out among the worker processes (see :func:`~mammocad.experiments.work_queue.gpu_groups`).
+        grace_period: seconds without a heartbeat before another worker takes a fold over.
 
     Returns:
-        :class:`CVResult`; files as in the module docstring.
+        :class:`CVResult`; files as in the module docstring. With a queue, :class:`IncompleteWork`
+        when folds failed (their errors in the message; ``resume_cv`` trains them again).
     """
+    step = progress or (lambda _message: None)
+    queued = workers is not None or storage is not None or gpus is not None
+    out = create_cv(
+        config, folds, cv_dir, seed, n_resamples, step, queue_record(storage, grace_period) if queued else None
+    )
+    if queued:
+        return work_on_cv(
+            out, storage=storage, workers=workers, gpus=gpus, progress=step, train_progress=train_progress
+        )
+    return _run(out, step, train_progress)
+
+
+def create_cv(
+    config: RunConfig,
+    folds: int,
+    cv_dir: str | Path | None,
+    seed: int,
+    n_resamples: int,
+    progress: ProgressFn | None = None,
+    queue: dict[str, Any] | None = None,
+) -> Path:
+    """Make the CV directory (``config.yaml``, ``cv.json``; see :func:`cross_validate`) without training;
+    ``queue``: a :func:`~mammocad.experiments.work_queue.queue_record` to spread its folds over workers."""
     step = progress or (lambda _message: None)
     split = cv_split(config.data.dataset, config.data.split, folds, seed)
     base = config.model_copy(deep=True)
@@ -227,18 +309,154 @@ def cross_validate(
             "n_resamples": n_resamples,
             "started": datetime.now().isoformat(timespec="seconds"),
             "runs": {},
+            **({"queue": queue} if queue is not None else {}),
         },
     )
     step(f"{out}: {folds} folds of split {split!r}")
-    return _run(out, step, train_progress)
+    return out
 
 
-def resume_cv(cv_dir: str | Path, progress: ProgressFn | None = None, train_progress: bool = False) -> CVResult:
-    """Continue a cross-validation: finished folds are kept, an interrupted fold continues."""
+def resume_cv(
+    cv_dir: str | Path,
+    progress: ProgressFn | None = None,
+    train_progress: bool = False,
+    *,
+    workers: int | None = None,
+    storage: str | None = None,
+    gpus: list[str] | None = None,
+) -> CVResult:
+    """Continue a cross-validation: finished folds are kept, an interrupted fold continues.
+
+    A CV with a work queue (or given ``workers``/``storage``/``gpus``, which give it one) continues
+    through :func:`work_on_cv`, its failed folds tried again.
+    """
     cv_dir = Path(cv_dir)
     if not is_cv_dir(cv_dir):
         raise MammocadError(f"{cv_dir}: not a cross-validation directory (no {CV_FILE})")
+    state = json.loads((cv_dir / CV_FILE).read_text())
+    if "queue" in state or workers is not None or storage is not None or gpus is not None:
+        return work_on_cv(
+            cv_dir,
+            storage=storage,
+            workers=workers,
+            gpus=gpus,
+            progress=progress,
+            train_progress=train_progress,
+            resume=True,
+        )
     return _run(cv_dir, progress or (lambda _message: None), train_progress)
+
+
+def _cv_queue(cv_dir: Path, record: dict[str, Any], storage: str | None) -> WorkQueue:
+    """The CV's queue, with every fold and the summary in it."""
+    state = json.loads((cv_dir / CV_FILE).read_text())
+    queue = open_recorded_queue(cv_dir, record, storage)
+    queue.add([fold_unit(k) for k in range(state["folds"])], final=SUMMARY_UNIT)
+    return queue
+
+
+def work_on_cv(
+    cv_dir: str | Path,
+    *,
+    storage: str | None = None,
+    workers: int | None = None,
+    gpus: list[str] | None = None,
+    progress: ProgressFn | None = None,
+    train_progress: bool = False,
+    resume: bool = False,
+    grace_period: float = DEFAULT_GRACE_S,
+) -> CVResult:
+    """Work on a CV's queue until no fold is left to train; the result once every fold and the summary are done.
+
+    This process is the worker (``workers`` None or 1, no ``gpus``), or it starts ``workers`` worker
+    processes (each ``mammocad cv --join CV_DIR``, with its share of ``gpus``), waits for them and
+    then looks at the queue itself. Every worker trains and scores the folds it claims; the one that
+    finds every fold done writes the summary and report (once). A worker waits while other workers
+    hold folds, to take over any that stops sending heartbeats.
+
+    Args:
+        cv_dir: a CV directory with a queue (``mammocad cv --workers/--storage``).
+        storage: the queue's URL when it is not the recorded one (a password is never recorded).
+        resume: also try failed folds again; a CV made without a queue gets one (``grace_period``),
+            so ``mammocad cv --resume DIR --workers N`` spreads an interrupted CV's remaining folds.
+
+    Raises:
+        IncompleteWork: folds failed (or their workers stopped too often); the message lists them.
+    """
+    cv_dir = Path(cv_dir)
+    step = progress or (lambda _message: None)
+    if not is_cv_dir(cv_dir):
+        raise MammocadError(f"{cv_dir}: not a cross-validation directory (no {CV_FILE})")
+    state = json.loads((cv_dir / CV_FILE).read_text())
+    record = state.get("queue")
+    if record is None:
+        if not resume:
+            raise MammocadError(
+                f"{cv_dir}: this CV was started without a work queue; `mammocad cv --resume {cv_dir} --workers N` "
+                "(or --storage URL) gives it one, then other workers can join"
+            )
+        record = queue_record(storage, grace_period)
+        update_json(cv_dir / CV_FILE, {"queue": record})
+    queue = _cv_queue(cv_dir, record, storage)
+    try:
+        if start_queue_work(queue, cv_dir / CV_FILE, "cv", resume, workers, gpus, storage, step):
+            step("every fold and the summary are done already")
+            return load_cv_result(cv_dir)
+        base = load_run_config(cv_dir / "config.yaml")
+
+        def do_unit(lease: Lease) -> str | None:
+            if lease.claim.final:
+                _finalise_cv(cv_dir, queue, step)
+                return None
+            fold = int(lease.claim.name.removeprefix("fold-"))
+            return train_and_score_fold(base, cv_dir, fold, step, train_progress, lease).name
+
+        run_worker(queue, do_unit, step)
+        units = queue.units()
+    finally:
+        queue.close()
+    if all(unit.state == "done" for unit in units):
+        return load_cv_result(cv_dir)
+    failures = describe_failures(units)
+    update_json(cv_dir / CV_FILE, {"status": "interrupted", "error": f"failed: {failures}"})
+    raise IncompleteWork(f"{cv_dir}: folds failed: {failures}; `mammocad cv --resume {cv_dir}` trains them again")
+
+
+def _finalise_cv(cv_dir: Path, queue: WorkQueue, step: ProgressFn) -> None:
+    """The queue's final unit: record each fold's run (the queue's, not an abandoned one), summarise."""
+    units = {unit.name: unit for unit in queue.units()}
+    state = json.loads((cv_dir / CV_FILE).read_text())
+    runs = {str(k): units[fold_unit(k)].run_dir or f"fold-{k}" for k in range(state["folds"])}
+    update_json(cv_dir / CV_FILE, {"runs": runs})
+    step("summarising folds")
+    summarise(cv_dir, n_resamples=state.get("n_resamples", 1000))
+    update_json(
+        cv_dir / CV_FILE, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds"), "error": None}
+    )
+
+
+def load_cv_result(cv_dir: str | Path) -> CVResult:
+    """The result of a summarised CV, read from its files (``folds.csv``, ``summary.json``, OOF predictions)."""
+    cv_dir = Path(cv_dir)
+    return CVResult(
+        cv_dir,
+        pd.read_csv(cv_dir / "folds.csv"),
+        json.loads((cv_dir / "summary.json").read_text()),
+        pd.read_parquet(cv_dir / "oof_predictions.parquet"),
+    )
+
+
+def train_and_score_fold(
+    base: RunConfig, cv_dir: Path, fold: int, step: ProgressFn, train_progress: bool = False, lease: Lease | None = None
+) -> Path:
+    """Fold ``fold``'s finished run (see :func:`_train_fold`), evaluated on its validation fold."""
+    run_dir = _train_fold(base, cv_dir, fold, step, train_progress, lease)
+    if lease is not None:
+        lease.check()
+    if latest_evaluation(run_dir, "val") is None:
+        step(f"fold {fold}: scoring its validation fold")
+        evaluate_run(run_dir, split="val", n_resamples=0, tsne=False)
+    return run_dir
 
 
 def _run(cv_dir: Path, step: ProgressFn, train_progress: bool) -> CVResult:
@@ -248,10 +466,7 @@ def _run(cv_dir: Path, step: ProgressFn, train_progress: bool) -> CVResult:
     runs: dict[str, str] = dict(state.get("runs", {}))
     try:
         for fold in range(state["folds"]):
-            run_dir = _train_fold(base, cv_dir, fold, step, train_progress)
-            if latest_evaluation(run_dir, "val") is None:
-                step(f"fold {fold}: scoring its validation fold")
-                evaluate_run(run_dir, split="val", n_resamples=0, tsne=False)
+            run_dir = train_and_score_fold(base, cv_dir, fold, step, train_progress)
             runs[str(fold)] = run_dir.name
             update_json(cv_dir / CV_FILE, {"runs": runs})
     except BaseException as exc:

@@ -3,7 +3,8 @@
 A search-space file names the run-config fields to vary; every trial is an ordinary training run
 in ``<study_dir>/trials/trial-<number>``. The study lives in a database (default
 ``sqlite:///<study_dir>/study.db``; any SQLAlchemy URL), so running the same command again
-continues it, and several machines pointing at one database URL share it.
+continues it, and several machines pointing at one database URL share it: a PostgreSQL server
+(``postgresql://user:pw@host/db``, opened with psycopg 3 from the ``postgres`` extra).
 
 Study directory (files written atomically, rewritten after every invocation)::
 
@@ -39,6 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mammocad.errors import ConfigError, MammocadError
+from mammocad.experiments.storage import POSTGRES_DRIVER_HINT, database_url, mask_url
 from mammocad.io import atomic_write_json, atomic_write_text, read_config_file
 from mammocad.parse import parse_int
 from mammocad.training.config import RunConfig, dump_run_config, load_run_config
@@ -48,6 +50,8 @@ from mammocad.training.run import HISTORY_COLUMNS, StopTraining, train
 METRICS = tuple(c for c in HISTORY_COLUMNS if c.startswith("val_"))
 #: Finished trials (what ``n_trials`` counts); FAIL trials are not finished and get replaced on a re-run.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+#: The error shown for a trial the heartbeat marked FAIL (Optuna records none).
+STALE_ERROR = "its worker stopped (killed, crashed or lost the database) and the heartbeat marked the trial FAIL"
 #: Run-config sections a search may not vary: the study decides where and how trials are written.
 _UNTUNABLE = ("output",)
 
@@ -294,23 +298,20 @@ class TuneResult:
         return self.counts.get("COMPLETE", 0) + self.counts.get("PRUNED", 0)
 
 
-def mask_url(url: str) -> str:
-    """The storage URL with any password replaced by ``***``."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@", 1)[-1] if "@" in url else url
-
-
 def open_storage(url: str, heartbeat_interval: int | None = 60, grace_period: int | None = 180) -> Any:
     """An Optuna RDB storage; with a heartbeat, trials of a worker that died are marked FAIL."""
-    if "://" not in url:
-        raise ConfigError(f"--storage {url!r}: expected a database URL such as sqlite:///study.db or postgresql://...")
+    url = database_url(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     from sqlalchemy.exc import DBAPIError
+
+    engine_kwargs: dict[str, Any] = (
+        # SQLite: a few workers on one machine wait for each other's writes instead of failing.
+        {"connect_args": {"timeout": 60}}
+        if url.startswith("sqlite")
+        # A server may drop a connection that sat idle through a long trial: test before use.
+        else {"pool_pre_ping": True}
+    )
 
     attempts = 5
     for attempt in range(1, attempts + 1):
@@ -319,13 +320,16 @@ def open_storage(url: str, heartbeat_interval: int | None = 60, grace_period: in
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     url,
-                    # SQLite: a few workers on one machine wait for each other's writes instead of failing.
-                    engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                    engine_kwargs=engine_kwargs,
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period if heartbeat_interval else None,
                 )
         except ImportError as exc:
-            raise ConfigError(f"storage {mask_url(url)}: database driver missing ({exc})") from exc
+            cause = exc.__cause__ or exc
+            hint = f"; {POSTGRES_DRIVER_HINT}" if url.startswith("postgres") else ""
+            if url.startswith("postgresql+psycopg2"):
+                hint = "; pip install psycopg2-binary, or write postgresql://... to use psycopg 3 (the postgres extra)"
+            raise ConfigError(f"storage {mask_url(url)}: database driver missing ({cause}){hint}") from exc
         except DBAPIError as exc:
             # Workers started together race to create the tables (the loser gets an IntegrityError): retry.
             if attempt == attempts:
@@ -357,11 +361,48 @@ def _free_dir(base: Path) -> Path:
     return candidate
 
 
-def _objective(config: RunConfig, space: SearchSpace, trials_dir: Path) -> Callable[[optuna.Trial], float]:
+#: Trials that hold a place towards ``n_trials``: finished, or running in a live worker.
+_TAKEN = (*FINISHED, TrialState.RUNNING)
+
+
+class _NotNeeded(MammocadError):
+    """Another worker started the trial that reached the target first (the trial is recorded FAIL, unrun)."""
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    """Mark FAIL the RUNNING trials whose worker stopped sending heartbeats (no-op without heartbeats)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _stop_at_target(n_trials: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """After each trial: stop once finished + other workers' running trials reach ``n_trials``
+    (Optuna's MaxTrialsCallback counts finished ones only, so two workers could both start the last trial)."""
+
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        _fail_stale_trials(study)  # a dead worker's trial must not hold a place
+        if len(study.get_trials(deepcopy=False, states=_TAKEN)) >= n_trials:
+            study.stop()
+
+    return callback
+
+
+def _objective(
+    config: RunConfig, space: SearchSpace, trials_dir: Path, n_trials: int
+) -> Callable[[optuna.Trial], float]:
     metric = space.metric
     better = np.nanargmin if space.direction == "minimize" else np.nanargmax
 
     def objective(trial: optuna.Trial) -> float:
+        # Workers that ask at the same moment all get a trial; the database numbers them, and only those
+        # within the target run (the check happens before anything is sampled or written).
+        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=_TAKEN) if t.number < trial.number]
+        if len(ahead) >= n_trials:
+            trial.study.stop()
+            message = f"not run: {len(ahead)} earlier trials already finished or running reach the target {n_trials}"
+            trial.set_user_attr("error", message)
+            raise _NotNeeded(message)
         run_dir = _free_dir(trials_dir / f"trial-{trial.number}")
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("host", socket.gethostname())
@@ -390,8 +431,8 @@ def _objective(config: RunConfig, space: SearchSpace, trials_dir: Path) -> Calla
                 raise MammocadError(f"{metric} was NaN in every epoch; the trial has no value")
         except optuna.TrialPruned:
             raise
-        except Exception as exc:
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:  # also Ctrl+C: a FAIL trial without an error is one whose worker died
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}".rstrip(": "))
             raise
         return float(values[int(better(values))])
 
@@ -432,8 +473,13 @@ def tune_study(
     One call starts at most ``n_trials - finished`` trials; a trial that raises is recorded FAIL
     (its error in the ``error`` user attribute) and the study goes on, so a later call replaces it.
     Several processes or machines with the same ``storage`` URL and ``study_name`` share the study;
-    each stops once the study reaches ``n_trials`` (in-flight trials of other workers still finish).
+    each stops once the finished trials plus those running elsewhere reach ``n_trials``, so the study
+    ends with exactly ``n_trials`` finished trials (a trial handed out beyond the target when workers
+    ask at the same instant is recorded FAIL, ``not run: ...``, without training).
     ``seed`` overrides the search space's sampler seed (give each worker of a shared study its own).
+    Each worker's running trial sends a heartbeat every ``heartbeat_interval`` seconds; a trial without
+    one for ``grace_period`` seconds (its worker was killed or lost the database) is marked FAIL by the
+    next worker that checks, and replaced (``heartbeat_interval=None`` turns this off).
     The study directory's files (trials.csv, best_config.yaml, study.json, report.html) are written
     at the end, also when trials failed or the call is interrupted (then without the report).
     """
@@ -477,14 +523,18 @@ def tune_study(
         if progress is not None:
             progress(format_trial(trial, space.metric))
 
+    _fail_stale_trials(study)
+    # At most the missing finished trials; none while other workers' running trials fill the target
+    # (should one of those fail, its worker runs the replacement).
     remaining = max(0, n_trials - len(study.get_trials(deepcopy=False, states=FINISHED)))
+    open_places = n_trials - len(study.get_trials(deepcopy=False, states=_TAKEN))
     try:
-        if remaining:
+        if remaining and open_places > 0:
             study.optimize(
-                _objective(config, space, trials_dir),
+                _objective(config, space, trials_dir, n_trials),
                 n_trials=remaining,
                 catch=(Exception,),
-                callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), report_trial],
+                callbacks=[_stop_at_target(n_trials), report_trial],
                 gc_after_trial=True,
             )
     except BaseException:
@@ -557,6 +607,11 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     for column in ("error", "run_dir", "host", "best_epoch", "epochs_done"):
         if column not in frame.columns:
             frame[column] = None
+    if len(frame):
+        # Every exception inside a trial is recorded; a FAIL trial without one was failed by the heartbeat.
+        frame["error"] = frame["error"].astype(object)
+        lost = (frame["state"] == "FAIL") & frame["error"].isna()
+        frame.loc[lost, "error"] = STALE_ERROR
     if "duration" in frame.columns:
         frame["duration_s"] = frame["duration"].dt.total_seconds().round(1)
     first = [c for c in ("number", "state", "value", "duration_s") if c in frame.columns]
@@ -761,6 +816,7 @@ __all__ = [
     "TuneResult",
     "check_single_device",
     "check_space_against",
+    "database_url",
     "format_trial",
     "load_search_space",
     "mask_url",

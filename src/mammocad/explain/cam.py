@@ -9,7 +9,9 @@ that the head pools.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -61,6 +63,32 @@ def class_activation_maps(
 
     The model is put in eval mode (as pytorch-grad-cam does) and left there.
     """
+    return cams_and_logits(model, batch, method, targets, layer)[0]
+
+
+def cams_and_logits(
+    model: nn.Module,
+    batch: torch.Tensor,
+    method: str = "gradcam",
+    targets: Sequence[int] | None = None,
+    layer: str | None = None,
+    *,
+    bf16: bool = False,
+) -> tuple[np.ndarray, torch.Tensor]:
+    """:func:`class_activation_maps` and the logits (N, classes) float32 of the same single forward pass.
+
+    One forward serves both the prediction and the map, and only the part of the network after the
+    target layer is differentiated: the layers before it run without autograd, and the target layer's
+    output enters the rest of the network as a fresh leaf. The gradient of a class score with respect
+    to that output is the same either way (it depends only on the layers after it), so the maps equal
+    pytorch-grad-cam's on the whole graph; what goes is the graph bookkeeping of the early layers and
+    the backward pass through them and into every weight (ICNT at 224² on 2 cores: 233 ms for the CAM after a 59 ms prediction → 67 ms for both).
+
+    ``bf16``: run the forward under CPU bfloat16 autocast (about 2× faster for ConvNeXt on CPUs with
+    AVX-512 BF16; check :func:`mammocad.devices.cpu_has_fast_bf16` first); activations and gradients are taken in float32.
+    Maps then differ from float32 ones by 0.02 on average at most, 0.1 at the worst pixel (ICNT, random
+    inits; the baseline CNN: 0.02), probabilities by ~1e-3 (tests/explain/test_fast_cam.py).
+    """
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -80,18 +108,47 @@ def class_activation_maps(
     module = model.get_submodule(resolved)
     cam_class = _sign_corrected_eigencam() if name == "eigencam" else getattr(pytorch_grad_cam, CAM_METHODS[name])
     wanted = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
-    # An input that requires grad keeps a graph even when every parameter is frozen.
-    inputs = batch.detach().float().clone().requires_grad_(True)
+    inputs = batch.detach().float()
+    # Registered before pytorch-grad-cam's own hooks, so theirs see (and take gradients at) the leaf.
     # A CAM needs a spatial feature map (N, C, h, w): refuse e.g. the pooled head with the reason, before
     # pytorch-grad-cam fails on it with "Invalid grads shape".
-    check = module.register_forward_hook(_spatial_output_check(model, resolved))
+    check = module.register_forward_hook(_graph_from_here(model, resolved))
+    logits: list[torch.Tensor] = []
+
+    def keep_logits(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+        logits.append(output.float())  # float32 under bf16 autocast too (pytorch-grad-cam reads them in numpy)
+        return logits[-1]
+
+    keep = model.register_forward_hook(keep_logits)
     try:
-        with torch.enable_grad(), cam_class(model=model, target_layers=[module]) as cam:
+        # no_grad for the layers before the target; the hook switches autograd on from there (the context
+        # restores the caller's mode on exit, the backward inside it included).
+        with torch.no_grad(), _autocast(bf16), cam_class(model=model, target_layers=[module]) as cam:
             maps = cam(input_tensor=inputs, targets=wanted)
     finally:
         check.remove()
+        keep.remove()
+        # The backward left gradients on the head's weights; a CAM has no use for them.
+        model.zero_grad(set_to_none=True)
     maps = np.nan_to_num(np.asarray(maps, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    return np.clip(maps, 0.0, 1.0)
+    return np.clip(maps, 0.0, 1.0), logits[-1].detach().float()
+
+
+def _autocast(bf16: bool) -> contextlib.AbstractContextManager:
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def _graph_from_here(model: nn.Module, layer: str) -> Callable[[nn.Module, object, object], torch.Tensor]:
+    """A forward hook for the target layer: checks it is spatial, then starts the autograd graph at its
+    output (a float32 leaf that requires grad; cloned so that a later in-place op is still allowed)."""
+    check = _spatial_output_check(model, layer)
+
+    def start_graph(module: nn.Module, inputs: object, output: object) -> torch.Tensor:
+        check(module, inputs, output)  # a 4-D tensor from here on
+        torch.set_grad_enabled(True)
+        return cast(torch.Tensor, output).detach().float().requires_grad_(True).clone()
+
+    return start_graph
 
 
 def _spatial_output_check(model: nn.Module, layer: str) -> Callable[[nn.Module, object, object], None]:

@@ -17,6 +17,10 @@ where the network responds, not evidence for a class); a lesion-aware model's ma
 from __future__ import annotations
 
 import functools
+import os
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -205,3 +209,236 @@ def composite(film: np.ndarray, rgba: np.ndarray, opacity: float = 1.0) -> np.nd
     alpha = rgba[..., 3:].astype(np.float32) / 255.0 * opacity
     blended = grey[..., None] * 255.0 * (1.0 - alpha) + rgba[..., :3].astype(np.float32) * alpha
     return np.rint(np.clip(blended, 0, 255)).astype(np.uint8)
+
+
+def overlay_size(height: int, width: int, max_side: int | None = None) -> tuple[int, int]:
+    """``(height, width)`` scaled to at most ``max_side`` on the long side, aspect ratio kept (as
+    :func:`film_overlay` sizes its pictures)."""
+    if max_side is not None and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+    return height, width
+
+
+@functools.cache
+def _alpha_lut(floor: float, max_alpha: float) -> np.ndarray:
+    """Alpha (float32, [0, 1]) of each uint8 map level: :func:`heatmap_rgba`'s smoothstep ramp."""
+    values = np.arange(256, dtype=np.float32) / 255.0
+    ramp = np.clip((values - floor) / (1.0 - floor), 0.0, 1.0)
+    return (ramp * ramp * (3.0 - 2.0 * ramp) * max_alpha).astype(np.float32)
+
+
+@functools.cache
+def _colour_lut(bgr: bool) -> np.ndarray:
+    """:data:`COLORMAP` as a (256, 1, 3) RGB (or BGR) table for ``cv2.LUT``."""
+    return np.ascontiguousarray(_lut()[:, None, ::-1] if bgr else _lut()[:, None, :])
+
+
+def heatmap_picture(
+    film: np.ndarray,
+    heatmap: np.ndarray,
+    geometry: Geometry | None = None,
+    opacity: float = 1.0,
+    max_side: int | None = None,
+    mask: bool = True,
+    bgr: bool = False,
+) -> np.ndarray:
+    """uint8 (h, w, 3): ``heatmap`` drawn over the grey ``film``, what ``composite(film, film_overlay(...))``
+    draws (plus, with ``geometry``, nothing outside the model's crop), in a few uint8/float32 OpenCV passes
+    at the picture's size instead of float passes at the film's.
+
+    Same picture: :data:`COLORMAP` of the map, transparent at or below :data:`ALPHA_FLOOR` and rising
+    (smoothstep) to :data:`MAX_ALPHA` × ``opacity``, nothing outside the breast (``mask``) and, with a
+    ``geometry``, outside the crop the model saw; the same Gaussian smoothing (σ = the film's long side
+    / 112, in film pixels). Differences from the slow path: the map is smoothed on its own grid (σ
+    scaled per axis; zero past the crop, as before) before it is resampled onto the picture, and it is
+    quantised to the colour map's 256 levels before the alpha ramp, so a pixel may differ by up to 3
+    levels out of 255 (tests/explain/test_fast_overlay.py); a 2048x1536 film: 2 at most, 0.02 on average.
+
+    Args:
+        film: 2-D grey (uint8, uint16 or float in [0, 1]) at its own resolution.
+        heatmap: with ``geometry``, on the model-input grid (any resolution); else on the film's grid
+            (any resolution, resized).
+        geometry: how the model input was cut from ``film`` (None: the map covers the whole film).
+        opacity: the map's weight at its highest values, in [0, 1].
+        max_side: the picture's long side at most (None: the film's size).
+        mask: hide everything outside the breast.
+        bgr: channels in OpenCV's BGR order (for ``cv2.imencode``), else RGB.
+    """
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    grey_film = _finite_unit(film)
+    if grey_film.ndim != 2:
+        raise ValueError(f"expected a 2-D grey film, got shape {grey_film.shape}")
+    height, width = grey_film.shape
+    size = overlay_size(height, width, max_side)
+    levels = _map_levels(heatmap, (height, width), size, geometry)
+    weight = cv2.LUT(levels, _alpha_lut(ALPHA_FLOOR, MAX_ALPHA))  # float32 alphas (a float table gives a float result)
+    if mask:  # tissue_alpha, on the film already made segmentable
+        breast = breast_mask_small(grey_film).astype(np.float32)
+        weight *= cv2.resize(breast, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    if opacity != 1.0:
+        weight *= np.float32(opacity)
+    colour = cv2.LUT(cv2.merge([levels, levels, levels]), _colour_lut(bgr))
+    grey = _grey_uint8(grey_film, size)
+    # blendLinear: (w1·a + w2·b) / (w1 + w2), per pixel, SIMD and multi-threaded.
+    return cv2.blendLinear(colour, cv2.merge([grey, grey, grey]), weight, 1.0 - weight)
+
+
+def _finite_unit(film: np.ndarray) -> np.ndarray:
+    """:func:`_segmentable`, without its two full-size float copies when a float film is already
+    finite and in [0, 1] (the serving engine's decoded originals are)."""
+    array = np.asarray(film)
+    if array.dtype in (np.uint8, np.uint16):
+        return array
+    if array.dtype == np.float32 and array.size and float(array.min()) >= 0.0 and float(array.max()) <= 1.0:
+        return array  # NaN fails both comparisons
+    return _segmentable(array)
+
+
+def _map_levels(
+    heatmap: np.ndarray, film_hw: tuple[int, int], size: tuple[int, int], geometry: Geometry | None
+) -> np.ndarray:
+    """The smoothed map on the picture's grid (``size``) as uint8 levels 0-255 (0 outside the crop)."""
+    heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
+    if heat.ndim != 2:
+        raise ValueError(f"expected a 2-D heatmap, got shape {heat.shape}")
+    if geometry is None:
+        # The map covers the whole film: smooth it on its own grid, as film_overlay does, then resize.
+        heat = smooth_heatmap(heat)
+        if heat.shape != size:
+            shrinking = heat.shape[0] > size[0]
+            heat = cv2.resize(heat, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+        return cv2.convertScaleAbs(heat, alpha=255.0)
+    if tuple(geometry.original_hw) != tuple(film_hw):
+        raise ValueError(f"geometry is for a {geometry.original_hw} film, not {film_hw}")
+    x0, y0, x1, y1 = geometry.crop
+    map_h, map_w = heat.shape
+    # Map pixels per film pixel along each axis (the crop was resized to the model input, aspect not kept).
+    per_x, per_y = map_w / (x1 - x0), map_h / (y1 - y0)
+    sigma = max(film_hw) / 112  # smooth_heatmap's σ on the film-sized map, in film pixels
+    if sigma * min(per_x, per_y) >= 0.25:
+        heat = _blur_as_on_film(heat, sigma * per_x, sigma * per_y, geometry)
+    # Picture pixel (u, v) -> film pixel -> crop -> map pixel, pixel centres as cv2.resize (Geometry.to_original).
+    scale_x, scale_y = film_hw[1] / size[1], film_hw[0] / size[0]
+    a = scale_x * per_x
+    b = (0.5 * scale_x - 0.5 - x0 + 0.5) * per_x - 0.5
+    if geometry.flipped:
+        a, b = -a, map_w - 1 - b
+    d = scale_y * per_y
+    e = (0.5 * scale_y - 0.5 - y0 + 0.5) * per_y - 0.5
+    to_map = np.array([[a, 0.0, b], [0.0, d, e]], dtype=np.float64)
+    # Resampled in float and quantised last (quantising first puts steps of a level into the steep parts
+    # of the colour map).
+    on_picture = cv2.warpAffine(
+        heat,
+        to_map,
+        (size[1], size[0]),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    return cv2.convertScaleAbs(on_picture, alpha=255.0)
+
+
+def _blur_as_on_film(heat: np.ndarray, sigma_x: float, sigma_y: float, geometry: Geometry) -> np.ndarray:
+    """Gaussian-blur a map on its own grid with the borders the film-sized blur has: zero where the crop
+    ends inside the film (the film around it is 0), mirrored where it meets the film's edge."""
+    height, width = geometry.original_hw
+    x0, y0, x1, y1 = geometry.crop
+    left_side, right_side = (x1 >= width, x0 <= 0) if geometry.flipped else (x0 <= 0, x1 >= width)
+    reflect = {"top": y0 <= 0, "bottom": y1 >= height, "left": left_side, "right": right_side}
+    pad_y, pad_x = int(np.ceil(4 * sigma_y)) + 1, int(np.ceil(4 * sigma_x)) + 1
+    padded = cv2.copyMakeBorder(heat, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_REFLECT_101)
+    if not reflect["top"]:
+        padded[:pad_y] = 0.0
+    if not reflect["bottom"]:
+        padded[-pad_y:] = 0.0
+    if not reflect["left"]:
+        padded[:, :pad_x] = 0.0
+    if not reflect["right"]:
+        padded[:, -pad_x:] = 0.0
+    blurred = cv2.GaussianBlur(padded, (0, 0), sigma_x, sigmaY=sigma_y, borderType=cv2.BORDER_REFLECT_101)
+    return blurred[pad_y:-pad_y, pad_x:-pad_x]
+
+
+def _grey_uint8(film: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The film as uint8 grey at ``size`` (area-averaged when shrinking, as :func:`composite`)."""
+    if film.dtype == np.uint8:
+        grey = film
+    elif film.dtype == np.uint16:
+        grey = cv2.convertScaleAbs(film, alpha=255.0 / 65535.0)
+    else:
+        grey = cv2.convertScaleAbs(film, alpha=255.0)  # float in [0, 1] (clipped by _segmentable)
+    if grey.shape != size:
+        shrinking = grey.shape[0] > size[0]
+        grey = cv2.resize(grey, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return grey
+
+
+#: Pictures with fewer raw bytes than this are PNG-encoded in one piece (threads would cost more than they save).
+PARALLEL_PNG_MIN_BYTES = 1 << 20
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_ADLER_BASE = 65521
+
+
+def encode_png(picture: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 RGB (H, W, 3) or grey (H, W) picture, compressed on several cores.
+
+    The same encoding as OpenCV's default PNG (zlib level 1, RLE strategy, SUB filter on every row;
+    the same size to a few bytes), but the rows are split into one band per core (up to 4), each
+    filtered and deflated in its own thread (zlib and numpy release the GIL), and the bands' deflate
+    streams are joined into the one zlib stream PNG needs, as pigz does: each band but the last ends
+    on a byte boundary (a sync flush), and the Adler-32 checksums are combined. A 2048x1536 overlay:
+    ~32 ms instead of ~60 on 2 idle cores; no slower when the other core is busy.
+    """
+    array = np.ascontiguousarray(picture)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
+        raise ValueError(f"expected a uint8 (H, W) or (H, W, 3) picture, got {array.shape} {array.dtype}")
+    height, width = array.shape[:2]
+    channels = 1 if array.ndim == 2 else 3
+    rows = array.reshape(height, width * channels)
+    bands = max(1, min(4, os.cpu_count() or 1, height)) if rows.nbytes >= PARALLEL_PNG_MIN_BYTES else 1
+    edges = np.linspace(0, height, bands + 1).round().astype(int)
+    jobs = [(rows[edges[i] : edges[i + 1]], channels, i == bands - 1) for i in range(bands)]
+    if bands > 1:
+        futures = [_png_pool().submit(_deflate_band, *job) for job in jobs[:-1]]
+        last = _deflate_band(*jobs[-1])  # this thread takes a band too: no waiting on a busy pool alone
+        parts = [future.result() for future in futures] + [last]
+    else:
+        parts = [_deflate_band(*jobs[0])]
+    checksum = parts[0][1]
+    for _data, adler, length in parts[1:]:
+        checksum = _adler32_combine(checksum, adler, length)
+    idat = b"\x78\x01" + b"".join(data for data, _adler, _length in parts) + struct.pack(">I", checksum)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
+    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+@functools.cache
+def _png_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, min(3, (os.cpu_count() or 1) - 1)), thread_name_prefix="png")
+
+
+def _deflate_band(rows: np.ndarray, channels: int, last: bool) -> tuple[bytes, int, int]:
+    """Rows SUB-filtered (each byte minus the one a pixel to its left, mod 256) and raw-deflated:
+    (deflate bytes, Adler-32 of the filtered bytes, their length)."""
+    filtered = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.uint8)
+    filtered[:, 0] = 1  # PNG filter type 1: Sub
+    filtered[:, 1 : channels + 1] = rows[:, :channels]
+    np.subtract(rows[:, channels:], rows[:, :-channels], out=filtered[:, channels + 1 :])
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -15, 8, zlib.Z_RLE)
+    data = compressor.compress(filtered) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+    return data, zlib.adler32(filtered), filtered.size
+
+
+def _adler32_combine(first: int, second: int, second_length: int) -> int:
+    """The Adler-32 of two byte strings joined, from each one's (zlib's adler32_combine)."""
+    remainder = second_length % _ADLER_BASE
+    low = ((first & 0xFFFF) + (second & 0xFFFF) + _ADLER_BASE - 1) % _ADLER_BASE
+    high = (remainder * (first & 0xFFFF) + (first >> 16) + (second >> 16) + _ADLER_BASE - remainder) % _ADLER_BASE
+    return low | (high << 16)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)

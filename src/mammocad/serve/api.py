@@ -144,6 +144,7 @@ class ServeSettings(BaseModel):
 
     run: Path
     backend: str = "auto"
+    onnx_variant: str = "fp32"
     max_pixels: int = DEFAULT_MAX_PIXELS
     decode_budget_mb: float | None = Field(None, gt=0, description="Decode budget in MiB (None: env or default).")
     api: ApiSettings = ApiSettings()
@@ -202,6 +203,12 @@ class ModelInfo(BaseModel):
     preprocess: dict[str, Any]
     needs_lesion_box: bool = Field(..., description="True: every image needs its lesion box x0,y0,x1,y1.")
     backend: str
+    onnx_variant: dict[str, Any] | None = Field(
+        None,
+        description="The ONNX model served (onnx backend): `name` (fp32, int8), `file`, and for a variant its "
+        "`parity` check against fp32 on the run's test split (n_images, auc_macro, auc_change, max_abs_prob_diff, "
+        "argmax_agreement, tolerance, passed); null on the torch backend.",
+    )
     explain_methods: list[str]
     max_pixels: int
     limits: ApiLimits
@@ -533,6 +540,7 @@ def create_app_from_settings(settings: ServeSettings) -> FastAPI:
     engine = InferenceEngine(
         settings.run,
         backend=settings.backend,
+        onnx_variant=settings.onnx_variant,
         max_pixels=settings.max_pixels,
         decode_budget_mb=settings.decode_budget_mb,
     )

@@ -106,14 +106,28 @@ class TrainConfig(_Strict):
         None, description="Oversample these classes (with augmentation) up to this share of each training epoch."
     )
     accumulate_grad_batches: int = Field(1, ge=1)
-    precision: str = Field("auto", description="auto: bf16-mixed on GPU, 32 on CPU; or any Lightning precision.")
+    precision: str = Field(
+        "auto",
+        description="auto: bf16-mixed (fp32 master weights) on GPUs and on CPUs with native bf16 (AVX-512 BF16, "
+        "AMX), 32-true elsewhere; or any Lightning precision. A new run's config.yaml records what auto chose.",
+    )
     accelerator: str = Field("auto")
     devices: int | str | list[int] = Field("auto")
     strategy: str = Field("auto", description="Lightning strategy, e.g. ddp for several GPUs.")
+    num_nodes: int = Field(
+        1,
+        ge=1,
+        description="Machines taking part in DDP (torchrun --nnodes); train.devices counts the processes per machine.",
+    )
     num_workers: int = Field(0, ge=0)
     seed: int = 0
     deterministic: bool = False
     channels_last: bool = Field(True, description="NHWC memory format (faster convolutions on CPU and GPU).")
+    compile: bool = Field(
+        False,
+        description="torch.compile the model: faster steps after a one-off compile (tens of seconds to minutes); "
+        "pays on long runs (see `mammocad bench train --compile`).",
+    )
 
     @field_validator("devices")
     @classmethod

@@ -150,12 +150,27 @@ class ClassifierModule(L.LightningModule):
             self._outputs["val"].clear()
 
     def configure_optimizers(self) -> dict[str, object]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        optimizer = make_optimizer(self.model, self.config)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=self.config.lr_factor, patience=self.config.lr_patience
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over the trainable parameters; one fused kernel per step where PyTorch has it for the device.
+
+    Fused Adam updates every tensor in one pass instead of a dozen element-wise ops per tensor (same
+    maths); it needs all parameters as floating-point tensors on one device type.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    device_types = {p.device.type for p in params}
+    fused = (
+        len(device_types) == 1
+        and next(iter(device_types)) in ("cpu", "cuda")
+        and all(p.is_floating_point() for p in params)
+    )
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
 
 
 def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:

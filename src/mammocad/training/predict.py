@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from mammocad.data.images import DEFAULT_MAX_PIXELS, MammoImage, read_image
+from mammocad.devices import inference_autocast
 from mammocad.errors import ImageReadError, MammocadError
 from mammocad.models import create_model
 from mammocad.models.weights import load_weights
@@ -147,8 +148,13 @@ def pixels_to_input(pixels: np.ndarray, in_chans: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_tensors(run: LoadedRun, batch: torch.Tensor) -> np.ndarray:
-    """Calibrated class probabilities for a batch of preprocessed inputs (N x C x H x W in [0, 1])."""
-    return torch.softmax(run.model(batch).float() / run.temperature, dim=1).numpy()
+    """Calibrated class probabilities for a batch of preprocessed inputs (N x C x H x W in [0, 1]).
+
+    bf16 autocast where the CPU has native bf16 (:func:`mammocad.devices.inference_dtype`), as served.
+    """
+    with inference_autocast():
+        logits = run.model(batch)
+    return torch.softmax(logits.float() / run.temperature, dim=1).numpy()
 
 
 def predict_paths(

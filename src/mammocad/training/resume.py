@@ -40,6 +40,7 @@ RESUMABLE_FIELDS = (
     "train.accelerator",
     "train.devices",
     "train.strategy",
+    "train.num_nodes",
     "data.cache_in_memory",
     "output.",
     "predict.",  # how predictions are reported: not part of training

@@ -4,9 +4,11 @@ Run directory (never overwritten; every file written atomically)::
 
     config.yaml          the resolved run config
     run.json             status (running/completed/failed/stopped/interrupted), the training process
-                         (pid, pid_started, host), timing, class counts, MLflow run id
+                         (pid, pid_started, host), timing, class counts, MLflow run id, and how it was
+                         distributed (world size, nodes, processes per node: see Several machines)
     model.json           model config, class names, preprocessing config: enough for inference
-    history.csv          one row per epoch: train/val loss, accuracy, macro-F1, lr, seconds
+    history.csv          one row per epoch: train/val loss, accuracy, macro-F1, lr, seconds, training
+                         images/s and the time the model waited for data
     provenance.json      what it was trained on: dataset name/path, source formats, synthetic or not, counts
     calibration.json     temperature fitted on the val split at the end, indeterminate thresholds
     checkpoints/best.safetensors, checkpoints/last.safetensors   weights (safetensors)
@@ -28,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
+from mammocad.devices import training_precision
 from mammocad.errors import ConfigError, DatasetError, MammocadError
 from mammocad.io import _json_default, atomic_write_json, atomic_write_text, unique_new_dir, update_json
 from mammocad.models import LesionAwareNet, create_model
@@ -51,6 +55,7 @@ from mammocad.training.data import CachedImageDataset, TaskData, build_augment, 
 from mammocad.training.lesion import PatchData, PatchEpochs, film_stage, negative_class, patch_class_weights
 from mammocad.training.module import ClassifierModule
 from mammocad.training.resume import ResumeState, loader_generators, plateau_stepped, prepare_resume
+from mammocad.training.throughput import StepTimer
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +77,11 @@ HISTORY_COLUMNS = [
     "train_kt_distance",
     "lr",
     "seconds",
+    "train_images_per_s",
+    "data_wait_s",
 ]
+#: The history columns that are the module's epoch metrics (the rest are timings).
+METRIC_COLUMNS = HISTORY_COLUMNS[1 : HISTORY_COLUMNS.index("seconds")]
 
 
 class StopTraining(MammocadError):
@@ -115,8 +124,10 @@ class RunFiles(Checkpoint):
         module: ClassifierModule,
         start_history: pd.DataFrame | None = None,
         on_epoch: EpochFn | None = None,
+        timer: StepTimer | None = None,
     ) -> None:
         self.run_dir = run_dir
+        self.timer = timer or StepTimer()
         self.on_epoch = on_epoch
         self.module = module
         self.rows: list[dict[str, Any]] = [] if start_history is None else start_history.to_dict("records")
@@ -141,8 +152,9 @@ class RunFiles(Checkpoint):
         if not trainer.is_global_zero:
             return
         metrics = self.module.epoch_metrics
-        row = {"epoch": trainer.current_epoch, **{k: metrics.get(k, float("nan")) for k in HISTORY_COLUMNS[1:-1]}}
+        row = {"epoch": trainer.current_epoch, **{k: metrics.get(k, float("nan")) for k in METRIC_COLUMNS}}
         row["seconds"] = round(time.perf_counter() - self.epoch_start, 3)
+        row.update(self.timer.epoch)
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
         atomic_write_text(
             self.run_dir / "history.csv", pd.DataFrame(self.rows, columns=HISTORY_COLUMNS).to_csv(index=False)
@@ -294,6 +306,20 @@ def _mlflow_logger(config: RunConfig, run_dir: Path) -> Any:
     return MLFlowLogger(experiment_name=config.output.experiment, run_name=name, tracking_uri=uri)
 
 
+def _probe_trainer(config: RunConfig) -> L.Trainer:
+    """A trainer built only to see which strategy and launcher Lightning picks for ``config``."""
+    return L.Trainer(
+        accelerator=config.train.accelerator,
+        devices=config.train.devices,
+        strategy=config.train.strategy,
+        num_nodes=config.train.num_nodes,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
 def relaunches_command(config: RunConfig) -> bool:
     """True when Lightning would start the running command again once per extra device (DDP's script
     launcher, also what ``devices: auto`` picks on a multi-GPU machine).
@@ -303,22 +329,102 @@ def relaunches_command(config: RunConfig) -> bool:
     """
     from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-    trainer = L.Trainer(
-        accelerator=config.train.accelerator,
-        devices=config.train.devices,
-        strategy=config.train.strategy,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = _probe_trainer(config)
     return isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
 
 
+@dataclass
+class _TorchrunRanks:
+    """This process's place in a torchrun job whose process group it has joined (:func:`_join_torchrun`)."""
+
+    global_rank: int
+    world_size: int
+    group: Any  # a gloo group: small CPU messages, whatever backend (NCCL) the training itself uses
+
+    def from_rank_zero(self, text: str) -> str:
+        """Rank 0's ``text``, on every rank (rank 0 gets its own back).
+
+        A rank 0 that fails first (a refused resume, an unwritable run directory) closes its connections:
+        the others stop with an error that points to its output, instead of waiting out a timeout.
+        """
+        box = [text]
+        try:
+            torch.distributed.broadcast_object_list(box, src=0, group=self.group)
+        except RuntimeError as exc:  # gloo: "Connection closed by peer"
+            raise MammocadError(
+                f"rank {self.global_rank}: rank 0 ended before it named the run directory ({type(exc).__name__}: "
+                "connection lost); the output of rank 0's machine says why"
+            ) from exc
+        return box[0]
+
+
+def _join_torchrun(config: RunConfig) -> _TorchrunRanks | None:
+    """Under torchrun with several processes: join the process group now, before a run directory is chosen.
+
+    torchrun starts every rank itself, on one machine or several; unlike Lightning's own DDP launcher,
+    no rank hands its run directory down to the others, so they take rank 0's through the process group.
+    Lightning joins it as its fit would (backend, timeout, device); the fit then finds it joined and keeps
+    it. None outside torchrun, or when torchrun started a single process.
+    """
+    from lightning.fabric.plugins.environments import TorchElasticEnvironment
+    from lightning.pytorch.strategies import ParallelStrategy
+
+    if not TorchElasticEnvironment.detect() or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        if config.train.num_nodes > 1:
+            # Lightning's own launcher would start each machine's ranks, and each machine its own run directory.
+            raise ConfigError(
+                f"train.num_nodes={config.train.num_nodes}: start the training with torchrun on every machine "
+                f"(torchrun --nnodes {config.train.num_nodes} --nproc-per-node ... -m mammocad train ...); this "
+                "process is not one of several torchrun processes"
+            )
+        return None
+    processes, here = os.environ["WORLD_SIZE"], os.environ.get("LOCAL_WORLD_SIZE", "?")
+    advice = (
+        f"torchrun started {processes} processes, {here} on this machine: set train.num_nodes to torchrun's "
+        "--nnodes and train.devices to its --nproc-per-node (train.strategy: ddp)"
+    )
+    probe = _probe_trainer(config)
+    strategy = probe.strategy
+    if not isinstance(strategy, ParallelStrategy):
+        raise ConfigError(f"{advice}; train.strategy {config.train.strategy} would train each process alone")
+    # Lightning does not check this under torchrun: the ranks would join, and each DistributedSampler
+    # would then cut the data for devices × num_nodes processes instead of torchrun's count.
+    if probe.num_devices * probe.num_nodes != int(processes) or str(probe.num_devices) not in (here, "?"):
+        raise ConfigError(
+            f"{advice}; this config gives train.num_nodes={probe.num_nodes} × {probe.num_devices} device(s) "
+            f"per machine = {probe.num_devices * probe.num_nodes} process(es)"
+        )
+    strategy.setup_environment()
+    return _TorchrunRanks(strategy.global_rank, strategy.world_size, torch.distributed.new_group(backend="gloo"))
+
+
+def _distributed_summary(trainer: L.Trainer) -> dict[str, Any]:
+    """run.json's ``distributed``: how many processes trained the run, on how many machines, started how."""
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    return {
+        "world_size": trainer.world_size,
+        "num_nodes": trainer.num_nodes,
+        "devices_per_node": trainer.num_devices,
+        "strategy": type(trainer.strategy).__name__,  # DDPStrategy, SingleDeviceStrategy, ...
+        # TorchElasticEnvironment: torchrun; LightningEnvironment: Lightning's own launcher (or one process)
+        "cluster_environment": type(environment).__name__ if environment is not None else None,
+    }
+
+
+def _history_from_rank_zero(trainer: L.Trainer, run_dir: Path) -> pd.DataFrame:
+    """history.csv as rank 0 wrote it, on every rank.
+
+    The other ranks never read the file: on another machine they may not see the run directory at all,
+    and on this one they may read it before rank 0 has written the last epoch's row.
+    """
+    text = (run_dir / "history.csv").read_text() if trainer.is_global_zero else ""
+    if trainer.world_size > 1:
+        text = trainer.strategy.broadcast(text, src=0)
+    return pd.read_csv(StringIO(text))
+
+
 def _precision(config: RunConfig) -> str:
-    if config.train.precision != "auto":
-        return config.train.precision
-    return "bf16-mixed" if torch.cuda.is_available() and config.train.accelerator != "cpu" else "32-true"
+    return training_precision(config.train.precision, config.train.accelerator)
 
 
 def train(
@@ -350,7 +456,13 @@ def train(
     # Lightning's DDP launcher re-runs this command once per extra GPU; those workers share the
     # launching process's run directory (passed through the environment) and leave its files to rank 0.
     ddp_worker_dir = os.environ.get(_DDP_RUN_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
-    if resume is not None and not ddp_worker_dir:
+    # torchrun starts every rank itself, on one machine or several: the others take rank 0's run directory
+    # (received below, once rank 0 has made it) and, like the workers above, write nothing.
+    torchrun = _join_torchrun(config)
+    torchrun_worker = torchrun is not None and torchrun.global_rank > 0
+    if torchrun is not None:
+        ddp_worker_dir = None
+    if resume is not None and not ddp_worker_dir and not torchrun_worker:
         # Checked before the data is loaded: a refusal is quick and leaves the run as it was.
         plan = prepare_resume(Path(resume), config.model_dump(mode="json"), config.train.epochs, say)
         restart = plan.checkpoint is None
@@ -361,11 +473,24 @@ def train(
     task = load_task_data(config.data, config.preprocess)
     if ddp_worker_dir:
         run_dir = Path(ddp_worker_dir)
+    elif torchrun_worker:
+        run_dir = None  # rank 0's, received below
     elif resume is not None:
         run_dir = Path(resume)
     else:
+        # A new run records the precision it trains in (auto resolves by machine), so it reproduces as run.
+        config = config.model_copy(update={"train": config.train.model_copy(update={"precision": _precision(config)})})
         run_dir = new_run_dir(config, run_dir)
         atomic_write_text(run_dir / "config.yaml", dump_run_config(config))
+    if torchrun is not None:
+        # Rank 0's precision too: "auto" resolves by machine, and machines may differ.
+        decided = {"run_dir": str(run_dir), "precision": _precision(config)}
+        shared = json.loads(torchrun.from_rank_zero(json.dumps(decided)))
+        run_dir = Path(shared["run_dir"])
+        if torchrun_worker:
+            ddp_worker_dir = str(run_dir)
+            precision = {"precision": shared["precision"]}
+            config = config.model_copy(update={"train": config.train.model_copy(update=precision)})
     counts = task.counts("train")
     masked = check_masks(task, config)
     model = _build_model(config, task.classes)
@@ -373,6 +498,8 @@ def train(
     patches = PatchData(task, config) if isinstance(model, LesionAwareNet) else None
     if patches is not None and config.train.class_weights:
         weights = patch_class_weights(patches, model.patch_class_count)
+    if config.train.compile:
+        model.compile()  # in place: the state dict keeps its names, so checkpoints stay interchangeable
     module = ClassifierModule(model, config.train, weights, patch_mode=patches is not None)
     if not ddp_worker_dir:
         if resume is not None and not restart:
@@ -391,6 +518,7 @@ def train(
                 "classes": task.classes,
                 "counts": {s: task.counts(s) for s in ("train", "val", "test")},
                 "task": config.data.task,
+                "precision": _precision(config),
                 **({"kt_masked_train_images": masked} if config.train.kt_beta > 0 else {}),
                 **({"refit": True} if config.data.refit else {}),
                 **({"patch_stage": patches.summary(model.patch_class_count)} if patches is not None else {}),
@@ -398,17 +526,19 @@ def train(
             drop=("ended", "error", "reason", "early_stopped")
             + (("epochs_done", "best_epoch", "best_val_loss", "film_stage") if restart else ()),
         )
-    files = RunFiles(run_dir, module, start_history, on_epoch)
+    timer = StepTimer()
+    files = RunFiles(run_dir, module, start_history, on_epoch, timer)
     early_stopping = None
     if config.train.early_stopping_patience:
         early_stopping = EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience, mode="min")
-    logger = _mlflow_logger(config, run_dir)
+    # Rank 0 alone logs: an MLflow client creates its sqlite store when made, also on the other machines.
+    logger = _mlflow_logger(config, run_dir) if not ddp_worker_dir else False
     if patches is not None:
         train_loader, val_loader = patches.loaders(config)
     else:
         train_loader, val_loader = _loaders(task, config)
     # ResumeState first: it puts the saved random states back before any other callback runs.
-    callbacks: list[Callback] = [ResumeState(config.model_dump(mode="json"), loader_generators(train_loader))]
+    callbacks: list[Callback] = [ResumeState(config.model_dump(mode="json"), loader_generators(train_loader)), timer]
     if early_stopping is not None:
         callbacks.append(early_stopping)
     if patches is not None:
@@ -419,6 +549,7 @@ def train(
         accelerator=config.train.accelerator,
         devices=config.train.devices,
         strategy=config.train.strategy,
+        num_nodes=config.train.num_nodes,
         precision=_precision(config),
         accumulate_grad_batches=config.train.accumulate_grad_batches,
         deterministic=config.train.deterministic,
@@ -434,6 +565,8 @@ def train(
     if logger and not ddp_worker_dir:
         logger.log_hyperparams(_flatten(config.model_dump(mode="json")))
         _update_run_json(run_dir, {"mlflow_run_id": logger.run_id, "mlflow_tracking_uri": logger._tracking_uri})
+    if not ddp_worker_dir:
+        _update_run_json(run_dir, {"distributed": _distributed_summary(trainer)})
     previous_env = os.environ.get(_DDP_RUN_DIR_ENV)
     os.environ[_DDP_RUN_DIR_ENV] = str(run_dir)
     try:
@@ -458,6 +591,7 @@ def train(
             os.environ.pop(_DDP_RUN_DIR_ENV, None)
         else:
             os.environ[_DDP_RUN_DIR_ENV] = previous_env
+    history = _history_from_rank_zero(trainer, run_dir)  # every rank, now: rank 0 alone goes on below
     final = run_dir / "checkpoints" / ("best" if config.train.restore_best_weights else "last")
     if final.with_suffix(".safetensors").exists():  # early stopping restores the best epoch's weights
         load_weights(module.model, final.with_suffix(".safetensors"))
@@ -475,8 +609,7 @@ def train(
                 **({"early_stopped": True} if stopped_early else {}),
             },
         )
-    history = pd.read_csv(run_dir / "history.csv")
-    best_row = history.loc[history["val_loss"].idxmin()]  # read back: DDP workers never held the rows
+    best_row = history.loc[history["val_loss"].idxmin()]  # rank 0's rows: DDP workers never held them
     return RunResult(run_dir, int(best_row["epoch"]), float(best_row["val_loss"]), history)
 
 
