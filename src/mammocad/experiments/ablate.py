@@ -70,14 +70,12 @@ from mammocad.experiments.cv import (
 )
 from mammocad.experiments.work_queue import (
     DEFAULT_GRACE_S,
-    IncompleteWork,
     Lease,
     WorkQueue,
-    describe_failures,
     open_recorded_queue,
     queue_record,
-    run_worker,
     start_queue_work,
+    work_until_done,
 )
 from mammocad.io import (
     atomic_write_bytes,
@@ -449,15 +447,10 @@ def work_on_ablation(
             fold = int(fold_name.removeprefix("fold-"))
             return train_and_score_fold(configs[variant], cv_dir, fold, _prefixed(step, variant), lease=lease).name
 
-        run_worker(queue, do_unit, step)
-        units = queue.units()
+        work_until_done(queue, do_unit, out / ABLATE_FILE, "units", f"mammocad ablate --resume {out}", step)
     finally:
         queue.close()
-    if all(unit.state == "done" for unit in units):
-        return load_ablation_result(out)
-    failures = describe_failures(units)
-    update_json(out / ABLATE_FILE, {"status": "interrupted", "error": f"failed: {failures}"})
-    raise IncompleteWork(f"{out}: units failed: {failures}; `mammocad ablate --resume {out}` trains them again")
+    return load_ablation_result(out)
 
 
 def _finalise_ablation(out: Path, queue: WorkQueue, step: ProgressFn) -> None:

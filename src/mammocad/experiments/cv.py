@@ -53,14 +53,12 @@ from mammocad.evaluation.predictions import SplitPredictions
 from mammocad.experiments import figures as study_figures
 from mammocad.experiments.work_queue import (
     DEFAULT_GRACE_S,
-    IncompleteWork,
     Lease,
     WorkQueue,
-    describe_failures,
     open_recorded_queue,
     queue_record,
-    run_worker,
     start_queue_work,
+    work_until_done,
 )
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir, update_json
 from mammocad.procs import run_owner_state
@@ -411,15 +409,10 @@ def work_on_cv(
             fold = int(lease.claim.name.removeprefix("fold-"))
             return train_and_score_fold(base, cv_dir, fold, step, train_progress, lease).name
 
-        run_worker(queue, do_unit, step)
-        units = queue.units()
+        work_until_done(queue, do_unit, cv_dir / CV_FILE, "folds", f"mammocad cv --resume {cv_dir}", step)
     finally:
         queue.close()
-    if all(unit.state == "done" for unit in units):
-        return load_cv_result(cv_dir)
-    failures = describe_failures(units)
-    update_json(cv_dir / CV_FILE, {"status": "interrupted", "error": f"failed: {failures}"})
-    raise IncompleteWork(f"{cv_dir}: folds failed: {failures}; `mammocad cv --resume {cv_dir}` trains them again")
+    return load_cv_result(cv_dir)
 
 
 def _finalise_cv(cv_dir: Path, queue: WorkQueue, step: ProgressFn) -> None:

@@ -721,6 +721,27 @@ def start_queue_work(
     return False
 
 
+def work_until_done(
+    queue: WorkQueue,
+    do_unit: Callable[[Lease], str | None],
+    status_file: Path,
+    what: str,
+    resume_command: str,
+    say: ProgressFn,
+) -> None:
+    """Work on ``queue`` until no unit is left; when units failed, mark ``status_file`` interrupted and
+    raise :class:`IncompleteWork` naming them and ``resume_command``."""
+    from mammocad.io import update_json
+
+    run_worker(queue, do_unit, say)
+    units = queue.units()
+    if all(unit.state == "done" for unit in units):
+        return
+    failures = describe_failures(units)
+    update_json(status_file, {"status": "interrupted", "error": f"failed: {failures}"})
+    raise IncompleteWork(f"{status_file.parent}: {what} failed: {failures}; `{resume_command}` trains them again")
+
+
 def become_local_worker() -> str:
     """Set up a worker started by :func:`start_local_workers` (dies with its parent); its label ('' if none)."""
     parent = os.environ.get(PARENT_ENV)
@@ -752,6 +773,7 @@ __all__ = [
     "run_worker",
     "start_local_workers",
     "start_queue_work",
+    "work_until_done",
     "worker_environment",
     "worker_gone",
     "worker_id",

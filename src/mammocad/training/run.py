@@ -427,6 +427,11 @@ def _precision(config: RunConfig) -> str:
     return training_precision(config.train.precision, config.train.accelerator)
 
 
+def _with_precision(config: RunConfig, precision: str) -> RunConfig:
+    """``config`` with ``train.precision`` set (a resolved ``auto``, or rank 0's under torchrun)."""
+    return config.model_copy(update={"train": config.train.model_copy(update={"precision": precision})})
+
+
 def train(
     config: RunConfig,
     resume: Path | None = None,
@@ -479,7 +484,7 @@ def train(
         run_dir = Path(resume)
     else:
         # A new run records the precision it trains in (auto resolves by machine), so it reproduces as run.
-        config = config.model_copy(update={"train": config.train.model_copy(update={"precision": _precision(config)})})
+        config = _with_precision(config, _precision(config))
         run_dir = new_run_dir(config, run_dir)
         atomic_write_text(run_dir / "config.yaml", dump_run_config(config))
     if torchrun is not None:
@@ -489,8 +494,7 @@ def train(
         run_dir = Path(shared["run_dir"])
         if torchrun_worker:
             ddp_worker_dir = str(run_dir)
-            precision = {"precision": shared["precision"]}
-            config = config.model_copy(update={"train": config.train.model_copy(update=precision)})
+            config = _with_precision(config, shared["precision"])
     counts = task.counts("train")
     masked = check_masks(task, config)
     model = _build_model(config, task.classes)
