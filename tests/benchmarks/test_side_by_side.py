@@ -131,3 +131,16 @@ def test_bench_infer_judges_the_target_against_this_runs_keras(tmp_path):
     result = runner.invoke(app, [*args[:-1], str(tmp_path / "alone.json")])
     alone = json.loads((tmp_path / "alone.json").read_text())
     assert alone["models"]["baseline_cnn"]["best"]["meets_target"] is None and "unavailable" in alone["keras"]
+
+
+def test_bad_keras_options_are_refused_before_anything_runs(tmp_path):
+    script = _fake_keras(tmp_path)
+    missing = tmp_path / "no-such-python"
+    result = runner.invoke(app, ["bench", "train", "--keras", str(missing), "--keras-script", str(script)])
+    assert result.exit_code == 2 and "no such interpreter" in result.output
+    result = runner.invoke(app, ["bench", "infer", "--keras", sys.executable, "--keras-script", str(tmp_path / "x.py")])
+    assert result.exit_code == 2 and "script not found" in result.output
+    args = ["bench", "train", "--keras", sys.executable, "--keras-script", str(script), "--keras-mode", "fp8"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "fp8" in result.output
+    assert not (tmp_path / "order.log").exists()  # Keras never ran
