@@ -17,7 +17,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 # The locked versions, minus the CUDA runtime: torch/torchvision come as the same versions' CPU
 # wheels from PyTorch's CPU index (torch==2.15.0 is satisfied by 2.15.0+cpu), ~1.5 GB smaller.
-RUN uv export --frozen --no-dev --no-hashes --no-emit-project -o /tmp/requirements.txt \
+RUN uv export --frozen --no-dev --all-extras --no-hashes --no-emit-project -o /tmp/requirements.txt \
  && grep -v -E '^(nvidia-|triton|cuda-)' /tmp/requirements.txt > /tmp/requirements-cpu.txt \
  && uv pip install --system --index-strategy unsafe-best-match \
       --extra-index-url https://download.pytorch.org/whl/cpu -r /tmp/requirements-cpu.txt \

@@ -8,9 +8,9 @@ export UV_SYSTEM_CERTS := 1
 
 .PHONY: demo test test-all test-distributed lint setup bench
 
-# The postgres extra (psycopg) lets tune/cv share a PostgreSQL study and runs its tests.
+# Every extra (serve, dashboard, tune, mlflow, postgres): the demo and the tests use them all.
 setup:
-	$(UV) sync --frozen --extra postgres
+	$(UV) sync --frozen --all-extras
 
 demo: setup
 	$(UV) run --frozen mammocad demo

@@ -83,7 +83,7 @@ def running_dashboard(settings: object, tmp_path: Path, start_timeout_s: float =
     """The dashboard for ``settings`` (a ``DashboardSettings``), served by a real Streamlit process on a
     free port, exactly as ``mammocad dashboard`` execs it; yields its URL and stops it afterwards."""
     from mammocad.cli.dashboard import streamlit_command
-    from mammocad.dashboard import logic
+    from mammocad.dashboard.settings import settings_env
 
     port = free_port()
     log = (tmp_path / "streamlit.log").open("w")
@@ -91,7 +91,7 @@ def running_dashboard(settings: object, tmp_path: Path, start_timeout_s: float =
         streamlit_command("127.0.0.1", port),
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **logic.settings_env(settings)},
+        env={**os.environ, **settings_env(settings)},
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -160,7 +160,7 @@ def postgres_server() -> Iterator[str]:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        pytest.skip("psycopg is not installed (make setup installs it: uv sync --extra postgres)")
+        pytest.skip("psycopg is not installed (make setup installs it with every extra)")
     existing = os.environ.get(POSTGRES_URL_ENV)
     if existing:
         yield with_psycopg_dialect(existing)

@@ -28,13 +28,16 @@ from mammocad.evaluation.compare import ComparisonResult, compare_runs
 from mammocad.evaluation.evaluate import EvaluationResult, evaluate_run
 from mammocad.explain import gallery_overlays, localization_maps_for
 from mammocad.preprocess import PreprocessConfig, load_preprocessed, preprocess_dataset, read_sample
+from mammocad.progress import ProgressFn
 from mammocad.reporting.html import HtmlReport, array_to_png, figure_to_png
 from mammocad.training.config import load_run_config
 from mammocad.training.run import RunResult, train
+from mammocad.training.run_dir import EvaluationDir
 
-# (label, config overrides, epochs at full size): report A's baseline and ICNT, the ImageNet-pretrained
-# EfficientNet-Lite0 with the improved GAGM + SEVector head, and the lesion-aware model (patches from
-# the masks, a heatmap over the whole film; its patch is a third of the film side).
+# (label, config overrides, epochs at full size): Dahes (2025)'s baseline and ICNT, the ImageNet-pretrained
+# EfficientNet-Lite0 with the improved GAGM + SEVector head (Xia et al. (2025), as applied by Dahes (2025)),
+# and the lesion-aware model (patches from the masks, a heatmap over the whole film; its patch is a third
+# of the film side).
 DEMO_MODELS: list[tuple[str, dict[str, object], int]] = [
     ("baseline", {"model.name": "baseline_cnn", "train.lr": 1e-3}, 8),
     ("icnt", {"model.name": "icnt", "train.lr": 1e-4}, 3),
@@ -55,8 +58,6 @@ DEMO_MODELS: list[tuple[str, dict[str, object], int]] = [
         6,
     ),
 ]
-
-StepFn = Callable[[str], None]
 
 
 @dataclass
@@ -84,7 +85,7 @@ def run_demo(
     source_format: str = "csv",
     image_size: int = 224,
     workers: int = 2,
-    on_step: StepFn | None = None,
+    on_step: ProgressFn | None = None,
     quick: bool = False,
 ) -> DemoResult:
     """Run the demo into ``run_dir`` (must not exist) and return where the report is.
@@ -367,7 +368,7 @@ def _training_sections(
     report.paragraph("Values with their 95% patient-level bootstrap confidence intervals.")
     report.table(pd.DataFrame(rows), index=False)
     _localization_table(report, evaluations)
-    figures_dir = {label: evaluation.out_dir / "figures" for label, evaluation in evaluations.items()}
+    figures_dir = {label: EvaluationDir(evaluation.out_dir).figures_dir for label, evaluation in evaluations.items()}
     items = []
     for label, folder in figures_dir.items():
         for name in ("confusion_normalised", "roc"):

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mammocad.data import images
+from mammocad.data import pixels
 from mammocad.data.images import (
     DECODE_BUDGET_ENV,
     DEFAULT_DECODE_BUDGET_MB,
@@ -175,8 +175,8 @@ def test_budget_from_env_argument_and_default(monkeypatch):
 def test_colour_conversion_in_row_blocks_matches_the_whole_image(monkeypatch):
     rgb = np.random.default_rng(0).integers(0, 65536, (37, 29, 3), dtype=np.uint16)
     whole = (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114])).round().astype(np.uint16)
-    monkeypatch.setattr(images, "_CHUNK_PIXELS", 100)  # 3 rows a block
-    assert np.array_equal(images._to_grey(rgb), whole)
+    monkeypatch.setattr(pixels, "CHUNK_PIXELS", 100)  # 3 rows a block
+    assert np.array_equal(pixels.to_grey(rgb), whole)
 
 
 # --- decoder failures ----------------------------------------------------------------------------

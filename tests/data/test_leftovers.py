@@ -124,14 +124,14 @@ def test_killed_preprocess_leaves_no_worker_and_the_next_run_cleans_up(small_dat
     command = _python(
         """
         import sys, time
-        import mammocad.preprocess.cache as cache
-        real = cache._run_job
+        import mammocad.preprocess.driver as driver
+        real = driver.run_job
         def slow(*args):
             time.sleep(0.25)
             return real(*args)
-        slow.__qualname__ = slow.__name__ = "_run_job"  # pickled by reference into the (forked) workers
-        slow.__module__ = cache.__name__
-        cache._run_job = slow
+        slow.__qualname__ = slow.__name__ = "run_job"  # pickled by reference into the (forked) workers
+        slow.__module__ = driver.__name__
+        driver.run_job = slow
         from mammocad.cli.main import main
         sys.argv = ["mammocad", "preprocess", sys.argv[1], "--image-size", "40", "--workers", "2"]
         main()

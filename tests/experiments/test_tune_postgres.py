@@ -91,7 +91,7 @@ def test_postgres_url_forms_and_a_missing_driver(monkeypatch):
 
 def test_open_storage_on_postgres_and_unreachable_server(postgres_url, monkeypatch):
     url = user_url(postgres_url)
-    monkeypatch.setattr(tune_module.time, "sleep", lambda seconds: None)  # open_storage's retries
+    monkeypatch.setattr(storage_module.time, "sleep", lambda seconds: None)  # open_storage's retries
     storage = open_storage(url, heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(storage=storage, study_name="plain", direction="minimize")
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)

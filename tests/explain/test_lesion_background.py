@@ -1,4 +1,4 @@
-"""GLCM variance maps and the Lesion/Background interpretation (METHODS.md §6, report D)."""
+"""GLCM variance maps and the Lesion/Background interpretation (Li & Zwiggelaar (2024))."""
 
 from __future__ import annotations
 

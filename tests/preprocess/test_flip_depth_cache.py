@@ -141,10 +141,10 @@ def test_bad_image_is_not_decoded_again_until_its_file_changes(mias_dataset, mon
     def no_decoding(*_args, **_kwargs):
         raise AssertionError("nothing may be decoded: the good images are cached, the bad one unchanged")
 
-    monkeypatch.setattr("mammocad.preprocess.cache.read_image", no_decoding)
+    monkeypatch.setattr("mammocad.preprocess.jobs.read_image", no_decoding)
     second = preprocess_dataset(mias_dataset, config, workers=1)
     assert second.n_processed == 0 and second.n_from_cache == 3 and second.skipped == first.skipped
-    monkeypatch.setattr("mammocad.preprocess.cache.read_image", read_image)
+    monkeypatch.setattr("mammocad.preprocess.jobs.read_image", read_image)
     path.write_bytes(good)  # fixed: retried, and the failure record goes
     third = preprocess_dataset(mias_dataset, config, workers=1)
     assert third.n_processed == 1 and third.n_samples == 4 and not third.skipped
@@ -186,13 +186,13 @@ def test_16_bit_cache_round_trip_and_geometry_columns(mias_dataset):
 
 def test_jpeg_masks_keep_their_outline(tmp_path):
     """Re-releases store masks as JPEG: the ringing around the edge must not grow the lesion."""
-    from mammocad.preprocess.cache import _read_mask
+    from mammocad.preprocess.lesion_masks import read_mask
 
     mask = np.zeros((120, 100), np.uint8)
     mask[30:70, 20:60] = 255
     cv2.imwrite(str(tmp_path / "mask.jpg"), mask, [cv2.IMWRITE_JPEG_QUALITY, 75])
-    read = _read_mask(tmp_path, "mask.jpg", (120, 100))
+    read = read_mask(tmp_path, "mask.jpg", (120, 100))
     assert abs(int(read.sum()) - 40 * 40) <= 40  # within one pixel row of the true outline
     ones = (mask > 0).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "ones.png"), ones)  # 0/1 masks as some tools save them
-    assert _read_mask(tmp_path, "ones.png", (120, 100)).sum() == 1600
+    assert read_mask(tmp_path, "ones.png", (120, 100)).sum() == 1600

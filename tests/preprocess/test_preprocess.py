@@ -158,7 +158,7 @@ def test_cache_second_run_decodes_nothing(dataset, monkeypatch):
     def no_decoding(*_args, **_kwargs):
         raise AssertionError("a cached run must not decode any image")
 
-    monkeypatch.setattr("mammocad.preprocess.cache.read_image", no_decoding)
+    monkeypatch.setattr("mammocad.preprocess.jobs.read_image", no_decoding)
     second = preprocess_dataset(dataset, config, workers=1)
     assert second.n_processed == 0 and second.n_from_cache == 9
     samples = load_preprocessed(dataset, config)

@@ -36,7 +36,15 @@ def test_cpu_requirements_keep_the_locked_torch_and_drop_cuda():
     pattern = re.search(r"grep -v -E '([^']+)'", dockerfile)
     assert pattern is not None
     exported = subprocess.run(
-        [str(ROOT / "scripts" / "uv"), "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project"],
+        [
+            str(ROOT / "scripts" / "uv"),
+            "export",
+            "--frozen",
+            "--no-dev",
+            "--all-extras",
+            "--no-hashes",
+            "--no-emit-project",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

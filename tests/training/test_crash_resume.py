@@ -99,10 +99,11 @@ def _kill_during_first_checkpoint(dataset: Path, tmp_path: Path) -> tuple[Path, 
     values = config(dataset, tmp_path).model_dump(mode="json")
     script = """
         import json, os, signal, sys
+        import mammocad.training.epoch_files as epoch_files
         import mammocad.training.run as run
         def killed(*args, **kwargs):  # after last.ckpt's temporary file and history.csv, before the rename
             os.kill(os.getpid(), signal.SIGKILL)
-        run.save_weights = killed
+        epoch_files.save_weights = killed
         from mammocad.training.config import RunConfig
         run.train(RunConfig(**json.loads(sys.argv[1])), run_dir=run.Path(sys.argv[2]), progress=False)
     """

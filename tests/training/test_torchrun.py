@@ -22,7 +22,8 @@ from mammocad.errors import ConfigError
 from mammocad.io import find_leftovers
 from mammocad.training.config import load_run_config
 from mammocad.training.data import load_task_data
-from mammocad.training.run import _join_torchrun, train
+from mammocad.training.distributed import join_torchrun
+from mammocad.training.run import train
 from tests.conftest import config
 
 pytestmark = pytest.mark.skipif(
@@ -61,20 +62,20 @@ def test_torchrun_world_size_must_match_the_config(monkeypatch):
     """Lightning leaves this unchecked under torchrun: refused before any process group is joined."""
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     with pytest.raises(ConfigError, match="train.num_nodes=2: start the training with torchrun on every machine"):
-        _join_torchrun(load_run_config(None, {"data.dataset": "unused", "train.num_nodes": 2}))
+        join_torchrun(load_run_config(None, {"data.dataset": "unused", "train.num_nodes": 2}))
     torchrun = {"TORCHELASTIC_RUN_ID": "test", "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
     torchrun |= {"GROUP_RANK": "0", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
     for name, value in torchrun.items():
         monkeypatch.setenv(name, value)
     base = {"data.dataset": "unused", "train.accelerator": "cpu", "train.devices": 1, "train.strategy": "ddp"}
     with pytest.raises(ConfigError, match=r"train.num_nodes=1 × 1 device\(s\) per machine = 1 process"):
-        _join_torchrun(load_run_config(None, base))
+        join_torchrun(load_run_config(None, base))
     with pytest.raises(ConfigError, match="2 processes, 1 on this machine"):
-        _join_torchrun(load_run_config(None, base | {"train.devices": 2}))
+        join_torchrun(load_run_config(None, base | {"train.devices": 2}))
     with pytest.raises(ConfigError, match="would train each process alone"):
-        _join_torchrun(load_run_config(None, base | {"train.strategy": "single_device", "train.num_nodes": 2}))
+        join_torchrun(load_run_config(None, base | {"train.strategy": "single_device", "train.num_nodes": 2}))
     monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process: an ordinary single-process run
-    assert _join_torchrun(load_run_config(None, base)) is None
+    assert join_torchrun(load_run_config(None, base)) is None
 
 
 def test_num_nodes_is_a_positive_count():

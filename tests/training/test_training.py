@@ -131,6 +131,22 @@ def test_tasks_and_oversampling():
     assert abs(share - 0.33) < 0.01 and set(np.flatnonzero(labels == 0)) <= set(epoch)
 
 
+def test_every_configurable_task_has_classes():
+    """The task list is defined once (``TASKS``, from the config's type); each one maps to classes."""
+    from mammocad.errors import DatasetError
+    from mammocad.training.config import TASKS, DataConfig
+
+    assert DataConfig(dataset="x", task=TASKS[-1]).task == TASKS[-1]
+    manifest = pd.DataFrame(
+        {"pathology": ["normal", "benign", "malignant"], "birads": [1, 3, 5], "label_name": list("abc")}
+    )
+    for task in TASKS:
+        classes, target = task_classes(manifest, task)
+        assert len(classes) >= 2 and target.notna().any(), task
+    with pytest.raises(DatasetError, match="unknown task"):
+        task_classes(manifest, "four-class")
+
+
 def test_class_weighted_training_uses_training_counts_only(dataset, tmp_path):
     result = train(
         config(dataset, tmp_path, **{"train.epochs": 1, "train.sampler": "weighted", "train.lambda_fs": 0.1}),

@@ -62,8 +62,9 @@ def _overlay_paths(repeats: int, film_hw: tuple[int, int] = (2048, 1536)) -> dic
     """Median ms of drawing + PNG-encoding one heatmap over a ``film_hw`` film, float path vs uint8 path."""
     from mammocad.data.images import MammoImage
     from mammocad.data.synth.phantom import generate_case
-    from mammocad.explain.overlay import encode_png, heatmap_picture
-    from mammocad.explain.run import MAX_OVERLAY_SIDE, display_overlay
+    from mammocad.explain.display import MAX_OVERLAY_SIDE, display_overlay
+    from mammocad.explain.overlay import heatmap_picture
+    from mammocad.explain.png import encode_png
     from mammocad.preprocess import PreprocessConfig
     from mammocad.preprocess.pipeline import preprocess_image, to_unit
     from mammocad.reporting.html import array_to_png

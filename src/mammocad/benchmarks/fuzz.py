@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 from mammocad.data.images import decode_budget_override, probe_image, read_image, verify_image
 from mammocad.data.synth import hostile
 from mammocad.errors import DatasetError, ImageReadError
+from mammocad.progress import CountProgressFn
 
 # Small seeds: the fuzzer's speed is in the number of cases, not in pixels.
 SEED_SIDE = 96
@@ -129,7 +129,7 @@ def run_fuzz(
     seed: int = 0,
     run_dir: Path | None = None,
     keep_dir: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: CountProgressFn | None = None,
 ) -> dict[str, Any]:
     """Fuzz the readers (and the importer, and the API of ``run_dir`` when given).
 

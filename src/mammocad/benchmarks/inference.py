@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from mammocad.models.modes import evaluation_mode
+from mammocad.progress import ProgressFn
+
 #: The benchmark architectures and their input side (the papers' sizes).
 ARCHITECTURES = {"baseline_cnn": 224, "icnt": 224, "iiv3": 299}
 #: The targets: img/s >= this x Keras, and (large models) achieved GFLOP/s >= this share of the fp32 GEMM rate.
@@ -125,12 +128,9 @@ def model_gflop(model: torch.nn.Module, side: int, in_chans: int) -> float:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
-    model.eval()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with evaluation_mode(model), torch.no_grad(), counter:
         model(torch.zeros(1, in_chans, side, side))
-    model.train(was_training)
     return counter.get_total_flops() / 1e9
 
 
@@ -252,7 +252,7 @@ def run_inference_benchmark(
     rounds: int = 5,
     in_chans: int = 3,
     backends: tuple[str, ...] = BACKENDS,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
     keras_b32_img_s: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Batch inference of each architecture on every backend, against the GEMM rate and the Keras reference.

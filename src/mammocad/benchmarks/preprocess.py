@@ -15,7 +15,7 @@ import pandas as pd
 
 from mammocad.data.images import read_image
 from mammocad.data.importers import import_dataset
-from mammocad.data.manifest import resolve_path
+from mammocad.data.manifest import read_manifest, resolve_path
 from mammocad.preprocess import PreprocessConfig, cache_dir_for, load_preprocessed, preprocess_dataset, read_sample
 
 
@@ -56,7 +56,7 @@ def _measure(dataset: Path, config: PreprocessConfig, workers: int, repeats: int
     with ``workers`` > 1 the cold run is also timed with one worker, to show what the pool gains.
     Files are read once before timing, so every pass reads from the page cache alike.
     """
-    manifest = pd.read_parquet(dataset / "manifest.parquet")
+    manifest = read_manifest(dataset)
     paths = [resolve_path(dataset, p) for p in manifest["image_path"]]
     read_image(paths[0])  # first decode pays for imports (pydicom, codecs): keep it out of the timings
     decodes, colds, serials, busy = [], [], [], []

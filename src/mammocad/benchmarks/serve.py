@@ -30,12 +30,12 @@ from mammocad.benchmarks.preprocess import machine_info
 from mammocad.benchmarks.timing import median_seconds
 from mammocad.data.synth.phantom import generate_case
 from mammocad.devices import cpu_has_fast_bf16
-from mammocad.io import atomic_write_json
 from mammocad.models import create_model
 from mammocad.models.weights import save_weights
 from mammocad.preprocess import PreprocessConfig
 from mammocad.serve.engine import InferenceEngine
 from mammocad.serve.export import export_onnx
+from mammocad.training.run_dir import RunDir
 
 ARCHITECTURES = {"baseline_cnn": 224, "icnt": 224}
 CLASSES = ["normal", "benign", "malignant"]
@@ -44,21 +44,20 @@ CAM_TARGET_MS = 250.0
 
 
 def throwaway_run(folder: Path, name: str, side: int) -> Path:
-    """A minimal run directory (model.json + weights) for a random-init ``name`` at ``side``², 3 classes."""
+    """A minimal run directory (its model description and best weights) for a random-init ``name`` at ``side``², 3 classes."""
     model = create_model(name, num_classes=len(CLASSES), in_chans=1, pretrained=False).eval()
-    run_dir = folder / name
-    save_weights(model, run_dir / "checkpoints" / "best.safetensors")
-    atomic_write_json(
-        run_dir / "model.json",
+    run = RunDir(folder / name)
+    save_weights(model, run.weights_path("best"))
+    run.write_model(
         {
             "model": model.config(),
             "classes": CLASSES,
             "task": "3class",
             "preprocess": PreprocessConfig(image_size=side).model_dump(mode="json"),
-            "weights": {"best": "checkpoints/best.safetensors", "final": "best"},
-        },
+            "weights": {"best": RunDir.weights_name("best"), "final": "best"},
+        }
     )
-    return run_dir
+    return run.path
 
 
 def phantom_png(height: int = 2048, width: int = 1536) -> bytes:

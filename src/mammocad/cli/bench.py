@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mammocad.cli.common import console, print_table, user_errors
+from mammocad.extras import require
 
 app = typer.Typer(help="Benchmarks: measured numbers as JSON.", no_args_is_help=True)
 
@@ -157,6 +158,8 @@ def bench_infer(
     output: Path = typer.Option(Path("bench-output/inference.json"), "-o", "--output", help="JSON to write."),
 ) -> None:
     """Batch-32 inference per backend (PyTorch fp32/bf16, ONNX Runtime fp32/int8) against the GEMM rate and Keras."""
+    with user_errors():
+        require("serve", "onnx", "onnxruntime", command="mammocad bench infer")
     from mammocad.benchmarks.inference import ARCHITECTURES, merge_runs, run_inference_benchmark
     from mammocad.benchmarks.training import UNAVAILABLE, run_process
 
@@ -322,6 +325,8 @@ def bench_serve(
     output: Path = typer.Option(Path("bench-output/serve.json"), "-o", "--output", help="JSON to write."),
 ) -> None:
     """Single-image latency (decode → preprocess → predict → Grad-CAM), PyTorch vs ONNX Runtime, and a load test."""
+    with user_errors():
+        require("serve", command="mammocad bench serve")
     from mammocad.benchmarks.serve import run_serve_benchmark
 
     with user_errors():
@@ -383,6 +388,8 @@ def bench_fuzz(
     from mammocad.benchmarks.fuzz import run_fuzz
 
     with user_errors():
+        if run is not None:
+            require("serve", "fastapi", "httpx", command="mammocad bench fuzz --run")
         columns = (TextColumn("fuzz"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("fuzz", total=cases)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -14,7 +14,9 @@ from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 
+from mammocad.defaults import DEFAULT_DECODE_BUDGET_MB
 from mammocad.errors import MammocadError
+from mammocad.progress import ProgressFn
 
 console = Console(stderr=False, highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -127,7 +129,7 @@ def print_table(table: Table) -> None:
 _WIDEST = 1000
 
 
-def stepper(status: Status, label: str) -> Callable[[str], None]:
+def stepper(status: Status, label: str) -> ProgressFn:
     """Progress callback: the spinner shows the current step, the log keeps every step with its time."""
 
     def step(message: str) -> None:
@@ -135,6 +137,20 @@ def stepper(status: Status, label: str) -> Callable[[str], None]:
         console.log(message)
 
     return step
+
+
+def max_decode_mb_option(what: str = "Memory (MiB) that decoding one image may need") -> Any:
+    """The ``--max-decode-mb`` option (MiB; None: ``$MAMMOCAD_DECODE_BUDGET_MB``, else the readers' default).
+
+    ``what`` says what the budget limits in this command; the default's source is appended.
+    """
+    return typer.Option(
+        None,
+        "--max-decode-mb",
+        min=1,
+        show_default=False,
+        help=f"{what} (default: $MAMMOCAD_DECODE_BUDGET_MB, else {DEFAULT_DECODE_BUDGET_MB}).",
+    )
 
 
 def url_host(host: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from mammocad.cli.common import console, url_host, user_errors
+from mammocad.extras import require
 
 
 def dashboard(
@@ -26,7 +27,10 @@ def dashboard(
     rating: str = typer.Option("confidence", help="What readers rate with each answer: confidence or birads (1-5)."),
 ) -> None:
     """Blind test (you vs the model), upload & explain, model comparison, latent space, misclassifications."""
-    from mammocad.dashboard.logic import RATINGS, DashboardSettings, load_runs, settings_env
+    with user_errors():
+        require("dashboard", command="mammocad dashboard")
+    from mammocad.dashboard.runs import load_runs
+    from mammocad.dashboard.settings import RATINGS, DashboardSettings, settings_env
     from mammocad.errors import ConfigError
 
     with user_errors():

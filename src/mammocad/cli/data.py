@@ -11,9 +11,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mammocad.cli.common import CONSOLE_ITEMS, console, parse_assignments, print_table, user_errors
+from mammocad.cli.common import (
+    CONSOLE_ITEMS,
+    console,
+    max_decode_mb_option,
+    parse_assignments,
+    print_table,
+    user_errors,
+)
 from mammocad.data.importers import IMPORTERS
-from mammocad.defaults import DEFAULT_BLIND_SIZE, DEFAULT_DECODE_BUDGET_MB, DEFAULT_MAX_PIXELS
+from mammocad.defaults import DEFAULT_BLIND_SIZE, DEFAULT_MAX_PIXELS
 from mammocad.errors import MammocadError
 
 if TYPE_CHECKING:
@@ -37,13 +44,8 @@ def import_command(
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels than this."),
     keep_duplicates: bool = typer.Option(False, help="Keep files whose content duplicates another file."),
     workers: int = typer.Option(4, min=1, help="Threads that check the image files."),
-    max_decode_mb: float | None = typer.Option(
-        None,
-        "--max-decode-mb",
-        min=1,
-        show_default=False,
-        help="Refuse images whose decoding would need more memory (MiB), from their header "
-        f"(default: $MAMMOCAD_DECODE_BUDGET_MB, else {DEFAULT_DECODE_BUDGET_MB}).",
+    max_decode_mb: float | None = max_decode_mb_option(
+        "Refuse images whose decoding would need more memory (MiB), from their header"
     ),
 ) -> None:
     """Import a dataset in FORMAT from SOURCE into a new dataset directory with one manifest."""

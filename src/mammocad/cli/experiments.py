@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -17,6 +19,7 @@ from mammocad.cli.common import (
     stepper,
     user_errors,
 )
+from mammocad.progress import ProgressFn
 
 # Shared by cv and ablate. The storage's environment variable is spelled out (not imported from the
 # work-queue module) so that `--help` imports nothing beyond typer.
@@ -32,6 +35,8 @@ STORAGE_HELP = (
 GPUS_HELP = "GPU numbers shared out among the workers, e.g. 0,1,2,3 (each worker sees its own share)."
 GRACE_HELP = "Seconds without a heartbeat before another worker takes a unit over (recorded when the queue is made)."
 
+Result = TypeVar("Result")
+
 
 def _queued(workers: int | None, storage: str | None, gpus: str | None, resume: Path | None, state_file: str) -> bool:
     """Whether the command works through a work queue: asked for, or the resumed directory has one."""
@@ -45,7 +50,7 @@ def _queued(workers: int | None, storage: str | None, gpus: str | None, resume: 
 
 
 @contextlib.contextmanager
-def _progress(queued: bool, label: str) -> Iterator[Callable[[str], None]]:
+def _progress(queued: bool, label: str) -> Iterator[ProgressFn]:
     """Progress as one printed line per step with a work queue (many workers print), else a status line."""
     if queued:
         prefix = f"[{label}] " if label else ""
@@ -74,6 +79,57 @@ def _check_join(join: Path | None, resume: Path | None, config: Path | None, opt
         raise typer.BadParameter("--join DIR works on the directory's own config; leave out --config and --set")
 
 
+@dataclass(frozen=True)
+class _QueueOptions:
+    """The work-queue options ``cv`` and ``ablate`` share."""
+
+    workers: int | None
+    storage: str | None
+    gpus: str | None
+    grace_period: float
+    join: Path | None
+    resume: Path | None
+
+
+def _run_experiment(
+    label: str,
+    state_file: str,
+    options: _QueueOptions,
+    entry_points: Callable[[], tuple[Callable[..., Result], Callable[..., Result]]],
+    start: Callable[[ProgressFn, dict[str, Any]], Result],
+    show: Callable[[Result], None],
+) -> None:
+    """What ``cv`` and ``ablate`` share: join a queue, resume, or start anew; then show the result.
+
+    ``entry_points()`` imports the experiment's ``(work_on, resume)`` functions (after a worker has
+    set itself up to die with its launcher); ``start(progress, queue_options)`` starts a new
+    experiment; ``show(result)`` prints it (not in a worker started by ``--workers N``: its
+    launcher prints the result).
+    """
+    queued = _queued(options.workers, options.storage, options.gpus, options.resume, state_file)
+    queued = queued or options.join is not None
+    worker_label = ""
+    if options.join is not None:
+        from mammocad.experiments.work_queue import become_local_worker
+
+        worker_label = become_local_worker()  # a worker started by `--workers N`: dies with its launcher
+    work_on, resume = entry_points()
+    from mammocad.experiments.work_queue import parse_gpus
+
+    quiet_training_logs()
+    with user_errors(), _incomplete_is_exit_1():
+        queue = {"workers": options.workers, "storage": options.storage, "gpus": parse_gpus(options.gpus)}
+        with _progress(queued, worker_label or label) as progress:
+            if options.join is not None:
+                result = work_on(options.join, progress=progress, **queue)
+            elif options.resume is not None:
+                result = resume(options.resume, progress=progress, **queue)
+            else:
+                result = start(progress, {**queue, "grace_period": options.grace_period} if queued else {})
+        if not worker_label:
+            show(result)
+
+
 def cv(
     config: Path | None = typer.Option(None, "--config", help="Run config (YAML) of every fold."),
     folds: int = typer.Option(5, min=2, help="Number of patient-grouped, stratified folds."),
@@ -93,33 +149,23 @@ def cv(
 ) -> None:
     """k-fold cross-validation: one run per fold, mean ± std of every metric, pooled OOF predictions."""
     _check_join(join, resume, config, option)
-    queued = _queued(workers, storage, gpus, resume, "cv.json") or join is not None
-    label = ""
-    if join is not None:
-        from mammocad.experiments.work_queue import become_local_worker
+    from mammocad.experiments.layout import CVDir
 
-        label = become_local_worker()  # a worker started by `--workers N`: dies with its launcher
-    from mammocad.evaluation.compare import markdown_table
-    from mammocad.experiments.cv import HEADLINE_METRICS, cross_validate, resume_cv, work_on_cv
-    from mammocad.experiments.work_queue import parse_gpus
+    def entry_points() -> tuple[Callable[..., Any], Callable[..., Any]]:
+        from mammocad.experiments.cv import resume_cv, work_on_cv
 
-    quiet_training_logs()
-    with user_errors(), _incomplete_is_exit_1():
-        gpu_ids = parse_gpus(gpus)
-        queue = {"workers": workers, "storage": storage, "gpus": gpu_ids}
-        with _progress(queued, label or "cv") as progress:
-            if join is not None:
-                result = work_on_cv(join, progress=progress, **queue)
-            elif resume is not None:
-                result = resume_cv(resume, progress=progress, **queue)
-            else:
-                run_config = run_config_from_options(config, option, dataset)
-                extra = {**queue, "grace_period": grace_period} if queued else {}
-                result = cross_validate(
-                    run_config, folds, out, seed=seed, n_resamples=resamples, progress=progress, **extra
-                )
-        if label:  # a worker of `--workers N`: its launcher prints the result
-            return
+        return work_on_cv, resume_cv
+
+    def start(progress: ProgressFn, queue: dict[str, Any]) -> Any:
+        from mammocad.experiments.cv import cross_validate
+
+        run_config = run_config_from_options(config, option, dataset)
+        return cross_validate(run_config, folds, out, seed=seed, n_resamples=resamples, progress=progress, **queue)
+
+    def show(result: Any) -> None:
+        from mammocad.evaluation.compare import markdown_table
+        from mammocad.experiments.cv import HEADLINE_METRICS
+
         table = result.folds.set_index("fold")[[m for m in HEADLINE_METRICS if m in result.folds]]
         console.print(markdown_table(table), soft_wrap=True, markup=False)
         for metric in HEADLINE_METRICS:
@@ -127,6 +173,9 @@ def cv(
             if values and values["mean"] is not None:
                 console.print(f"{metric}: {values['mean']:.3f} ± {values['std'] or 0:.3f}")
         console.print(f"report: [bold]{escape(str(result.report.resolve()))}[/]")
+
+    options = _QueueOptions(workers, storage, gpus, grace_period, join, resume)
+    _run_experiment("cv", CVDir.STATE, options, entry_points, start, show)
 
 
 def ablate(
@@ -150,33 +199,26 @@ def ablate(
 ) -> None:
     """Ablation study: the full model and one variant per removed component, each cross-validated."""
     _check_join(join, resume, config, option)
-    queued = _queued(workers, storage, gpus, resume, "ablate.json") or join is not None
-    label = ""
-    if join is not None:
-        from mammocad.experiments.work_queue import become_local_worker
+    from mammocad.experiments.layout import AblationDir
 
-        label = become_local_worker()
-    from mammocad.experiments.ablate import ablate as run_ablation
-    from mammocad.experiments.ablate import load_ablations, resume_ablation, work_on_ablation
-    from mammocad.experiments.work_queue import parse_gpus
+    def entry_points() -> tuple[Callable[..., Any], Callable[..., Any]]:
+        from mammocad.experiments.ablate import resume_ablation, work_on_ablation
 
-    quiet_training_logs()
-    with user_errors(), _incomplete_is_exit_1():
-        gpu_ids = parse_gpus(gpus)
-        queue = {"workers": workers, "storage": storage, "gpus": gpu_ids}
-        with _progress(queued, label or "ablate") as progress:
-            if join is not None:
-                result = work_on_ablation(join, progress=progress, **queue)
-            elif resume is not None:
-                result = resume_ablation(resume, progress=progress, **queue)
-            else:
-                if ablations is None:
-                    raise typer.BadParameter("give --ablations FILE (or toggles: gagm,sevector,fsl) or --resume DIR")
-                spec = load_ablations(ablations)
-                run_config = run_config_from_options(config, option, dataset)
-                extra = {**queue, "grace_period": grace_period} if queued else {}
-                result = run_ablation(run_config, spec, folds, out, resamples, progress=progress, **extra)
-        if label:
-            return
-        console.print((result.out_dir / "ablation.md").read_text(), soft_wrap=True, markup=False)
+        return work_on_ablation, resume_ablation
+
+    def start(progress: ProgressFn, queue: dict[str, Any]) -> Any:
+        from mammocad.experiments.ablate import ablate as run_ablation
+        from mammocad.experiments.ablate import load_ablations
+
+        if ablations is None:
+            raise typer.BadParameter("give --ablations FILE (or toggles: gagm,sevector,fsl) or --resume DIR")
+        spec = load_ablations(ablations)
+        run_config = run_config_from_options(config, option, dataset)
+        return run_ablation(run_config, spec, folds, out, resamples, progress=progress, **queue)
+
+    def show(result: Any) -> None:
+        console.print(AblationDir(result.out_dir).table_markdown_path.read_text(), soft_wrap=True, markup=False)
         console.print(f"report: [bold]{escape(str(result.report.resolve()))}[/]")
+
+    options = _QueueOptions(workers, storage, gpus, grace_period, join, resume)
+    _run_experiment("ablate", AblationDir.STATE, options, entry_points, start, show)

@@ -41,6 +41,7 @@ def explain(
     """Grad-CAM family heatmaps at the original geometry, activation maps, or Lesion/Background cells.
 
     Exit status: 0 every input explained, 1 some skipped (the rest are written), 2 a usage error."""
+    from mammocad.explain.layout import ActivationComparisonDir
     from mammocad.explain.run import compare_activations, explain_images, explain_split
 
     with user_errors():
@@ -55,7 +56,7 @@ def explain(
             for name, value in document["mean_distance"].items():
                 shown = "no masks" if value is None else f"{value:.3f}"
                 console.print(f"{name}: mean d(mask, ROI activation) = {shown}")
-            console.print(f"[green]done[/] · {folder.resolve() / 'activation-comparison.png'}")
+            console.print(f"[green]done[/] · {ActivationComparisonDir(folder.resolve()).figure_path}")
             return
         with console.status("explain") as status:
             progress = stepper(status, "explain")
@@ -74,6 +75,6 @@ def explain(
         for item in result.failed:
             line = f"{item['source']}: {item['reason']}"
             console.print(f"[yellow]skipped[/] {escape(line)}", soft_wrap=True)
-        console.print(f"[green]{done} explained[/] · report: [bold]{(result.out_dir / 'report.html').resolve()}[/]")
+        console.print(f"[green]{done} explained[/] · report: [bold]{result.report.resolve()}[/]")
         if result.failed:
             raise typer.Exit(1)  # exit 1 when any input failed (the others' heatmaps and report are written)

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from mammocad.cli.common import console, user_errors
+from mammocad.extras import require
 
 
 def export(
@@ -37,13 +38,15 @@ def export(
     change, top-class agreement) in model.json; `mammocad serve RUN --onnx-variant int8` serves it
     only when the check passed.
     """
-    from mammocad.serve.export import EXPORT_DIR, TOLERANCE, add_variants, export_onnx
+    with user_errors():
+        require("serve", "onnx", "onnxruntime", command="mammocad export")
+    from mammocad.serve.export import TOLERANCE, add_variants, default_export_dir, export_onnx
 
     with user_errors():
         if not onnx:
             raise typer.BadParameter("nothing to export: --onnx is the only format")
         variants = ("int8",) if int8 else ()
-        folder = out if out is not None else run / EXPORT_DIR
+        folder = out if out is not None else default_export_dir(run)
         added = bool(variants) and folder.exists()
         with console.status("exporting to ONNX and checking it against PyTorch") as status:
             if added:

@@ -69,5 +69,5 @@ def preprocess(
             )
         console.print(escape(result.to_text(limit=CONSOLE_ITEMS).rstrip()), highlight=False, soft_wrap=True)
         if len(result.skipped) > CONSOLE_ITEMS:
-            console.print(f"full list of skipped items: {result.cache_dir}/skipped.json")
+            console.print(f"full list of skipped items: {result.skipped_path}")
         console.print(f"[green]cache[/] {result.cache_dir}")

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import typer
 
-from mammocad.cli.common import console, error_console, url_host, user_errors
-from mammocad.defaults import DEFAULT_DECODE_BUDGET_MB, DEFAULT_MAX_PIXELS
+from mammocad.cli.common import console, error_console, max_decode_mb_option, url_host, user_errors
+from mammocad.defaults import DEFAULT_MAX_PIXELS
 from mammocad.errors import ConfigError
+from mammocad.extras import require
 
 #: The environment variable that turns the API docs off (0/false/no), like ``--no-docs``.
 DOCS_ENV = "MAMMOCAD_API_DOCS"
@@ -66,13 +67,9 @@ def serve(
         help="Refuse images with more pixels, from their header (default: the reader's 60,000,000).",
     ),
     max_batch: int = typer.Option(16, min=1, max=1024, help="Most files in one /predict request."),
-    max_decode_mb: float | None = typer.Option(
-        None,
-        "--max-decode-mb",
-        min=1,
-        show_default=False,
-        help="Memory (MiB) that decoding one upload (and its heatmap) may need, refused with a 413 above it; "
-        f"uploads decoding at once share it (default: $MAMMOCAD_DECODE_BUDGET_MB, else {DEFAULT_DECODE_BUDGET_MB}).",
+    max_decode_mb: float | None = max_decode_mb_option(
+        "Memory (MiB) that decoding one upload (and its heatmap) may need, refused with a 413 above it; "
+        "uploads decoding at once share it"
     ),
     workers: int = typer.Option(1, min=1, max=64, help="Server processes (each loads the model once)."),
 ) -> None:
@@ -81,6 +78,8 @@ def serve(
     The bearer token comes from $MAMMOCAD_API_TOKEN or --token-file FILE (owner-only permissions),
     never from the command line.
     """
+    with user_errors():
+        require("serve", command="mammocad serve")
     import uvicorn
 
     from mammocad.serve.api import (

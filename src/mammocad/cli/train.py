@@ -134,7 +134,8 @@ def calibrate(
     ),
 ) -> None:
     """(Re)fit a run's temperature scaling on its validation split; writes RUN/calibration.json."""
-    from mammocad.training.calibration import calibrate_run
+    from mammocad.training.recalibration import calibrate_run
+    from mammocad.training.run_dir import RunDir
 
     with user_errors():
         thresholds = {
@@ -153,7 +154,7 @@ def calibrate(
         )
         if document.get("note"):
             console.print(f"[yellow]note:[/] {escape(document['note'])}")
-        console.print(f"[green]wrote[/] {Path(run) / 'calibration.json'}")
+        console.print(f"[green]wrote[/] {RunDir(run).calibration_path}")
 
 
 def _parse_box(text: str) -> tuple[int, int, int, int]:

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from mammocad.cli.common import console, error_console, quiet_training_logs, run_config_from_options, user_errors
+from mammocad.extras import require
 
 
 def tune(
@@ -45,7 +46,9 @@ def tune(
     ),
 ) -> None:
     """Search hyperparameters: run trials (one training run each) until the study has --trials finished ones."""
-    from mammocad.experiments.tune import load_search_space, tune_study
+    with user_errors():
+        require("tune", command="mammocad tune")
+    from mammocad.experiments.tune import StudyDir, load_search_space, tune_study
 
     quiet_training_logs()
     with user_errors():
@@ -68,7 +71,8 @@ def tune(
     failed = result.counts.get("FAIL", 0)
     if failed:
         console.print(
-            f"[yellow]{failed} trial(s) failed[/]: see the error column of {escape(str(result.study_dir))}/trials.csv"
+            f"[yellow]{failed} trial(s) failed[/]: see the error column of "
+            f"{escape(str(StudyDir(result.study_dir).trials_table_path))}"
         )
     running = result.counts.get("RUNNING", 0)
     if result.n_finished < result.n_trials and not running:

@@ -1,6 +1,9 @@
 """The clinician dashboard (``mammocad dashboard``): a Streamlit app over trained, evaluated runs.
 
-``logic`` holds everything it computes (testable without Streamlit); ``app`` is the Streamlit script.
+``app`` is the Streamlit script; it only lays out what the modules beside it compute: ``settings``
+(from ``mammocad dashboard``), ``runs`` (checked, evaluated runs), ``blind_test``, ``latent``,
+``figures``, ``uploads``, ``reader_study`` (the reader-study tab) and ``viewer`` (the film viewer).
+``logic`` re-exports the computing modules' names under the dashboard's old single module name.
 """
 
 from pathlib import Path

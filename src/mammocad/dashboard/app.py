@@ -1,9 +1,10 @@
 """The clinician dashboard, a Streamlit script: ``mammocad dashboard RUN [RUN...]`` starts it.
 
-Settings come from the environment (:func:`mammocad.dashboard.logic.settings_from_env`). Tabs:
+Settings come from the environment (:func:`mammocad.dashboard.settings.settings_from_env`). Tabs:
 blind test, upload & explain, model comparison, latent space, misclassifications; only the open
 tab runs (``st.tabs(on_change="rerun")``), so answering a blind-test item does not recompute the
-latent space. All computing is in :mod:`mammocad.dashboard.logic`; this file only lays it out.
+latent space. All computing is in the modules beside this one (runs, latent, figures, uploads,
+reader_study); this file only lays it out.
 No patient or image identifier is ever shown (sample ids can embed patient numbers; DICOM tags are not read).
 """
 
@@ -15,7 +16,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from mammocad.dashboard import logic, reader_study
+from mammocad.dashboard import reader_study
+from mammocad.dashboard.figures import latent_figure, probability_figure, radar_figure, scatter_figure
+from mammocad.dashboard.latent import LatentPoints, latent_layers, latent_points
+from mammocad.dashboard.runs import DashboardRun, cached_image, comparison_table, display_png, load_runs, misclassified
+from mammocad.dashboard.settings import DashboardSettings, settings_from_env
+from mammocad.dashboard.uploads import explain_upload
 from mammocad.dashboard.viewer import film_viewer
 from mammocad.errors import MammocadError
 from mammocad.explain.overlay import is_class_agnostic
@@ -40,20 +46,20 @@ def engine_for(run_dir: str) -> InferenceEngine:
 @st.cache_data(show_spinner=False, max_entries=1024)
 def case_png(run_dir: str, image: str) -> bytes:
     """A cached evaluation image, as shown to the reader."""
-    return logic.display_png(logic.cached_image(engine_for(run_dir), image))
+    return display_png(cached_image(engine_for(run_dir), image))
 
 
 @st.cache_data(show_spinner="Drawing the heatmap…", max_entries=1024)
 def case_overlay(run_dir: str, image: str, method: str = "gradcam") -> bytes:
     """The heatmap of the model's predicted class over a cached evaluation image."""
     engine = engine_for(run_dir)
-    return engine.explain(logic.cached_image(engine, image), method).overlay_png
+    return engine.explain(cached_image(engine, image), method).overlay_png
 
 
 @st.cache_data(show_spinner="Computing the latent features…", max_entries=32)
-def latent(evaluation_dir: str, layer: str, _run: logic.DashboardRun) -> logic.LatentPoints:
+def latent(evaluation_dir: str, layer: str, _run: DashboardRun) -> LatentPoints:
     """The 3-D PCA of one evaluation's features (keyed by the evaluation directory and layer)."""
-    return logic.latent_points(_run, layer)
+    return latent_points(_run, layer)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -64,7 +70,7 @@ def card_for(run_dir: str) -> dict:
     return model_card(run_dir)
 
 
-def fitness_banner(run: logic.DashboardRun) -> None:
+def fitness_banner(run: DashboardRun) -> None:
     """What the model was trained on and how good it measured, above every tab (never a sidebar footnote)."""
     card = card_for(str(run.run_dir))
     text = card.get("headline", "")
@@ -84,8 +90,8 @@ def fitness_banner(run: logic.DashboardRun) -> None:
 def main() -> None:
     st.set_page_config(page_title="mammocad dashboard", layout="wide")
     try:
-        settings = logic.settings_from_env(os.environ)
-        runs = logic.load_runs(settings.runs, settings.split)
+        settings = settings_from_env(os.environ)
+        runs = load_runs(settings.runs, settings.split)
     except MammocadError as exc:
         st.error(str(exc))
         st.stop()
@@ -123,7 +129,7 @@ def main() -> None:
             errors_tab(run)
 
 
-def blind_tab(run: logic.DashboardRun, settings: logic.DashboardSettings) -> None:
+def blind_tab(run: DashboardRun, settings: DashboardSettings) -> None:
     """The blind test as a reader study (:mod:`mammocad.dashboard.reader_study`): answers on disk, scores at the end."""
     try:
         study = study_for(str(run.run_dir), run, settings.blind_n, settings.rating, settings.study_dir)
@@ -134,12 +140,12 @@ def blind_tab(run: logic.DashboardRun, settings: logic.DashboardSettings) -> Non
 
 
 @st.cache_resource(show_spinner="Preparing the reader study…", max_entries=32)
-def study_for(run_dir: str, _run: logic.DashboardRun, n: int, rating: str, root: Path | None) -> reader_study.Study:
+def study_for(run_dir: str, _run: DashboardRun, n: int, rating: str, root: Path | None) -> reader_study.Study:
     """The run's study folder, created once (cases.csv, model.csv); answers are read from disk on every view."""
     return reader_study.study_for_run(_run, n, BLIND_SEED, rating, root)
 
 
-def upload_tab(run: logic.DashboardRun, engine: InferenceEngine) -> None:
+def upload_tab(run: DashboardRun, engine: InferenceEngine) -> None:
     """Any image file in; prediction, probabilities and a heatmap out (the file's name is all that is shown of it).
 
     The film and its heatmap are shown side by side in the film viewer (zoom, pan, window/level);
@@ -177,7 +183,7 @@ def upload_tab(run: logic.DashboardRun, engine: InferenceEngine) -> None:
     if stored is None or stored[0] != signature:
         try:
             with st.spinner("Predicting…"):
-                result = logic.explain_upload(
+                result = explain_upload(
                     engine, data, upload.name, box, method, None if agnostic or target == PREDICTED else target
                 )
         except MammocadError as exc:
@@ -194,7 +200,7 @@ def upload_tab(run: logic.DashboardRun, engine: InferenceEngine) -> None:
     if answer != explanation.prediction:  # below the run's thresholds: say so, never a bold class
         top = f"top class {explanation.prediction}, {top}: below the run's confidence thresholds"
     st.markdown(f"**Answer: {answer}** ({top}) · {result.name} ({result.file_format}, {width}×{height})")
-    st.plotly_chart(logic.probability_figure(explanation.probabilities), key="upload_probabilities")
+    st.plotly_chart(probability_figure(explanation.probabilities), key="upload_probabilities")
     st.caption(f"Heatmap: {result.caption}")
     film_viewer(
         result.film,
@@ -207,9 +213,9 @@ def upload_tab(run: logic.DashboardRun, engine: InferenceEngine) -> None:
     )
 
 
-def comparison_tab(runs: list[logic.DashboardRun]) -> None:
+def comparison_tab(runs: list[DashboardRun]) -> None:
     """Every run's evaluation side by side: table, radar, scatter pairs."""
-    table = logic.comparison_table(runs)
+    table = comparison_table(runs)
     st.caption(f"Each run on its latest {runs[0].split} evaluation; overfit_*: train minus {runs[0].split}.")
     st.dataframe(
         table,
@@ -217,26 +223,26 @@ def comparison_tab(runs: list[logic.DashboardRun]) -> None:
     )
     if len(runs) == 1:
         st.caption("Start the dashboard with more runs to compare them.")
-    st.plotly_chart(logic.radar_figure(table), key="comparison_radar")
-    st.plotly_chart(logic.scatter_figure(table), key="comparison_scatter")
+    st.plotly_chart(radar_figure(table), key="comparison_radar")
+    st.plotly_chart(scatter_figure(table), key="comparison_scatter")
 
 
-def latent_tab(run: logic.DashboardRun, engine: InferenceEngine) -> None:
+def latent_tab(run: DashboardRun, engine: InferenceEngine) -> None:
     """3-D PCA of a layer's features on the evaluation images: colour = truth, open ring = misclassified."""
-    layers = logic.latent_layers(engine)
+    layers = latent_layers(engine)
     layer = st.selectbox("Layer", layers, index=len(layers) - 1, key="latent_layer")
     try:
         points = latent(str(run.evaluation_dir), layer, run)
     except MammocadError as exc:
         st.error(str(exc))
         return
-    st.plotly_chart(logic.latent_figure(points, run.classes), key="latent_plot")
+    st.plotly_chart(latent_figure(points, run.classes), key="latent_plot")
 
 
-def errors_tab(run: logic.DashboardRun) -> None:
+def errors_tab(run: DashboardRun) -> None:
     """The evaluation's wrong predictions, critical first, each with its heatmap."""
     predictions = run.predictions()
-    errors = logic.misclassified(predictions)
+    errors = misclassified(predictions)
     if errors.empty:
         st.success(f"No misclassified image among the {len(predictions)} {run.split} images.")
         return
@@ -270,7 +276,7 @@ def errors_tab(run: logic.DashboardRun) -> None:
     except MammocadError as exc:
         st.error(str(exc))
     probabilities = {c: float(row[f"p_{c}"]) for c in run.classes}
-    st.plotly_chart(logic.probability_figure(probabilities, row["label_name"]), key="errors_probabilities")
+    st.plotly_chart(probability_figure(probabilities, row["label_name"]), key="errors_probabilities")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import base64
 import html
 import json
 import zlib
+from typing import NotRequired, TypedDict, Unpack
 
 import cv2
 import numpy as np
@@ -28,6 +29,26 @@ import streamlit.components.v1 as components
 
 #: Longest side (pixels) sent to the browser; larger films are downsampled and the scale is shown.
 MAX_VIEW_SIDE = 2048
+#: The viewer's default height (pixels).
+DEFAULT_HEIGHT = 720
+
+
+class ViewerOptions(TypedDict):
+    """How :func:`film_viewer` (and :func:`viewer_html`) shows a film, besides the film and its overlay.
+
+    - ``key``: a name unique on the page (keeps zoom, window/level and opacity of this film across
+      reruns, in the browser's session storage);
+    - ``height``: the component's height in pixels (default :data:`DEFAULT_HEIGHT`);
+    - ``caption``: a line under the viewer;
+    - ``colorbar``: the overlay's legend, e.g. ``{"label": "relative contribution to malignant",
+      "colors": ["#000004", ..., "#fcffa4"], "low": "low", "high": "high"}``
+      (:func:`mammocad.explain.overlay.colorbar_spec` makes one).
+    """
+
+    key: str
+    height: NotRequired[int]
+    caption: NotRequired[str | None]
+    colorbar: NotRequired[dict | None]
 
 
 def _grey(film: np.ndarray) -> tuple[np.ndarray, int]:
@@ -101,22 +122,19 @@ def viewer_payload(film: np.ndarray, overlay_rgba: np.ndarray | None = None) -> 
     return payload
 
 
-def viewer_html(
-    film: np.ndarray,
-    overlay_rgba: np.ndarray | None = None,
-    *,
-    key: str,
-    height: int = 720,
-    caption: str | None = None,
-    colorbar: dict | None = None,
-) -> str:
+def viewer_html(film: np.ndarray, overlay_rgba: np.ndarray | None = None, **options: Unpack[ViewerOptions]) -> str:
     """The self-contained page :func:`film_viewer` renders (no network access needed)."""
+    unknown = set(options) - set(ViewerOptions.__annotations__)
+    if unknown:  # what a keyword-only signature would refuse
+        raise TypeError(f"unknown film viewer option(s): {', '.join(sorted(unknown))}")
     payload = viewer_payload(film, overlay_rgba)
+    key = options["key"]
+    height = options.get("height", DEFAULT_HEIGHT)
     config = {
         "key": key,
         "height": height,
-        "caption": caption or "",
-        "colorbar": colorbar,
+        "caption": options.get("caption") or "",
+        "colorbar": options.get("colorbar"),
     }
     data = json.dumps(payload).replace("</", "<\\/")
     settings = json.dumps(config).replace("</", "<\\/")
@@ -128,15 +146,7 @@ def viewer_html(
     )
 
 
-def film_viewer(
-    film: np.ndarray,
-    overlay_rgba: np.ndarray | None = None,
-    *,
-    key: str,
-    height: int = 720,
-    caption: str | None = None,
-    colorbar: dict | None = None,
-) -> None:
+def film_viewer(film: np.ndarray, overlay_rgba: np.ndarray | None = None, **options: Unpack[ViewerOptions]) -> None:
     """Show ``film`` in the browser viewer (zoom, pan, window/level), with ``overlay_rgba`` beside it if given.
 
     Args:
@@ -144,18 +154,9 @@ def film_viewer(
             others min-max scaled) or (H, W, 3) RGB (shown as its luminance).
         overlay_rgba: an (h, w, 4) RGBA picture over the film (``uint8`` or float in [0, 1]),
             resized to the film's shown size; shown on a second canvas, blended in the browser.
-        key: a name unique on the page (keeps zoom, window/level and opacity of this film across
-            reruns, in the browser's session storage).
-        height: the component's height in pixels.
-        caption: a line under the viewer.
-        colorbar: the overlay's legend, e.g. ``{"label": "relative contribution to malignant",
-            "colors": ["#000004", ..., "#fcffa4"], "low": "low", "high": "high"}``
-            (:func:`mammocad.explain.overlay.colorbar_spec` makes one).
+        options: ``key`` (required), ``height``, ``caption``, ``colorbar``: see :class:`ViewerOptions`.
     """
-    components.html(
-        viewer_html(film, overlay_rgba, key=key, height=height, caption=caption, colorbar=colorbar),
-        height=height,
-    )
+    components.html(viewer_html(film, overlay_rgba, **options), height=options.get("height", DEFAULT_HEIGHT))
 
 
 _PAGE = r"""<!doctype html>

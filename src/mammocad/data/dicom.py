@@ -10,7 +10,7 @@
 - 16-bit values kept (uint16) until preprocessing chooses the conversion;
 - RLE, JPEG (baseline, extended, lossless, LS, 2000) decoded through pydicom's pixel backends and
   pylibjpeg; any failure of theirs, Rust panics included, is an ImageReadError for that file;
-- refused from the header when over the decode budget (see :mod:`mammocad.data.images`); only the
+- refused from the header when over the decode budget (see :mod:`mammocad.data.decode_budget`); only the
   first frame of a multi-frame file is decoded, and the LUTs run on row blocks, so a decode needs
   the file, one frame and its output, not float64 copies of the image. What the header cannot
   vouch for is checked too: a JPEG/JPEG-LS/JPEG 2000 frame whose own header declares a larger image
@@ -34,19 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from mammocad.data.images import (
-    _CHUNK_PIXELS,
-    DEFAULT_MAX_PIXELS,
-    MIB,
-    ImageInfo,
-    MammoImage,
-    _check_size,
-    _mb,
-    _to_grey,
-    check_decode_budget,
-    decode_budget_mb,
-    decoder_failures,
-)
+from mammocad.data.decode_budget import MIB, check_decode_budget, decode_budget_mb, decoder_failures, format_mib
+from mammocad.data.pixels import CHUNK_PIXELS as _CHUNK_PIXELS  # module-level: LUT blocks read it at call time
+from mammocad.data.pixels import ImageInfo, MammoImage, check_size, to_grey
+from mammocad.defaults import DEFAULT_MAX_PIXELS
 from mammocad.errors import ImageReadError
 
 # Acquisition facts safe to carry along; nothing here identifies a person.
@@ -137,7 +128,8 @@ def _check_deflated(path: Path, budget_mb: float | None) -> None:
                     chunk = inflater.unconsumed_tail
                     if total > budget * MIB:
                         raise ImageReadError(
-                            path, f"too large to decode: ~{_mb(total)}+ MB needed > budget {budget:,.0f} MB (deflated)"
+                            path,
+                            f"too large to decode: ~{format_mib(total)}+ MB needed > budget {budget:,.0f} MB (deflated)",
                         )
     except ImageReadError:
         raise
@@ -269,7 +261,7 @@ def _read_dicom(path: Path, apply_voi: bool, max_pixels: int, budget_mb: float |
     """Decode a DICOM mammogram to display-ready grey values (see module docstring).
 
     Input: a DICOM file path; ``apply_voi`` applies the VOI LUT/window when the file has one;
-    ``budget_mb`` the decode budget (see :func:`mammocad.data.images.decode_budget_mb`).
+    ``budget_mb`` the decode budget (see :func:`mammocad.data.decode_budget.decode_budget_mb`).
     Output: :class:`MammoImage` with uint8/uint16 ``pixels`` (bright = dense), ``max_value``,
     laterality/view from the tags, and ``extra`` (acquisition facts plus ``voi``: which VOI
     transform was applied: ``lut``, ``window`` or ``none``).
@@ -290,7 +282,7 @@ def _read_dicom(path: Path, apply_voi: bool, max_pixels: int, budget_mb: float |
         bits_stored = int(ds.get("BitsStored", bits_allocated) or bits_allocated)
     except Exception as exc:  # missing or malformed size tags
         raise ImageReadError(path, f"DICOM has no usable image size tags ({type(exc).__name__}: {exc})") from exc
-    _check_size(path, cols, rows, max_pixels)
+    check_size(path, cols, rows, max_pixels)
     sample_bytes = max(1, -(-bits_allocated // 8))
     check_decode_budget(path, ImageInfo("dicom", cols, rows, bits_stored, samples, samples * sample_bytes), budget_mb)
     syntax = _transfer_syntax(ds, path)
@@ -305,7 +297,7 @@ def _read_dicom(path: Path, apply_voi: bool, max_pixels: int, budget_mb: float |
             ds.pixel_array_options(index=0)  # multi-frame: decode the first frame only
         raw = ds.pixel_array
         if raw.ndim == 3 and samples == 3:
-            raw = _to_grey(raw)  # secondary captures are sometimes stored as RGB
+            raw = to_grey(raw)  # secondary captures are sometimes stored as RGB
     del ds.PixelData  # the compressed/native bytes are not needed any more
     if raw.ndim != 2:
         raise ImageReadError(path, f"expected a grey image, got pixel array of shape {raw.shape}")

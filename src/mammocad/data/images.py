@@ -9,7 +9,9 @@ Decode budget: every reader estimates from the header what decoding and preproce
 will allocate (:func:`decode_estimate`) and refuses it, before allocating anything, when that is
 over the budget (``budget_mb`` argument, else ``$MAMMOCAD_DECODE_BUDGET_MB``, else
 :data:`DEFAULT_DECODE_BUDGET_MB`). A pixel count alone is no memory bound: a 60-megapixel 16-bit
-RGB PNG decodes to 360 MB of samples, an 8-bit grey one to 60 MB.
+RGB PNG decodes to 360 MB of samples, an 8-bit grey one to 60 MB. The budget lives in
+:mod:`mammocad.data.decode_budget`, the image types in :mod:`mammocad.data.pixels` (both
+re-exported here); DICOM decoding in :mod:`mammocad.data.dicom`.
 
 Pixels keep their native depth (uint8 or uint16) until preprocessing converts them, and come with
 ``max_value`` so a later stage can normalise without guessing.
@@ -17,238 +19,33 @@ Pixels keep their native depth (uint8 or uint16) until preprocessing converts th
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import re
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mammocad.data.decode_budget import (
+    DECODE_BUDGET_ENV,
+    IMPORT_GATE,
+    MIB,
+    NEVER_CAUGHT,
+    WORK_BYTES_PER_PIXEL,
+    DecodeGate,
+    check_decode_budget,
+    decode_budget_mb,
+    decode_budget_override,
+    decode_estimate,
+    decoder_failures,
+    too_large_error,
+)
+from mammocad.data.dicom import is_encapsulated, probe_dicom, read_dicom
+from mammocad.data.pixels import MIN_SIDE, ImageInfo, MammoImage, check_size, colour_saturation, to_grey
 from mammocad.defaults import DEFAULT_DECODE_BUDGET_MB, DEFAULT_MAX_PIXELS
-from mammocad.errors import ConfigError, ImageReadError
+from mammocad.errors import ImageReadError
 
-MIN_SIDE = 8
-
-MIB = 1 << 20
-#: Memory one decode (with its preprocessing) may need, in MiB; the API also admits decodes and
-#: heatmaps at once only while their estimates fit into it together. Every image under the pixel
-#: limit fits, with its heatmap: a 60-megapixel 16-bit grey DICOM is estimated at ~690 MB to decode
-#: (+ ~650 MB for a heatmap), a 16-bit RGB PNG at ~800 MB.
-#: That is DEFAULT_DECODE_BUDGET_MB, defined in mammocad.defaults (the command line's help reads it from there).
-#: Environment variable that overrides :data:`DEFAULT_DECODE_BUDGET_MB` (a number of MiB).
-DECODE_BUDGET_ENV = "MAMMOCAD_DECODE_BUDGET_MB"
-#: Bytes per pixel that decoding and preprocessing allocate on top of the file's bytes and the decoded
-#: samples: the grey/LUT output (up to 2), the float32 [0, 1] copy serving keeps for heatmaps (4) and
-#: row-block temporaries. Measured peaks of ``read_image`` + ``preprocess_image`` + ``to_unit``
-#: (VmHWM over a warmed-up process): 6.0 for a 7745x7745 16-bit RGB PNG, 4.0 for 16-bit grey PNG,
-#: 4.2 for 12-bit DICOMs with a window and for RLE CBIS-DDSM films; 8 leaves a third as margin.
-WORK_BYTES_PER_PIXEL = 8
 # An ASCII PGM/PPM sample is parsed as a Python bytes token (~45 bytes) and an int64 (8).
 _ASCII_PNM_BYTES_PER_SAMPLE = 56
-# Colour conversion and DICOM LUTs run on row blocks of this many pixels (float64: 8 MB a block).
-_CHUNK_PIXELS = 1 << 20
-# Failures that are the user's or the interpreter's, never a decoder's: they always propagate.
-_NEVER_CAUGHT = (KeyboardInterrupt, SystemExit, GeneratorExit)
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What a header says about an image, found without decoding its pixels."""
-
-    file_format: str
-    width: int
-    height: int
-    bits_stored: int
-    channels: int = 1
-    #: Bytes per pixel the decoder allocates for its output (0: ``channels`` samples of
-    #: ``bits_stored`` rounded up to whole bytes). Differs for 16-bit colour PNGs (Pillow reports
-    #: them as 8-bit), palette PNGs (decoded to RGB), DICOM (BitsAllocated) and ASCII PGM.
-    decode_bytes_per_pixel: int = 0
-
-    @property
-    def pixels(self) -> int:
-        return self.width * self.height
-
-    def bytes_per_pixel(self) -> int:
-        """Bytes per pixel of the decoder's output array."""
-        if self.decode_bytes_per_pixel:
-            return self.decode_bytes_per_pixel
-        return max(1, self.channels) * max(1, math.ceil(self.bits_stored / 8))
-
-
-@dataclass
-class MammoImage:
-    """A decoded grey image with the acquisition facts later stages need.
-
-    ``pixels`` is 2-D uint8 or uint16 in display orientation (bright = dense), with all DICOM
-    LUTs applied; ``max_value`` is the largest value the bit depth allows.
-    """
-
-    pixels: np.ndarray
-    max_value: int
-    file_format: str
-    laterality: str | None = None
-    view: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-def decode_budget_mb(budget_mb: float | None = None) -> float:
-    """The decode budget in MiB: ``budget_mb`` when given, else ``$MAMMOCAD_DECODE_BUDGET_MB``, else the default.
-
-    Raises :class:`~mammocad.errors.ConfigError` for a value that is not a positive number.
-    """
-    source, value = "decode budget", budget_mb
-    if value is None:
-        text = os.environ.get(DECODE_BUDGET_ENV, "").strip()
-        if not text:
-            return float(DEFAULT_DECODE_BUDGET_MB)
-        source = f"${DECODE_BUDGET_ENV}"
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(f"{source} must be a number of MiB, got {text[:40]!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{source} must be a positive number of MiB, got {value}")
-    return float(value)
-
-
-@contextlib.contextmanager
-def decode_budget_override(budget_mb: float | None) -> Iterator[None]:
-    """Within the block, ``$MAMMOCAD_DECODE_BUDGET_MB`` is ``budget_mb`` (None: unchanged), so every
-    reader, the importers' own probes and worker processes started inside included, uses it."""
-    if budget_mb is None:
-        yield
-        return
-    decode_budget_mb(budget_mb)  # validate before changing anything
-    before = os.environ.get(DECODE_BUDGET_ENV)
-    os.environ[DECODE_BUDGET_ENV] = repr(float(budget_mb))
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(DECODE_BUDGET_ENV, None)
-        else:
-            os.environ[DECODE_BUDGET_ENV] = before
-
-
-def decode_estimate(info: ImageInfo, file_size: int = 0) -> int:
-    """Bytes that reading the image described by ``info`` and preprocessing it will allocate at most.
-
-    The file's bytes (readers hold the whole file), the decoder's output, and
-    :data:`WORK_BYTES_PER_PIXEL` per pixel for conversion, preprocessing and serving.
-    """
-    return int(file_size) + info.pixels * (info.bytes_per_pixel() + WORK_BYTES_PER_PIXEL)
-
-
-def _mb(nbytes: float) -> str:
-    return f"{math.ceil(nbytes / MIB):,}"
-
-
-def _too_large(path: Path, needed: float, budget: float) -> ImageReadError:
-    return ImageReadError(path, f"too large to decode: ~{_mb(needed)} MB needed > budget {budget:,.0f} MB")
-
-
-def check_decode_budget(path: str | Path, info: ImageInfo, budget_mb: float | None = None) -> int:
-    """The bytes decoding ``path`` will need (see :func:`decode_estimate`); ImageReadError when over budget."""
-    path = Path(path)
-    budget = decode_budget_mb(budget_mb)
-    try:
-        size = path.stat().st_size
-    except OSError:
-        size = 0
-    needed = decode_estimate(info, size)
-    if needed > budget * MIB:
-        raise _too_large(path, needed, budget)
-    return needed
-
-
-@contextlib.contextmanager
-def decoder_failures(path: str | Path, what: str) -> Iterator[None]:
-    """Turn any failure of a third-party decoder inside the block into an :class:`ImageReadError`.
-
-    Decoders fail in every way: ``ValueError``, ``cv2.error``, ``struct.error``, ``MemoryError``, and
-    the ``pyo3_runtime.PanicException`` of the Rust pylibjpeg plugins, which derives from
-    ``BaseException``. Only Ctrl-C, ``SystemExit`` and ``GeneratorExit`` pass through. The message keeps
-    the exception's type and first line (never more: a message could quote the file's bytes).
-    """
-    try:
-        yield
-    except ImageReadError:
-        raise
-    except BaseException as exc:
-        if isinstance(exc, _NEVER_CAUGHT):
-            raise
-        if isinstance(exc, MemoryError):
-            raise ImageReadError(path, f"{what} could not be decoded: not enough memory") from None
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-        raise ImageReadError(path, f"{what} could not be decoded ({detail})") from None
-
-
-class DecodeGate:
-    """Admits decodes while their estimated memory fits into a shared budget (a weighted semaphore).
-
-    ``budget_mb`` None follows :func:`decode_budget_mb` at each call. A reservation larger than the
-    whole budget waits until it is alone (readers refuse such images before they get here). A thread
-    that already holds a reservation never waits (it is let through, over the budget): a holder
-    waiting for room only other holders can free would deadlock.
-    """
-
-    def __init__(self, budget_mb: float | None = None) -> None:
-        self._budget_mb = budget_mb
-        self._used = 0
-        self._holders: dict[int, int] = {}  # thread id -> reservations it holds
-        self._cond = threading.Condition()
-
-    @property
-    def capacity(self) -> int:
-        return int(decode_budget_mb(self._budget_mb) * MIB)
-
-    @property
-    def in_use(self) -> int:
-        """Bytes reserved now."""
-        return self._used
-
-    def acquire(self, nbytes: int) -> Callable[[], None]:
-        """Reserve ``nbytes`` (waiting for room); returns the function that gives them back (idempotent,
-        callable from any thread)."""
-        nbytes = max(0, min(int(nbytes), self.capacity))
-        thread = threading.get_ident()
-        with self._cond:
-            if not self._holders.get(thread):
-                self._cond.wait_for(lambda: self._used == 0 or self._used + nbytes <= self.capacity)
-            self._used += nbytes
-            self._holders[thread] = self._holders.get(thread, 0) + 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            with self._cond:
-                if not released:
-                    released = True
-                    self._used -= nbytes
-                    left = self._holders.pop(thread, 1) - 1
-                    if left:
-                        self._holders[thread] = left
-                    self._cond.notify_all()
-
-        return release
-
-    @contextlib.contextmanager
-    def reserve(self, nbytes: int) -> Iterator[None]:
-        release = self.acquire(nbytes)
-        try:
-            yield
-        finally:
-            release()
-
-
-#: The gate of this process's import checks (each decode there is also within the budget alone).
-IMPORT_GATE = DecodeGate()
 
 
 def sniff_format(path: str | Path) -> str:
@@ -298,14 +95,12 @@ def probe_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, budget_m
     path = Path(path)
     fmt = sniff_format(path)
     if fmt == "dicom":
-        from mammocad.data.dicom import probe_dicom
-
         info = probe_dicom(path, budget_mb)
     elif fmt == "pgm":
         info = _probe_pnm(path)
     else:
         info = _probe_pillow(path, fmt, budget_mb)
-    _check_size(path, info.width, info.height, max_pixels)
+    check_size(path, info.width, info.height, max_pixels)
     check_decode_budget(path, info, budget_mb)
     return info
 
@@ -330,19 +125,8 @@ def _is_raw(path: Path, info: ImageInfo) -> bool:
     if info.file_format == "pgm":
         return _read_head(path, 2) in (b"P5", b"P6")
     if info.file_format == "dicom":
-        from mammocad.data.dicom import is_encapsulated
-
         return not is_encapsulated(path)
     return False
-
-
-def _check_size(path: Path, width: int, height: int, max_pixels: int) -> None:
-    if width < MIN_SIDE or height < MIN_SIDE:
-        raise ImageReadError(path, f"image is {width}x{height} pixels, too small to be a mammogram")
-    if width * height > max_pixels:
-        raise ImageReadError(
-            path, f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
-        )
 
 
 def _parse_pnm_header(path: Path, data: bytes) -> tuple[str, int, int, int, int]:
@@ -405,12 +189,12 @@ def _probe_pillow(path: Path, fmt: str, budget_mb: float | None = None) -> Image
         budget = decode_budget_mb(budget_mb)
         needed = pixels * (1 + WORK_BYTES_PER_PIXEL)
         if needed > budget * MIB:
-            raise _too_large(path, needed, budget) from None
+            raise too_large_error(path, needed, budget) from None
         raise ImageReadError(
             path, f"too large to decode: {pixels:,} pixels, over the decoder's limit of {2 * Image.MAX_IMAGE_PIXELS:,}"
         ) from None
     except BaseException as exc:  # Pillow's plugins raise many types on damaged headers
-        if isinstance(exc, _NEVER_CAUGHT):
+        if isinstance(exc, NEVER_CAUGHT):
             raise
         raise ImageReadError(path, f"{fmt.upper()} header is corrupt ({type(exc).__name__}: {exc})") from None
     _check_complete(path, fmt)
@@ -490,17 +274,14 @@ def read_image(
     path = Path(path)
     info = probe_image(path, max_pixels=max_pixels, budget_mb=budget_mb)
     if info.file_format == "dicom":
-        from mammocad.data.dicom import read_dicom
-
         return read_dicom(path, apply_voi=apply_voi, max_pixels=max_pixels, budget_mb=budget_mb)
     extra: dict[str, str] = {}
     with decoder_failures(path, info.file_format.upper()):
         pixels = _decode_pnm(path) if info.file_format == "pgm" else _decode_opencv(path, info.file_format)
         if pixels.ndim == 3:
-            from mammocad.preprocess.checks import colour_saturation  # kept: a colour photo is refused later
-
+            # Kept for preprocessing's input checks: a colour photo is refused there.
             extra["colour_saturation"] = f"{colour_saturation(pixels):.4f}"
-            pixels = _to_grey(pixels)
+            pixels = to_grey(pixels)
     max_value = 65535 if pixels.dtype == np.uint16 else 255
     return MammoImage(
         pixels=np.ascontiguousarray(pixels), max_value=max_value, file_format=info.file_format, extra=extra
@@ -548,13 +329,25 @@ def _decode_opencv(path: Path, fmt: str) -> np.ndarray:
     return arr
 
 
-def _to_grey(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R 601 luma in the input's dtype, computed on row blocks: the float64 intermediates of a
-    whole 60-megapixel image would take 2 GB, a block's take 8 MB (same values either way)."""
-    weights = np.array([0.299, 0.587, 0.114])
-    grey = np.empty(rgb.shape[:2], dtype=rgb.dtype)
-    rows = max(1, _CHUNK_PIXELS // max(1, rgb.shape[1]))
-    for start in range(0, rgb.shape[0], rows):
-        block = rgb[start : start + rows, :, :3].astype(np.float32) @ weights
-        grey[start : start + rows] = block.round()
-    return grey
+# Names that lived here before the decode budget and the shared image types had their own modules.
+__all__ = [
+    "DECODE_BUDGET_ENV",
+    "DEFAULT_DECODE_BUDGET_MB",
+    "DEFAULT_MAX_PIXELS",
+    "IMPORT_GATE",
+    "MIB",
+    "MIN_SIDE",
+    "WORK_BYTES_PER_PIXEL",
+    "DecodeGate",
+    "ImageInfo",
+    "MammoImage",
+    "check_decode_budget",
+    "decode_budget_mb",
+    "decode_budget_override",
+    "decode_estimate",
+    "decoder_failures",
+    "probe_image",
+    "read_image",
+    "sniff_format",
+    "verify_image",
+]

@@ -1,11 +1,14 @@
-"""Excel workbooks as dataset curators publish them: several sheets, a summary table first, a
-header that is not always on row 1, and a "used range" of a million rows of which a few thousand
+"""Tables as dataset curators publish them. Excel workbooks: several sheets, a summary table first,
+a header that is not always on row 1, and a "used range" of a million rows of which a few thousand
 hold data (the real KAUMDS workbook).
 
 :func:`read_workbook_table` streams the rows (openpyxl's read-only mode: memory stays flat and a
 million-row sheet reads in seconds), finds the sheet and header row that have the columns asked
 for, and returns only the rows that hold data, each with its Excel row number for messages.
 Blank rows are not rows: they never become "skipped" items.
+
+:func:`read_csv_table` reads their CSV exports: any of the usual separators and encodings, every
+cell as text.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mammocad.errors import DatasetError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WORKBOOK_SUFFIXES = {".xlsx", ".xlsm", ".xls"}
 # How many non-blank rows at the top of a sheet may precede its header (titles, notes).
 HEADER_SEARCH_ROWS = 10
+#: Bytes of a CSV read to sniff its encoding and separator.
+SNIFF_BYTES = 64 * 1024
 
 MissingColumns = Callable[[list[str]], list[str]]
 
@@ -167,3 +175,45 @@ def _scan(
     except Exception as exc:  # a damaged sheet part inside an otherwise valid zip
         raise DatasetError(f"{path}: sheet {name!r} cannot be read ({type(exc).__name__}: {exc})") from exc
     return table, first_header, first_missing
+
+
+def read_csv_table(csv_path: Path) -> pd.DataFrame:
+    """Read a CSV as strings (empty cells as ``""``), with a clear error for anything that is not one.
+
+    The encoding (UTF-8, else Latin-1) and the separator (``,`` ``;`` or tab, from the header line)
+    are sniffed from the first :data:`SNIFF_BYTES`; column names are stripped.
+    """
+    import pandas as pd
+
+    if csv_path.is_dir():
+        raise DatasetError(f"{csv_path}: is a folder; the csv format expects the CSV file itself")
+    with csv_path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if not head.strip():
+        raise DatasetError(f"{csv_path}: file is empty, not a CSV table")
+    if b"\x00" in head:
+        raise DatasetError(f"{csv_path}: binary content, not a CSV text table")
+    encoding = "utf-8-sig"
+    try:
+        head.decode(encoding)
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # a cut multi-byte character at the sniff boundary is fine
+            encoding = "latin-1"  # spreadsheets often export Windows-1252/Latin-1
+    first_line = head.decode(encoding, errors="replace").splitlines()[0]
+    separator = max([",", ";", "\t"], key=first_line.count)
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, sep=separator, encoding=encoding)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise DatasetError(f"{csv_path}: not a readable CSV table ({exc})") from exc
+    table.columns = [str(c).strip() for c in table.columns]
+    if table.empty:
+        raise DatasetError(
+            f"{csv_path}: CSV has a header but no rows; columns found: {listed_names(list(table.columns))}"
+        )
+    return table
+
+
+def listed_names(names: list[str], limit: int = 20) -> str:
+    """Column names for an error message: the first ``limit``, each cut to 40 characters."""
+    shown = [str(n)[:40] for n in names[:limit]]
+    return repr(shown) + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -3,19 +3,21 @@
 Each run is scored on the same split (its latest ``evaluation/<split>`` is reused, or evaluated
 now). Output directory (new, never overwritten)::
 
-    table1.csv / .md      accuracy, loss, f1_macro, auc_macro, recall_min, recall_std, overfit_* per run (report A's Table 1)
-    table2.csv / .md      f1_mean, f1_std, rec_mean, rec_std per run (report A's Table 2)
+    table1.csv / .md      accuracy, loss, f1_macro, auc_macro, recall_min, recall_std, overfit_* per run (Dahes (2025), Table 1)
+    table2.csv / .md      f1_mean, f1_std, rec_mean, rec_std per run (Dahes (2025), Table 2)
     significance.csv/.md  every pair of runs on the images they share: DeLong (AUC) and McNemar (accuracy)
     comparison.json       all of the above, machine-readable
     figures/*.png         scatter pairs, radar triplets, F1/recall bars with error bars, ROC overlays
     report.html           everything in one self-contained page
+
+The file names are :class:`ComparisonDir`'s; a run's evaluation files are read through
+:class:`~mammocad.training.run_dir.EvaluationDir`.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,9 @@ from mammocad.evaluation import figures
 from mammocad.evaluation.evaluate import evaluate_run
 from mammocad.evaluation.significance import delong_test, mcnemar_test
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
+from mammocad.progress import ProgressFn
 from mammocad.reporting.html import HtmlReport, figure_to_png
-
-ProgressFn = Callable[[str], None]
+from mammocad.training.run_dir import EvaluationDir, RunDir
 
 TABLE1 = [
     "accuracy",
@@ -50,6 +52,39 @@ RADAR_GROUPS = {
     "coverage": ["recall_min", "recall_std", "f1_macro"],
     "overfitting": ["overfit_acc", "overfit_f1", "overfit_loss"],
 }
+
+
+@dataclass(frozen=True)
+class ComparisonDir:
+    """One ``mammocad compare`` output folder (see the module docstring)."""
+
+    path: Path
+
+    TABLE1 = "table1"
+    TABLE2 = "table2"
+    SIGNIFICANCE = "significance"
+    DOCUMENT = "comparison.json"
+    FIGURES = "figures"
+    REPORT = "report.html"
+
+    def __init__(self, path: str | Path) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    def table_path(self, table: str, suffix: str) -> Path:
+        """``<table>.csv`` or ``<table>.md`` (``suffix`` "csv" or "md") of TABLE1, TABLE2 or SIGNIFICANCE."""
+        return self.path / f"{table}.{suffix}"
+
+    @property
+    def document_path(self) -> Path:
+        return self.path / self.DOCUMENT
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / self.FIGURES
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / self.REPORT
 
 
 @dataclass
@@ -73,22 +108,19 @@ class ComparisonResult:
 
     @property
     def report(self) -> Path:
-        return self.out_dir / "report.html"
+        return ComparisonDir(self.out_dir).report_path
 
 
 def latest_evaluation(run_dir: Path, split: str) -> Path | None:
-    """The newest ``evaluation/<split>[-k]`` directory of a run that finished (has metrics.json)."""
-    root = run_dir / "evaluation"
-    if not root.is_dir():
-        return None
-    done = [d for d in root.glob(f"{split}*") if (d / "metrics.json").exists() and (d / "predictions.parquet").exists()]
-    done = [d for d in done if d.name == split or d.name.removeprefix(f"{split}-").isdigit()]
-    return max(done, key=lambda d: (d / "metrics.json").stat().st_mtime) if done else None
+    """The newest finished ``evaluation/<split>[-k]`` directory of a run (:meth:`RunDir.latest_evaluation`)."""
+    found = RunDir(run_dir).latest_evaluation(split)
+    return None if found is None else found.path
 
 
 def load_evaluation(run_dir: Path, evaluation_dir: Path, name: str) -> RunEvaluation:
-    metrics = json.loads((evaluation_dir / "metrics.json").read_text())
-    return RunEvaluation(name, run_dir, metrics, pd.read_parquet(evaluation_dir / "predictions.parquet"))
+    """One finished evaluation's metrics and predictions, as the comparison reads them."""
+    evaluation = EvaluationDir(evaluation_dir)
+    return RunEvaluation(name, run_dir, evaluation.read_metrics(), evaluation.read_predictions())
 
 
 def unique_names(run_dirs: list[Path]) -> list[str]:
@@ -104,7 +136,7 @@ def unique_names(run_dirs: list[Path]) -> list[str]:
 
 
 def tables(evaluations: list[RunEvaluation]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table 1 and Table 2 (report A), one row per run."""
+    """Table 1 and Table 2 of Dahes (2025), one row per run."""
     rows1, rows2 = {}, {}
     for ev in evaluations:
         m, overfit = ev.metrics["metrics"], ev.metrics.get("overfit") or {}
@@ -232,12 +264,13 @@ def compare_runs(
     step("tables and paired tests")
     table1, table2 = tables(evaluations)
     significance = paired_tests(evaluations, classes)
-    out = unique_new_dir(out_dir)
-    for name, frame in (("table1", table1), ("table2", table2), ("significance", significance)):
-        atomic_write_text(out / f"{name}.csv", frame.to_csv(index=name != "significance"))
-        atomic_write_text(out / f"{name}.md", markdown_table(frame))
+    out = ComparisonDir(unique_new_dir(out_dir))
+    written = {ComparisonDir.TABLE1: table1, ComparisonDir.TABLE2: table2, ComparisonDir.SIGNIFICANCE: significance}
+    for name, frame in written.items():
+        atomic_write_text(out.table_path(name, "csv"), frame.to_csv(index=name != ComparisonDir.SIGNIFICANCE))
+        atomic_write_text(out.table_path(name, "md"), markdown_table(frame))
     atomic_write_json(
-        out / "comparison.json",
+        out.document_path,
         {
             "split": split,
             "classes": classes,
@@ -252,9 +285,9 @@ def compare_runs(
     step("figures and report")
     pngs = _figures(evaluations, table1, table2, classes)
     for name, png in pngs.items():
-        atomic_write_bytes(out / "figures" / f"{name}.png", png)
-    _report(evaluations, table1, table2, significance, pngs, split).write(out / "report.html")
-    return ComparisonResult(out, table1, table2, significance)
+        atomic_write_bytes(out.figures_dir / f"{name}.png", png)
+    _report(evaluations, table1, table2, significance, pngs, split).write(out.report_path)
+    return ComparisonResult(out.path, table1, table2, significance)
 
 
 def _figures(

@@ -6,27 +6,28 @@ Output directory (new, never overwritten; default ``RUN/evaluation/<split>``, th
     metrics.json          the metric suite, overfitting gaps, bootstrap CIs, calibration, latent-space summary
     figures/*.png         confusion matrices, ROC, precision-recall, reliability, learning curves, PCA, t-SNE
     report.html           everything above in one self-contained page (opens offline)
+
+The folder is an :class:`~mammocad.training.run_dir.EvaluationDir` (it spells the file names). This module
+scores; the bootstrap intervals live in :mod:`~mammocad.evaluation.intervals`, the figures, galleries and
+report layout in :mod:`~mammocad.evaluation.report` (their public names stay importable from here).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 
 from mammocad.errors import DatasetError
 from mammocad.evaluation import figures
-from mammocad.evaluation.bootstrap import cluster_bootstrap
-from mammocad.evaluation.calibration import calibration_summary, reliability_table
-from mammocad.evaluation.latent import LayerProjection, project_layer
-from mammocad.evaluation.localization import FP_RATES, score_localization
+from mammocad.evaluation.calibration import calibration_summary
+from mammocad.evaluation.intervals import bootstrap_intervals, fast_headline, subtask_aucs
+from mammocad.evaluation.latent import project_layer
+from mammocad.evaluation.localization import score_localization
 from mammocad.evaluation.metrics import classification_metrics, headline, overfit_metrics
 from mammocad.evaluation.predictions import (
     SplitPredictions,
@@ -36,20 +37,25 @@ from mammocad.evaluation.predictions import (
     run_config,
     split_frames,
 )
-from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
+from mammocad.evaluation.report import (
+    CRITICAL_PREDICTED,
+    CRITICAL_TRUE,
+    GalleryPictures,
+    evaluation_figures,
+    evaluation_report,
+    gallery_items,
+    subtask_text,
+)
+from mammocad.io import atomic_write_bytes, unique_new_dir
 from mammocad.models import is_lesion_aware
-from mammocad.preprocess import read_sample
-from mammocad.reporting.html import HtmlReport, array_to_png, figure_to_png
+from mammocad.progress import ProgressFn
+from mammocad.reporting.html import figure_to_png
 from mammocad.training.calibration import is_indeterminate
 from mammocad.training.predict import LoadedRun, load_run
+from mammocad.training.run_dir import EvaluationDir, RunDir
 
-ProgressFn = Callable[[str], None]
 #: ``(run, batch) -> (N, h, w)``: where a model sees a lesion (see ``evaluate_run``).
 LocalizationMaps = Callable[[LoadedRun, torch.Tensor], np.ndarray]
-
-# Clinically worst mistakes: a cancer (or any abnormality) called normal or benign.
-CRITICAL_TRUE = ("malignant", "abnormal")
-CRITICAL_PREDICTED = ("normal", "benign")
 
 
 @dataclass
@@ -62,161 +68,7 @@ class EvaluationResult:
 
     @property
     def report(self) -> Path:
-        return self.out_dir / "report.html"
-
-
-def fast_headline(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, float]:
-    """accuracy, f1_macro, recall_min and auc_macro on one bootstrap resample, quickly.
-
-    Same definitions as :func:`classification_metrics` (a class absent from the resample has no
-    recall and is left out of the macro averages); NaN where nothing is defined.
-    """
-    predicted = probs.argmax(axis=1)
-    confusion = np.bincount(labels * n_classes + predicted, minlength=n_classes**2).reshape(n_classes, n_classes)
-    support, predicted_count, hits = confusion.sum(axis=1), confusion.sum(axis=0), np.diag(confusion)
-    present = support > 0
-    recall = np.divide(hits, support, out=np.full(n_classes, np.nan), where=present)
-    # F1 = 2TP / (2TP + FP + FN); undefined only for a class neither present nor predicted.
-    denominator = support + predicted_count
-    f1 = np.divide(2 * hits, denominator, out=np.full(n_classes, np.nan), where=denominator > 0)
-    aucs = []
-    for k in range(n_classes):
-        truth = labels == k
-        if truth.any() and not truth.all():
-            aucs.append(roc_auc_score(truth, probs[:, k]))
-    result = {
-        "accuracy": float(np.mean(predicted == labels)),
-        "f1_macro": float(np.nanmean(f1)) if np.isfinite(f1).any() else np.nan,
-        "recall_min": float(np.nanmin(recall)) if present.any() else np.nan,
-        "auc_macro": float(np.mean(aucs)) if aucs else np.nan,
-        # mean recall of the classes present (= recall_macro); chance is 1 / n_classes
-        "balanced_accuracy": float(np.nanmean(recall)) if present.any() else np.nan,
-    }
-    if n_classes == 2:
-        result["auc_macro"] = float(roc_auc_score(labels, probs[:, 1])) if 0 < labels.sum() < len(labels) else np.nan
-        result["sensitivity"] = float(recall[1])
-        result["specificity"] = float(recall[0])
-    return result
-
-
-def subtask_aucs(predictions: SplitPredictions, n_resamples: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """The binary questions inside a 3-class (normal/benign/malignant) task, each AUC with its patient CI.
-
-    ``normal_vs_abnormal``: score 1 − p(normal) over every image; ``benign_vs_malignant``: score
-    p(malignant) / (p(benign) + p(malignant)) over the abnormal images. Empty for other class sets.
-    """
-    classes = predictions.classes
-    if len(classes) < 3 or not {"normal", "benign", "malignant"} <= set(classes):
-        return {}
-    labels, probs = predictions.labels, predictions.probs
-    groups = predictions.frame["patient_id"].to_numpy()
-    normal, benign, malignant = (classes.index(c) for c in ("normal", "benign", "malignant"))
-    lesion = np.isin(labels, [benign, malignant])
-    questions = {
-        "normal_vs_abnormal": (np.ones(len(labels), bool), labels != normal, 1 - probs[:, normal]),
-        "benign_vs_malignant": (
-            lesion,
-            labels == malignant,
-            probs[:, malignant] / np.clip(probs[:, benign] + probs[:, malignant], 1e-12, None),
-        ),
-    }
-    result: dict[str, dict[str, Any]] = {}
-    for name, (rows, positive, score) in questions.items():
-        index = np.flatnonzero(rows)
-
-        def auc(indices: np.ndarray, positive: np.ndarray = positive, score: np.ndarray = score) -> float | None:
-            truth = positive[indices]
-            return float(roc_auc_score(truth, score[indices])) if 0 < truth.sum() < len(truth) else None
-
-        point = auc(index)
-        entry: dict[str, Any] = {"auc": point, "n_images": len(index)}
-        if n_resamples and point is not None:
-            ci = cluster_bootstrap(groups[index], lambda idx, index=index: auc(index[idx]), n_resamples, seed=seed)
-            entry |= {"low": ci.low, "high": ci.high}
-        result[name] = entry
-    return result
-
-
-def bootstrap_intervals(
-    predictions: SplitPredictions, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
-) -> dict[str, dict[str, Any]]:
-    """Patient-level percentile bootstrap CIs of the headline metrics (images of a patient move together)."""
-    labels, probs, n_classes = predictions.labels, predictions.probs, len(predictions.classes)
-    groups = predictions.frame["patient_id"].to_numpy()
-    cache: dict[bytes, dict[str, float]] = {}  # every metric sees the same resamples (same seed): score each once
-
-    def scores(indices: np.ndarray) -> dict[str, float]:
-        key = indices.tobytes()
-        if key not in cache:
-            cache[key] = fast_headline(labels[indices], probs[indices], n_classes)
-        return cache[key]
-
-    names = ["accuracy", "balanced_accuracy", "f1_macro", "recall_min", "auc_macro"] + (
-        ["sensitivity", "specificity"] if n_classes == 2 else []
-    )
-    intervals = {}
-    for name in names:
-        result = cluster_bootstrap(
-            groups, lambda idx, name=name: scores(idx)[name], n_resamples=n_resamples, confidence=confidence, seed=seed
-        )
-        intervals[name] = result.to_dict()
-    return intervals
-
-
-def _critical_errors(frame: pd.DataFrame) -> pd.DataFrame:
-    """Cancers called normal/benign (binary: abnormal called normal), most confident first.
-
-    Tasks without those classes fall back to every error.
-    """
-    wrong = frame[~frame["correct"]]
-    if frame["label_name"].isin(CRITICAL_TRUE).any():
-        wrong = wrong[wrong["label_name"].isin(CRITICAL_TRUE) & wrong["prediction_name"].isin(CRITICAL_PREDICTED)]
-    return wrong.sort_values("confidence", ascending=False)
-
-
-def _thumbnail(pixels: np.ndarray, width: int = 180) -> bytes:
-    import cv2
-
-    if pixels.dtype != np.uint8:
-        pixels = (pixels / 257).astype(np.uint8)
-    height = max(1, round(pixels.shape[0] * width / pixels.shape[1]))
-    return array_to_png(cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA))
-
-
-#: Draws a picture per gallery row (e.g. a Grad-CAM overlay, RGB uint8) from the run and the rows.
-GalleryPictures = Callable[[LoadedRun, pd.DataFrame], list[np.ndarray]]
-
-
-def gallery_items(
-    frame: pd.DataFrame,
-    per_class: int = 4,
-    errors: int = 8,
-    pictures: Callable[[pd.DataFrame], list[np.ndarray]] | None = None,
-) -> dict[str, list[tuple[bytes, str]]]:
-    """Thumbnails for the report: correct high-confidence cases per class, and critical errors.
-
-    ``pictures`` (optional) draws the shown rows instead of the plain cached image, e.g. with a
-    heatmap of the predicted class over it (the explain stage's ``gallery_overlays``).
-    """
-    groups: dict[str, pd.DataFrame] = {}
-    for name in frame["label_name"].unique():
-        groups[f"correct, high confidence: {name}"] = frame[frame["correct"] & (frame["label_name"] == name)].nlargest(
-            per_class, "confidence"
-        )
-    groups["critical errors"] = _critical_errors(frame).head(errors)
-    shown = pd.concat(list(groups.values()))
-    drawn = pictures(shown) if pictures is not None and len(shown) else [read_sample(p) for p in shown["image"]]
-    by_sample = dict(zip(shown["sample_id"], drawn, strict=True))
-    items: dict[str, list[tuple[bytes, str]]] = {}
-    for title, rows in groups.items():
-        items[title] = [(_thumbnail(by_sample[row.sample_id]), _caption(row, title)) for row in rows.itertuples()]
-    return items
-
-
-def _caption(row: Any, title: str) -> str:
-    if title == "critical errors":
-        return f"{row.image_id} · true {row.label_name} → {row.prediction_name} (p={row.confidence:.2f})"
-    return f"{row.image_id} · {row.label_name} p={row.confidence:.2f}"
+        return EvaluationDir(self.out_dir).report_path
 
 
 def evaluate_run(
@@ -298,7 +150,9 @@ def evaluate_run(
     step("latent space (PCA" + (", t-SNE)" if tsne else ")"))
     projections = [project_layer(name, values, seed, tsne) for name, values in features.items()]
 
-    out = unique_new_dir(Path(out_dir) if out_dir is not None else run_dir / "evaluation" / split)
+    out = EvaluationDir(
+        unique_new_dir(Path(out_dir) if out_dir is not None else RunDir(run_dir).evaluation_dir(split).path)
+    )
     document = {
         "run": str(run_dir),
         "dataset": str(dataset if dataset is not None else config.data.dataset),
@@ -328,13 +182,13 @@ def evaluate_run(
     }
     step("writing predictions, metrics and figures")
     buffer = predictions.frame.to_parquet(index=False)
-    atomic_write_bytes(out / "predictions.parquet", buffer)
-    atomic_write_json(out / "metrics.json", document)
-    pngs = _figures(predictions, metrics, calibration, projections, run_dir)
+    atomic_write_bytes(out.predictions_path, buffer)
+    out.write_metrics(document)
+    pngs = evaluation_figures(predictions, metrics, calibration, projections, run_dir)
     if localization is not None and localization["froc"]["fp_per_film"]:
         pngs["froc"] = figure_to_png(figures.froc_figure(localization["froc"]))
     for name, png in pngs.items():
-        atomic_write_bytes(out / "figures" / f"{name}.png", png)
+        atomic_write_bytes(out.figures_dir / f"{name}.png", png)
     step("writing the report")
     if gallery_pictures is not None:
         step("heatmaps for the galleries")
@@ -344,46 +198,11 @@ def evaluate_run(
     from mammocad.training.model_card import model_card
 
     card = model_card(run_dir, evaluation=document)
-    report = _report(
+    report = evaluation_report(
         document, pngs, projections, galleries, predictions, note(run) if callable(note) else None, card=card
     )
-    atomic_write_text(out / "report.html", report.render())
-    return EvaluationResult(out, document, predictions)
-
-
-def _figures(
-    predictions: SplitPredictions,
-    metrics: dict[str, Any],
-    calibration: dict[str, Any],
-    projections: list[LayerProjection],
-    run_dir: Path,
-) -> dict[str, bytes]:
-    labels, probs, classes = predictions.labels, predictions.probs, predictions.classes
-    matrix = np.asarray(metrics["confusion_matrix"])
-    pngs = {
-        "confusion_counts": figure_to_png(figures.confusion_matrix_figure(matrix, classes)),
-        "confusion_normalised": figure_to_png(figures.confusion_matrix_figure(matrix, classes, normalise=True)),
-        "roc": figure_to_png(figures.roc_figure(labels, probs, classes)),
-        "precision_recall": figure_to_png(figures.pr_figure(labels, probs, classes)),
-        "reliability": figure_to_png(figures.reliability_figure(reliability_table(labels, probs), calibration["ece"])),
-    }
-    history = run_dir / "history.csv"
-    if history.exists():
-        pngs["learning_curves"] = figure_to_png(figures.learning_curves_figure(pd.read_csv(history)))
-    usable = [p for p in projections if len(p.explained_variance_ratio)]
-    if usable:
-        ratios = {p.layer: p.explained_variance_ratio for p in usable}
-        pngs["pca_variance"] = figure_to_png(figures.pca_variance_figure(ratios))
-    for p in usable:
-        safe = p.layer.replace(".", "_")
-        pngs[f"pca2d_{safe}"] = figure_to_png(
-            figures.embedding_figure(p.pca, labels, classes, f"PCA · {p.layer} ({p.dimensions}-d)")
-        )
-        if p.tsne is not None:
-            pngs[f"tsne_{safe}"] = figure_to_png(
-                figures.embedding_figure(p.tsne, labels, classes, f"t-SNE · {p.layer} ({p.dimensions}-d)")
-            )
-    return pngs
+    out.write_report(report.render())
+    return EvaluationResult(out.path, document, predictions)
 
 
 def _lesion_maps(run: LoadedRun, batch: torch.Tensor) -> np.ndarray:
@@ -391,123 +210,16 @@ def _lesion_maps(run: LoadedRun, batch: torch.Tensor) -> np.ndarray:
         return run.model.lesion_map(batch).float().numpy()
 
 
-def _localization_section(report: HtmlReport, localization: dict[str, Any], pngs: dict[str, bytes]) -> None:
-    pointing, froc = localization["pointing_game"], localization["froc"]
-    report.heading("Where the model looks")
-    report.paragraph(
-        f"Pointing game: the heatmap's peak falls inside an annotated lesion on {pointing['hits']} of "
-        f"{pointing['films']} films with a located lesion (hit rate {_fmt(pointing['hit_rate'])}). "
-        f"FROC-style lesion sensitivity over {froc['films']} films ({froc['lesions']} lesions; normal films count "
-        "for false positives): "
-        + ", ".join(f"{_fmt(froc.get(f'sensitivity_at_{r:g}_fp'))} at {r:g} FP/film" for r in FP_RATES)
-        + "."
-    )
-    if "froc" in pngs:
-        report.figure(pngs["froc"], "FROC: lesion sensitivity against false positives per film", width=360)
-
-
-def subtask_text(subtasks: dict[str, dict[str, Any]]) -> str:
-    """``normal vs abnormal AUC 0.71 (95% CI 0.62–0.80), ...`` for a report."""
-    parts = []
-    for name, entry in subtasks.items():
-        interval = f" (95% CI {_fmt(entry['low'])}–{_fmt(entry['high'])})" if entry.get("low") is not None else ""
-        parts.append(f"{name.replace('_', ' ')} AUC {_fmt(entry['auc'])}{interval} over {entry['n_images']} images")
-    return "; ".join(parts)
-
-
-def _fmt(value: Any) -> str:
-    return "undefined" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
-
-
-def _report(
-    document: dict[str, Any],
-    pngs: dict[str, bytes],
-    projections: list[LayerProjection],
-    galleries: dict[str, list[tuple[bytes, str]]],
-    predictions: SplitPredictions,
-    gallery_note: str | None = None,
-    card: dict[str, Any] | None = None,
-) -> HtmlReport:
-    metrics = document["metrics"]
-    report = HtmlReport(f"Evaluation · {Path(document['run']).name} · {document['split']}")
-    if card is not None:
-        report.fitness(card)  # what the model is fit for, before any number
-    report.paragraph(
-        f"Run {document['run']} ({document['model'].get('name', '?')}), task {document['task']}, "
-        f"evaluated on the {document['split']} split of {document['dataset']}: {document['n_images']} images "
-        f"from {document['n_patients']} patients. Classes: {', '.join(document['classes'])}."
-    )
-    report.heading("Headline metrics")
-    rows = []
-    for name, value in document["headline"].items():
-        ci = document["confidence_intervals"].get(name, {})
-        interval = (
-            f"{_fmt(ci.get('low'))} – {_fmt(ci.get('high'))}" if ci.get("low") is not None else ci.get("note") or ""
-        )
-        train = (document["train_headline"] or {}).get(name)
-        rows.append(
-            {"metric": name, "value": _fmt(value), "95% CI (patient bootstrap)": interval, "train": _fmt(train)}
-        )
-    report.table(pd.DataFrame(rows), index=False)
-    overfit = document["overfit"] or {}
-    if overfit:
-        report.paragraph(
-            "Overfitting gaps: "
-            + ", ".join(f"{k} = {_fmt(v) if not isinstance(v, str) else v}" for k, v in overfit.items())
-        )
-    if document.get("subtasks"):
-        report.paragraph("Inside the 3-class task: " + subtask_text(document["subtasks"]) + ".")
-    cal = document["calibration"]
-    report.paragraph(f"Calibration: Brier score {_fmt(cal['brier'])}, expected calibration error {_fmt(cal['ece'])}.")
-    if "temperature" in document:
-        undecided = document.get("indeterminate") or {}
-        report.paragraph(
-            f"Probabilities are temperature-scaled (T = {document['temperature']:.3f}; 1 = uncalibrated). "
-            + (f"{undecided['rate']:.0%} of these images would be answered 'indeterminate'." if undecided else "")
-        )
-
-    if document.get("localization"):
-        _localization_section(report, document["localization"], pngs)
-
-    report.heading("Per class")
-    per_class = pd.DataFrame(metrics["per_class"]).T
-    report.table(per_class.apply(lambda column: column.map(str if column.name == "support" else _fmt)))
-    if metrics.get("undefined"):
-        report.paragraph(
-            "Undefined metrics: " + "; ".join(f"{k}: {reason}" for k, reason in metrics["undefined"].items()), note=True
-        )
-
-    report.heading("Confusion matrices, ROC, precision-recall, calibration")
-    for name in ("confusion_counts", "confusion_normalised", "roc", "precision_recall", "reliability"):
-        report.figure(pngs[name], name.replace("_", " "), width=360)
-    if "learning_curves" in pngs:
-        report.heading("Learning curves")
-        report.figure(pngs["learning_curves"], "train (solid) vs validation (dashed); dotted line: best epoch")
-
-    usable = [p for p in projections if len(p.explained_variance_ratio)]
-    if usable:
-        report.heading("Latent space")
-        report.figure(pngs["pca_variance"], "cumulative PCA explained variance per layer", width=420)
-        report.raw('<div class="grid">')
-        for p in usable:
-            safe = p.layer.replace(".", "_")
-            report.figure(pngs[f"pca2d_{safe}"], f"PCA {p.layer}", width=300)
-            if f"tsne_{safe}" in pngs:
-                report.figure(pngs[f"tsne_{safe}"], f"t-SNE {p.layer}", width=300)
-        report.raw("</div>")
-        last = usable[-1]
-        report.paragraph(f"Interactive 3-D PCA of {last.layer} (drag to rotate):")
-        report.plotly(
-            figures.embedding_3d_html(last.pca, predictions.labels, predictions.classes, f"3-D PCA · {last.layer}")
-        )
-
-    report.heading("Galleries")
-    if gallery_note:
-        report.paragraph(gallery_note)
-    for title, items in galleries.items():
-        report.paragraph(title if items else f"{title}: none")
-        if items:
-            report.gallery(items, width=190)
-    report.heading("Files")
-    report.preformatted(json.dumps({"figures": sorted(f"figures/{n}.png" for n in pngs)}, indent=1))
-    return report
+__all__ = [
+    "CRITICAL_PREDICTED",
+    "CRITICAL_TRUE",
+    "EvaluationResult",
+    "GalleryPictures",
+    "LocalizationMaps",
+    "bootstrap_intervals",
+    "evaluate_run",
+    "fast_headline",
+    "gallery_items",
+    "subtask_aucs",
+    "subtask_text",
+]

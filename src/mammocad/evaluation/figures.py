@@ -1,4 +1,4 @@
-"""Figures of the evaluation suite (METHODS.md §5), as matplotlib figures or plotly HTML.
+"""Figures of the evaluation suite (Dahes (2025)), as matplotlib figures or plotly HTML.
 
 Every function takes plain arrays/tables and returns a figure; the caller renders it (PNG bytes
 via :func:`mammocad.reporting.html.figure_to_png`, or a file). Nothing is shown on screen.
@@ -177,7 +177,7 @@ def embedding_3d_html(coords: np.ndarray, labels: np.ndarray, classes: Sequence[
 
 
 def scatter_pairs_figure(table: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> Figure:
-    """One scatter per metric pair, a labelled point per run (report A's scatter pairs)."""
+    """One scatter per metric pair, a labelled point per run (the scatter pairs of Dahes (2025))."""
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.4 * len(pairs), 3.8))
     for ax, (x, y) in zip(np.atleast_1d(axes), pairs, strict=True):
         for k, (name, row) in enumerate(table.iterrows()):

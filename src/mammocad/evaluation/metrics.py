@@ -1,4 +1,4 @@
-"""Classification metrics for a mammography classifier ("report A" suite).
+"""Classification metrics for a mammography classifier (the evaluation suite of Dahes (2025)).
 
 Every function takes plain numpy arrays and returns JSON-serialisable values (Python floats, ints,
 None, str, lists and dicts; never numpy scalars). A metric that is not defined for the data (a class
@@ -77,7 +77,7 @@ def check_predictions(
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    """All "report A" metrics of a classifier's probabilities; prediction is the argmax of ``probs``.
+    """All the Dahes (2025) metrics of a classifier's probabilities; prediction is the argmax of ``probs``.
 
     ``labels``: (N,) class indices into ``classes``; ``probs``: (N, C) rows summing to 1.
 

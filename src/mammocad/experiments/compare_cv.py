@@ -6,7 +6,7 @@ Wilcoxon signed-rank test on those per-fold scores. The pooled out-of-fold predi
 scored once by a model that never saw its patient) are compared image by image with DeLong's test
 (AUC, one-vs-rest per class) and McNemar's test (accuracy).
 
-Output directory (new, never overwritten)::
+Output directory (new, never overwritten; :class:`~mammocad.experiments.layout.CVComparisonDir`)::
 
     table.csv / .md           mean and std (n - 1) across folds of every headline metric, per CV
     fold_tests.csv / .md      paired t-test and Wilcoxon per metric, for every pair of CVs
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,10 @@ from mammocad.evaluation import figures
 from mammocad.evaluation.compare import RunEvaluation, markdown_table, paired_tests, roc_overlays, unique_names
 from mammocad.evaluation.significance import paired_t_test, wilcoxon_test
 from mammocad.experiments import figures as study_figures
-from mammocad.experiments.cv import CV_FILE, is_cv_dir
-from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
+from mammocad.experiments.layout import CVComparisonDir, CVDir
+from mammocad.io import unique_new_dir
+from mammocad.progress import ProgressFn
 from mammocad.reporting.html import HtmlReport, figure_to_png
-
-ProgressFn = Callable[[str], None]
 
 TABLE_METRICS = (
     "auc_macro",
@@ -95,23 +94,16 @@ class CVComparisonResult:
 
     @property
     def report(self) -> Path:
-        return self.out_dir / "report.html"
+        return CVComparisonDir(self.out_dir).report_path
 
 
 def load_cv(cv_dir: str | Path, name: str | None = None) -> LoadedCV:
     """Read a finished CV directory (its folds.csv, OOF predictions and summary)."""
-    cv_dir = Path(cv_dir)
-    if not is_cv_dir(cv_dir):
-        raise MammocadError(f"{cv_dir}: not a cross-validation directory (no {CV_FILE})")
-    if not (cv_dir / "summary.json").exists():
-        raise MammocadError(f"{cv_dir}: the cross-validation has not finished; resume it with `mammocad cv --resume`")
-    return LoadedCV(
-        name or cv_dir.name,
-        cv_dir,
-        pd.read_csv(cv_dir / "folds.csv"),
-        pd.read_parquet(cv_dir / "oof_predictions.parquet"),
-        json.loads((cv_dir / "summary.json").read_text()),
-    )
+    cv = CVDir(cv_dir)
+    cv.require()
+    if not cv.is_summarised():
+        raise MammocadError(f"{cv.path}: the cross-validation has not finished; resume it with `mammocad cv --resume`")
+    return LoadedCV(name or cv.name, cv.path, cv.read_folds(), cv.read_oof(), cv.read_summary())
 
 
 def check_same_folds(a: LoadedCV, b: LoadedCV) -> None:
@@ -207,15 +199,14 @@ def compare_cvs(
     table = mean_std_table(cvs)
     tests = fold_tests(cvs)
     significance = pooled_tests(cvs)
-    out = unique_new_dir(out_dir)
+    out = CVComparisonDir(unique_new_dir(out_dir))
     shown = display_table(table, TABLE_METRICS)
-    atomic_write_text(out / "table.csv", table.to_csv())
-    atomic_write_text(out / "table.md", markdown_table(shown))
-    for name, frame in (("fold_tests", tests), ("significance", significance)):
-        atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))
-        atomic_write_text(out / f"{name}.md", markdown_table(frame))
-    atomic_write_json(
-        out / "comparison.json",
+    out.write_table(out.TABLE, table.to_csv())
+    out.write_table(out.TABLE, markdown_table(shown), ".md")
+    for name, frame in ((out.FOLD_TESTS, tests), (out.SIGNIFICANCE, significance)):
+        out.write_table(name, frame.to_csv(index=False))
+        out.write_table(name, markdown_table(frame), ".md")
+    out.write_comparison(
         {
             "runs": {cv.name: str(cv.cv_dir) for cv in cvs},
             "classes": cvs[0].classes,
@@ -228,7 +219,7 @@ def compare_cvs(
     step("figures and report")
     pngs = comparison_figures(cvs, table)
     for name, png in pngs.items():
-        atomic_write_bytes(out / "figures" / f"{name}.png", png)
+        out.write_figure(name, png)
     report = HtmlReport(f"Comparison of {len(cvs)} cross-validations")
     describe(report, cvs)
     report.heading("Mean ± std across folds")
@@ -237,8 +228,8 @@ def compare_cvs(
     report.heading("Figures")
     for name, png in pngs.items():
         report.figure(png, name.replace("_", " "), width=420 if name.startswith("roc") else None)
-    report.write(out / "report.html")
-    return CVComparisonResult(out, table, tests, significance)
+    report.write(out.report_path)
+    return CVComparisonResult(out.path, table, tests, significance)
 
 
 def describe(report: HtmlReport, cvs: Sequence[LoadedCV]) -> None:

@@ -6,7 +6,7 @@ predictions. Every image outside the blind holdout is predicted exactly once, by
 that never saw it (nor any other image of its patient).
 
 CV directory (new, never overwritten; resumable: finished folds are kept, an interrupted fold
-continues from its last epoch)::
+continues from its last epoch; paths and reads in :class:`~mammocad.experiments.layout.CVDir`)::
 
     config.yaml               the base run config (data.split = the split with the folds)
     cv.json                   status, folds, split, classes, fold run directories
@@ -26,31 +26,36 @@ folds it claims, a fold whose worker stopped sending heartbeats is taken over af
 (continued from its checkpoint when its process is provably gone, else trained anew in
 ``fold-<k>-2``, the other directory left as it is), and the summary is the queue's final unit:
 written once, by the worker that finds every fold done.
+
+The summary and report are :mod:`~mammocad.experiments.cv_summary`'s (re-exported here).
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mammocad.data.manifest import read_manifest
 from mammocad.data.split import cv_split, read_splits
 from mammocad.errors import DatasetError, MammocadError
-from mammocad.evaluation import figures
-from mammocad.evaluation.compare import latest_evaluation, markdown_table
-from mammocad.evaluation.evaluate import bootstrap_intervals, evaluate_run, subtask_aucs, subtask_text
-from mammocad.evaluation.metrics import classification_metrics
-from mammocad.evaluation.predictions import SplitPredictions
-from mammocad.experiments import figures as study_figures
+from mammocad.evaluation.evaluate import evaluate_run
+from mammocad.experiments.cv_summary import (
+    FOLD_METRICS,
+    HEADLINE_METRICS,
+    PER_CLASS_METRICS,
+    CVResult,
+    cv_card,
+    fold_row,
+    load_cv_result,
+    mean_std,
+    summarise,
+)
+from mammocad.experiments.layout import FOLD_SPLIT, CVDir, is_cv_dir
 from mammocad.experiments.work_queue import (
     DEFAULT_GRACE_S,
     Lease,
@@ -60,56 +65,18 @@ from mammocad.experiments.work_queue import (
     start_queue_work,
     work_until_done,
 )
-from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir, update_json
+from mammocad.io import unique_new_dir
 from mammocad.procs import run_owner_state
-from mammocad.reporting.html import HtmlReport, figure_to_png
-from mammocad.training.config import RunConfig, dump_run_config, load_run_config
+from mammocad.progress import ProgressFn
+from mammocad.training.config import RunConfig
 from mammocad.training.data import task_classes
 from mammocad.training.run import StopTraining, relaunches_command, train
+from mammocad.training.run_dir import RunDir
 
-CV_FILE = "cv.json"
+#: The CV's state file (kept under its old name; the layout is :class:`CVDir`'s).
+CV_FILE = CVDir.STATE
 #: The queue's final unit: the summary, run once every fold is done.
 SUMMARY_UNIT = "summary"
-ProgressFn = Callable[[str], None]
-
-# Scalar metrics of classification_metrics / overfit_metrics summarised across folds (when present).
-FOLD_METRICS = (
-    "accuracy",
-    "loss",
-    "f1_macro",
-    "auc_macro",
-    "precision_macro",
-    "recall_macro",
-    "recall_min",
-    "recall_std",
-    "f1_std",
-    "sensitivity",
-    "specificity",
-    "overfit_acc",
-    "overfit_f1",
-    "overfit_loss",
-)
-PER_CLASS_METRICS = ("f1", "recall", "auc")
-HEADLINE_METRICS = ("auc_macro", "f1_macro", "accuracy", "recall_min", "loss")
-
-
-@dataclass
-class CVResult:
-    """A finished cross-validation: per-fold metrics, the summary and the pooled OOF predictions."""
-
-    cv_dir: Path
-    folds: pd.DataFrame
-    summary: dict[str, Any]
-    oof: pd.DataFrame
-
-    @property
-    def report(self) -> Path:
-        return self.cv_dir / "report.html"
-
-
-def is_cv_dir(path: str | Path) -> bool:
-    """True for a directory written by :func:`cross_validate`."""
-    return (Path(path) / CV_FILE).is_file()
 
 
 def check_stratifiable(config: RunConfig, folds: int) -> list[str]:
@@ -145,25 +112,18 @@ def check_stratifiable(config: RunConfig, folds: int) -> list[str]:
     return classes
 
 
-def _fold_runs(cv_dir: Path, fold: int) -> list[Path]:
-    """Run directories of ``fold`` (``fold-k``, ``fold-k-2``...), oldest first."""
-    runs = [d for d in cv_dir.glob(f"fold-{fold}*") if (d / "run.json").exists()]
-    runs = [d for d in runs if d.name == f"fold-{fold}" or d.name.removeprefix(f"fold-{fold}-").isdigit()]
-    return sorted(runs, key=lambda d: int(d.name.rsplit("-", 1)[1]) if d.name != f"fold-{fold}" else 1)
-
-
-def _status(run_dir: Path) -> str:
-    return json.loads((run_dir / "run.json").read_text()).get("status", "unknown")
+def _status(run_dir: RunDir) -> str:
+    return run_dir.read_state().get("status", "unknown")
 
 
 def fold_unit(fold: int) -> str:
-    """The queue unit of ``fold``."""
-    return f"fold-{fold}"
+    """The queue unit of ``fold`` (the name of its first run directory)."""
+    return CVDir.fold_name(fold)
 
 
-def _abandoned(run_dir: Path) -> bool:
+def _abandoned(run_dir: RunDir) -> bool:
     """True when no process can still be training ``run_dir``: it ended, or its process (this host) is gone."""
-    state = json.loads((run_dir / "run.json").read_text())
+    state = run_dir.read_state()
     return state.get("status") != "running" or run_owner_state(state) == "gone"
 
 
@@ -185,39 +145,41 @@ def _train_fold(
         if lease is not None and lease.lost:
             raise StopTraining(f"fold {fold}: another worker took this fold over (this worker's heartbeat had expired)")
 
-    runs = _fold_runs(cv_dir, fold)
+    cv = CVDir(cv_dir)
+    runs = cv.fold_runs(fold)
     latest = runs[-1] if runs else None
     if latest is not None and _status(latest) == "completed":
         step(f"fold {fold}: done already ({latest.name})")
-        return latest
+        return latest.path
     config = base.model_copy(deep=True)
     config.data.fold = fold
     own_process = relaunches_command(config)
     if lease is not None and latest is not None and not _abandoned(latest):
         step(f"fold {fold}: {latest.name} may still be trained by a stopped worker; left as it is, training anew")
         latest = None
-    if latest is not None and (latest / "checkpoints" / "last.ckpt").exists():
+    if latest is not None and latest.can_resume():
         step(f"fold {fold}: continuing {latest.name}")
         if own_process:
-            return _train_command(["--resume", str(latest)], cv_dir, fold)
-        config = load_run_config(latest / "config.yaml")
-        return train(config, resume=latest, progress=train_progress, on_epoch=epoch_done).run_dir
+            return _train_command(["--resume", str(latest.path)], cv, fold)
+        config = latest.read_config()
+        return train(config, resume=latest.path, progress=train_progress, on_epoch=epoch_done).run_dir
     step(f"fold {fold}: training" + (" (own process: multi-device strategy)" if own_process else ""))
+    first = cv.fold_dir(fold).path
     if own_process:
-        config_file = atomic_write_text(cv_dir / f"fold-{fold}.yaml", dump_run_config(config))
-        return _train_command(["--config", str(config_file), "--run-dir", str(cv_dir / f"fold-{fold}")], cv_dir, fold)
-    return train(config, run_dir=cv_dir / f"fold-{fold}", progress=train_progress, on_epoch=epoch_done).run_dir
+        config_file = cv.write_fold_config(fold, config)
+        return _train_command(["--config", str(config_file), "--run-dir", str(first)], cv, fold)
+    return train(config, run_dir=first, progress=train_progress, on_epoch=epoch_done).run_dir
 
 
-def _train_command(arguments: list[str], cv_dir: Path, fold: int) -> Path:
+def _train_command(arguments: list[str], cv: CVDir, fold: int) -> Path:
     """Run ``mammocad train ARGUMENTS`` as its own command (Lightning's DDP launcher relaunches it per
     device); its output goes to this process's console. Returns the fold's newest run directory."""
     command = [sys.executable, "-m", "mammocad.cli.main", "train", *arguments]
     done = subprocess.run(command, check=False)
-    runs = _fold_runs(cv_dir, fold)
+    runs = cv.fold_runs(fold)
     if done.returncode != 0 or not runs or _status(runs[-1]) != "completed":
         raise MammocadError(f"fold {fold}: `{' '.join(command[1:])}` failed (exit code {done.returncode})")
-    return runs[-1]
+    return runs[-1].path
 
 
 def cross_validate(
@@ -293,10 +255,9 @@ def create_cv(
         if cv_dir is not None
         else base.output.runs_dir / f"{name}-cv{folds}-{datetime.now():%Y%m%d-%H%M%S}"
     )
-    out = unique_new_dir(target)
-    atomic_write_text(out / "config.yaml", dump_run_config(base))
-    update_json(
-        out / CV_FILE,
+    out = CVDir(unique_new_dir(target))
+    out.write_config(base)
+    out.update_state(
         {
             "status": "running",
             "folds": folds,
@@ -310,8 +271,8 @@ def create_cv(
             **({"queue": queue} if queue is not None else {}),
         },
     )
-    step(f"{out}: {folds} folds of split {split!r}")
-    return out
+    step(f"{out.path}: {folds} folds of split {split!r}")
+    return out.path
 
 
 def resume_cv(
@@ -328,10 +289,10 @@ def resume_cv(
     A CV with a work queue (or given ``workers``/``storage``/``gpus``, which give it one) continues
     through :func:`work_on_cv`, its failed folds tried again.
     """
-    cv_dir = Path(cv_dir)
-    if not is_cv_dir(cv_dir):
-        raise MammocadError(f"{cv_dir}: not a cross-validation directory (no {CV_FILE})")
-    state = json.loads((cv_dir / CV_FILE).read_text())
+    cv = CVDir(cv_dir)
+    cv.require()
+    cv_dir = cv.path
+    state = cv.read_state()
     if "queue" in state or workers is not None or storage is not None or gpus is not None:
         return work_on_cv(
             cv_dir,
@@ -347,7 +308,7 @@ def resume_cv(
 
 def _cv_queue(cv_dir: Path, record: dict[str, Any], storage: str | None) -> WorkQueue:
     """The CV's queue, with every fold and the summary in it."""
-    state = json.loads((cv_dir / CV_FILE).read_text())
+    state = CVDir(cv_dir).read_state()
     queue = open_recorded_queue(cv_dir, record, storage)
     queue.add([fold_unit(k) for k in range(state["folds"])], final=SUMMARY_UNIT)
     return queue
@@ -381,11 +342,11 @@ def work_on_cv(
     Raises:
         IncompleteWork: folds failed (or their workers stopped too often); the message lists them.
     """
-    cv_dir = Path(cv_dir)
+    cv = CVDir(cv_dir)
+    cv_dir = cv.path
     step = progress or (lambda _message: None)
-    if not is_cv_dir(cv_dir):
-        raise MammocadError(f"{cv_dir}: not a cross-validation directory (no {CV_FILE})")
-    state = json.loads((cv_dir / CV_FILE).read_text())
+    cv.require()
+    state = cv.read_state()
     record = state.get("queue")
     if record is None:
         if not resume:
@@ -394,22 +355,22 @@ def work_on_cv(
                 "(or --storage URL) gives it one, then other workers can join"
             )
         record = queue_record(storage, grace_period)
-        update_json(cv_dir / CV_FILE, {"queue": record})
+        cv.update_state({"queue": record})
     queue = _cv_queue(cv_dir, record, storage)
     try:
-        if start_queue_work(queue, cv_dir / CV_FILE, "cv", resume, workers, gpus, storage, step):
+        if start_queue_work(queue, cv.state_path, "cv", resume, workers, gpus, storage, step):
             step("every fold and the summary are done already")
             return load_cv_result(cv_dir)
-        base = load_run_config(cv_dir / "config.yaml")
+        base = cv.read_config()
 
         def do_unit(lease: Lease) -> str | None:
             if lease.claim.final:
                 _finalise_cv(cv_dir, queue, step)
                 return None
-            fold = int(lease.claim.name.removeprefix("fold-"))
+            fold = CVDir.fold_number(lease.claim.name)
             return train_and_score_fold(base, cv_dir, fold, step, train_progress, lease).name
 
-        work_until_done(queue, do_unit, cv_dir / CV_FILE, "folds", f"mammocad cv --resume {cv_dir}", step)
+        work_until_done(queue, do_unit, cv.state_path, "folds", f"mammocad cv --resume {cv_dir}", step)
     finally:
         queue.close()
     return load_cv_result(cv_dir)
@@ -417,26 +378,14 @@ def work_on_cv(
 
 def _finalise_cv(cv_dir: Path, queue: WorkQueue, step: ProgressFn) -> None:
     """The queue's final unit: record each fold's run (the queue's, not an abandoned one), summarise."""
+    cv = CVDir(cv_dir)
     units = {unit.name: unit for unit in queue.units()}
-    state = json.loads((cv_dir / CV_FILE).read_text())
-    runs = {str(k): units[fold_unit(k)].run_dir or f"fold-{k}" for k in range(state["folds"])}
-    update_json(cv_dir / CV_FILE, {"runs": runs})
+    state = cv.read_state()
+    runs = {str(k): units[fold_unit(k)].run_dir or fold_unit(k) for k in range(state["folds"])}
+    cv.update_state({"runs": runs})
     step("summarising folds")
     summarise(cv_dir, n_resamples=state.get("n_resamples", 1000))
-    update_json(
-        cv_dir / CV_FILE, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds"), "error": None}
-    )
-
-
-def load_cv_result(cv_dir: str | Path) -> CVResult:
-    """The result of a summarised CV, read from its files (``folds.csv``, ``summary.json``, OOF predictions)."""
-    cv_dir = Path(cv_dir)
-    return CVResult(
-        cv_dir,
-        pd.read_csv(cv_dir / "folds.csv"),
-        json.loads((cv_dir / "summary.json").read_text()),
-        pd.read_parquet(cv_dir / "oof_predictions.parquet"),
-    )
+    cv.mark_completed()
 
 
 def train_and_score_fold(
@@ -446,223 +395,51 @@ def train_and_score_fold(
     run_dir = _train_fold(base, cv_dir, fold, step, train_progress, lease)
     if lease is not None:
         lease.check()
-    if latest_evaluation(run_dir, "val") is None:
+    if CVDir.fold_evaluation(RunDir(run_dir)) is None:
         step(f"fold {fold}: scoring its validation fold")
-        evaluate_run(run_dir, split="val", n_resamples=0, tsne=False)
+        evaluate_run(run_dir, split=FOLD_SPLIT, n_resamples=0, tsne=False)
     return run_dir
 
 
 def _run(cv_dir: Path, step: ProgressFn, train_progress: bool) -> CVResult:
-    state = json.loads((cv_dir / CV_FILE).read_text())
-    base = load_run_config(cv_dir / "config.yaml")
-    update_json(cv_dir / CV_FILE, {"status": "running"})
+    cv = CVDir(cv_dir)
+    state = cv.read_state()
+    base = cv.read_config()
+    cv.update_state({"status": "running"})
     runs: dict[str, str] = dict(state.get("runs", {}))
     try:
         for fold in range(state["folds"]):
             run_dir = train_and_score_fold(base, cv_dir, fold, step, train_progress)
             runs[str(fold)] = run_dir.name
-            update_json(cv_dir / CV_FILE, {"runs": runs})
+            cv.update_state({"runs": runs})
     except BaseException as exc:
-        update_json(cv_dir / CV_FILE, {"status": "interrupted", "error": f"{type(exc).__name__}: {exc}"})
+        cv.mark_interrupted(exc)
         raise
     step("summarising folds")
     result = summarise(cv_dir, n_resamples=state.get("n_resamples", 1000))
-    update_json(
-        cv_dir / CV_FILE, {"status": "completed", "ended": datetime.now().isoformat(timespec="seconds"), "error": None}
-    )
+    cv.mark_completed()
     return result
 
 
-def fold_row(fold: int, run_dir: Path, document: dict[str, Any]) -> dict[str, Any]:
-    """One fold's metrics as a flat row (``f1_<class>``, ``recall_<class>``, ``auc_<class>`` per class)."""
-    metrics, overfit = document["metrics"], document.get("overfit") or {}
-    run = json.loads((run_dir / "run.json").read_text())
-    row: dict[str, Any] = {
-        "fold": fold,
-        "run": run_dir.name,
-        "n_images": document["n_images"],
-        "n_patients": document["n_patients"],
-        "best_epoch": run.get("best_epoch"),
-        "epochs": run.get("epochs_done"),
-    }
-    for name in FOLD_METRICS:
-        if name in metrics:
-            row[name] = metrics[name]
-        elif name in overfit:
-            row[name] = overfit[name]
-    for name, per_class in metrics["per_class"].items():
-        for metric in PER_CLASS_METRICS:
-            row[f"{metric}_{name}"] = per_class[metric]
-    located = document.get("localization")
-    if located:
-        row["pointing_hit_rate"] = located["pointing_game"]["hit_rate"]
-        row["lesion_sensitivity_at_1_fp"] = located["froc"].get("sensitivity_at_1_fp")
-    return row
-
-
-def _summary_table(folds: pd.DataFrame) -> pd.DataFrame:
-    """mean, std (n - 1), min, max and n of every metric column across folds."""
-    numeric = folds.drop(columns=["fold", "run", "n_images", "n_patients", "best_epoch", "epochs"])
-    numeric = numeric.apply(pd.to_numeric, errors="coerce").astype(float)
-    table = pd.DataFrame(
-        {
-            "mean": numeric.mean(),
-            "std": numeric.std(ddof=1),
-            "min": numeric.min(),
-            "max": numeric.max(),
-            "n": numeric.notna().sum(),
-        }
-    )
-    table.index.name = "metric"
-    return table
-
-
-def summarise(cv_dir: str | Path, n_resamples: int = 1000) -> CVResult:
-    """Read every fold's validation evaluation and write folds.csv, summary, OOF predictions, report."""
-    cv_dir = Path(cv_dir)
-    state = json.loads((cv_dir / CV_FILE).read_text())
-    classes = state["classes"]
-    rows, parts, histories, matrices, pointing = [], [], {}, [], [0, 0]
-    for fold in range(state["folds"]):
-        run_dir = cv_dir / state["runs"].get(str(fold), f"fold-{fold}")
-        evaluation = latest_evaluation(run_dir, "val")
-        if evaluation is None:
-            raise MammocadError(f"{run_dir}: fold {fold} has no validation evaluation; resume the CV first")
-        document = json.loads((evaluation / "metrics.json").read_text())
-        rows.append(fold_row(fold, run_dir, document))
-        if document.get("localization"):
-            pointing[0] += document["localization"]["pointing_game"]["hits"]
-            pointing[1] += document["localization"]["pointing_game"]["films"]
-        matrices.append(np.asarray(document["metrics"]["confusion_matrix"]))
-        parts.append(pd.read_parquet(evaluation / "predictions.parquet").assign(fold=fold))
-        histories[f"fold {fold}"] = pd.read_csv(run_dir / "history.csv")
-    folds = pd.DataFrame(rows)
-    oof = pd.concat(parts, ignore_index=True)
-    if oof["sample_id"].duplicated().any():
-        raise MammocadError(f"{cv_dir}: an image was predicted in two folds; the folds overlap")
-    pooled = SplitPredictions(classes, "oof", oof)
-    pooled_metrics = classification_metrics(pooled.labels, pooled.probs, classes)
-    intervals = bootstrap_intervals(pooled, n_resamples) if n_resamples else {}
-    table = _summary_table(folds)
-    summed = np.sum(matrices, axis=0)
-    summary = {
-        "cv_dir": str(cv_dir),
-        "folds": state["folds"],
-        "split": state["split"],
-        "task": state["task"],
-        "classes": classes,
-        "n_images": len(oof),
-        "n_patients": int(oof["patient_id"].nunique()),
-        "metrics": json.loads(table.to_json(orient="index")),
-        "confusion_matrix_summed": summed.tolist(),
-        "pooled_oof": {
-            "metrics": pooled_metrics,
-            "confidence_intervals": intervals,
-            "subtasks": subtask_aucs(pooled, n_resamples),
-            "pointing_game": {
-                "hits": pointing[0],
-                "films": pointing[1],
-                "hit_rate": pointing[0] / pointing[1] if pointing[1] else None,
-            },
-        },
-    }
-    atomic_write_text(cv_dir / "folds.csv", folds.to_csv(index=False))
-    atomic_write_bytes(cv_dir / "oof_predictions.parquet", oof.to_parquet(index=False))
-    atomic_write_json(cv_dir / "summary.json", summary)
-    atomic_write_text(cv_dir / "summary.md", markdown_table(table))
-    pngs = {
-        "fold_scores": figure_to_png(study_figures.fold_scores_figure(folds, list(HEADLINE_METRICS[:4]))),
-        "confusion_summed": figure_to_png(figures.confusion_matrix_figure(summed, classes)),
-        "confusion_summed_normalised": figure_to_png(figures.confusion_matrix_figure(summed, classes, normalise=True)),
-        "roc_pooled": figure_to_png(figures.roc_figure(pooled.labels, pooled.probs, classes, "ROC · pooled OOF")),
-        "learning_curves": figure_to_png(study_figures.fold_curves_figure(histories)),
-    }
-    for name, png in pngs.items():
-        atomic_write_bytes(cv_dir / "figures" / f"{name}.png", png)
-    _report(cv_dir, summary, folds, table, pngs).write(cv_dir / "report.html")
-    return CVResult(cv_dir, folds, summary, oof)
-
-
-def mean_std(table: pd.DataFrame, metric: str) -> str:
-    """``0.612 ± 0.034`` from a :func:`_summary_table`-shaped table (– when undefined)."""
-    if metric not in table.index or pd.isna(table.loc[metric, "mean"]):
-        return "–"
-    std = table.loc[metric, "std"]
-    return f"{table.loc[metric, 'mean']:.3f} ± {std:.3f}" if pd.notna(std) else f"{table.loc[metric, 'mean']:.3f}"
-
-
-def cv_card(cv_dir: Path, summary: dict[str, Any], folds: pd.DataFrame) -> dict[str, Any]:
-    """The model card of the first fold's run, judged on the pooled out-of-fold predictions."""
-    from mammocad.training.model_card import model_card
-
-    pooled = summary["pooled_oof"]
-    evaluation = {
-        "metrics": pooled["metrics"],
-        "confidence_intervals": pooled["confidence_intervals"],
-        "classes": summary["classes"],
-        "split": "pooled out-of-fold",
-        "n_images": summary["n_images"],
-        "n_patients": summary["n_patients"],
-    }
-    first = cv_dir / str(folds["run"].iloc[0]) if len(folds) and "run" in folds else cv_dir
-    return model_card(first, evaluation=evaluation)
-
-
-def _report(
-    cv_dir: Path, summary: dict[str, Any], folds: pd.DataFrame, table: pd.DataFrame, pngs: dict[str, bytes]
-) -> HtmlReport:
-    config = load_run_config(cv_dir / "config.yaml")
-    report = HtmlReport(f"Cross-validation · {cv_dir.name}")
-    report.fitness(cv_card(cv_dir, summary, folds))
-    report.paragraph(
-        f"{config.model.name} (head {config.model.head or 'default'}), task {summary['task']}, "
-        f"{summary['folds']} patient-grouped stratified folds of split {summary['split']!r} of "
-        f"{config.data.dataset}: {summary['n_images']} images from {summary['n_patients']} patients, "
-        "each predicted once by the fold model that never saw its patient."
-    )
-    report.heading("Mean ± std across folds")
-    report.paragraph("std is the sample standard deviation across folds (n − 1).", note=True)
-    headline = pd.DataFrame(
-        {"mean ± std": [mean_std(table, m) for m in HEADLINE_METRICS]}, index=pd.Index(HEADLINE_METRICS, name="metric")
-    )
-    report.table(headline)
-    report.heading("Per fold")
-    report.table(folds, index=False)
-    report.figure(pngs["fold_scores"], "per-fold scores (dots) with mean ± std")
-    report.heading("Pooled out-of-fold predictions")
-    pooled = summary["pooled_oof"]
-    rows = []
-    for metric in HEADLINE_METRICS:
-        ci = pooled["confidence_intervals"].get(metric, {})
-        value = pooled["metrics"].get(metric)
-        rows.append(
-            {
-                "metric": metric,
-                "pooled OOF": "–" if value is None else f"{value:.3f}",
-                "95% CI (patient bootstrap)": f"{ci['low']:.3f} – {ci['high']:.3f}"
-                if ci.get("low") is not None
-                else "",
-            }
-        )
-    report.table(pd.DataFrame(rows), index=False)
-    if pooled.get("subtasks"):
-        report.paragraph("Inside the 3-class task (pooled OOF): " + subtask_text(pooled["subtasks"]) + ".")
-    pointing = pooled.get("pointing_game") or {}
-    if pointing.get("films"):
-        report.paragraph(
-            f"Where the models look: the heatmap's peak fell inside the lesion on {pointing['hits']} of "
-            f"{pointing['films']} validation films with a located lesion ({pointing['hit_rate']:.0%}, pointing game)."
-        )
-    report.figure(pngs["confusion_summed"], "confusion matrix summed over folds", width=360)
-    report.figure(pngs["confusion_summed_normalised"], "summed, row-normalised", width=360)
-    report.figure(pngs["roc_pooled"], "one-vs-rest ROC of the pooled OOF predictions", width=360)
-    report.figure(pngs["learning_curves"], "validation loss per epoch, one line per fold")
-    report.heading("All metrics")
-    report.table(table)
-    report.heading("Fold runs")
-    links = "".join(
-        f'<li><a href="{run}/evaluation/val/report.html">{run}</a> (fold {fold})</li>'
-        for fold, run in zip(folds["fold"], folds["run"], strict=True)
-    )
-    report.raw(f"<ul>{links}</ul>")
-    return report
+__all__ = [
+    "CV_FILE",
+    "FOLD_METRICS",
+    "HEADLINE_METRICS",
+    "PER_CLASS_METRICS",
+    "SUMMARY_UNIT",
+    "CVResult",
+    "ProgressFn",
+    "check_stratifiable",
+    "create_cv",
+    "cross_validate",
+    "cv_card",
+    "fold_row",
+    "fold_unit",
+    "is_cv_dir",
+    "load_cv_result",
+    "mean_std",
+    "resume_cv",
+    "summarise",
+    "train_and_score_fold",
+    "work_on_cv",
+]

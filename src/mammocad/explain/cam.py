@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mammocad.errors import ConfigError
+from mammocad.explain.overlay import composite, film_overlay, to_float_image
 from mammocad.models.activation_maps import layer_groups, resolve_layers
 
 #: CAM-family method name -> pytorch-grad-cam class name.
@@ -223,23 +224,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45, mask:
     highest values; low values and (``mask``) everything outside the breast stay transparent, in
     :data:`mammocad.explain.overlay.COLORMAP` (see :func:`mammocad.explain.overlay.film_overlay`).
     """
-    from mammocad.explain.overlay import composite, film_overlay
-
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
     grey = to_float_image(image)
     return composite(grey, film_overlay(grey, heatmap, mask=mask), opacity)
-
-
-def to_float_image(image: np.ndarray) -> np.ndarray:
-    """A 2-D grey image as float32 in [0, 1] (uint8 / uint16 scaled; RGB averaged)."""
-    array = np.asarray(image)
-    if array.ndim == 3:
-        array = array.mean(axis=2 if array.shape[2] in (3, 4) else 0)
-    if array.ndim != 2:
-        raise ValueError(f"expected a 2-D grey image, got shape {np.asarray(image).shape}")
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) / 65535.0
-    return np.clip(array.astype(np.float32), 0.0, 1.0)

@@ -1,4 +1,4 @@
-"""GLCM variance texture maps (METHODS.md §6, the Lesion image of report D), vectorised.
+"""GLCM variance texture maps (the Lesion image of Li & Zwiggelaar, 2024), vectorised.
 
 The GLCM variance of a window is ``Σ_{m,n} (m − μ)² p(m, n)`` with ``μ = Σ m p(m, n)``: the variance of
 the *first* grey level of the co-occurring pairs inside the window (both endpoints when the matrix is

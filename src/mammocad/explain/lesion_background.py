@@ -1,4 +1,4 @@
-"""Lesion/Background interpretation of a classifier's last activation map (METHODS.md §6, report D).
+"""Lesion/Background interpretation of a classifier's last activation map (Li & Zwiggelaar, 2024).
 
 For an ROI and the network's last feature map (gh × gw cells, 7 × 7 for DenseNet121 at 224²):
 
@@ -14,6 +14,8 @@ For an ROI and the network's last feature map (gh × gw cells, 7 × 7 for DenseN
     result.is_lesion(); result.to_json(); result.figure_png()
 
 All forward passes of one ROI (the ROI and the 2·gh·gw replaced inputs) run as one batch by default.
+The Lesion and Background images themselves come from :mod:`mammocad.explain.lesion_images`
+(their names stay importable from here).
 """
 
 from __future__ import annotations
@@ -26,11 +28,17 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from scipy import ndimage
 from torch import nn
 
 from mammocad.errors import ConfigError
-from mammocad.explain.glcm import glcm_variance_map
+from mammocad.explain.lesion_images import (
+    as_grey,
+    background_image,
+    checked_override,
+    lesion_image,
+    lesion_region,
+    mask_on_grid,
+)
 from mammocad.models.activation_maps import activation_map, recording, resolve_layers
 
 # 2·cells + 1 forward passes per ROI: a shallow layer (e.g. 112 × 112) would mean ~25 000 passes
@@ -175,84 +183,6 @@ class LesionBackgroundResult:
         return buffer.getvalue()
 
 
-def lesion_image(roi: np.ndarray, window: int = 7, levels: int = 16) -> np.ndarray:
-    """The Lesion image: the ROI's GLCM variance map (:func:`~mammocad.explain.glcm.glcm_variance_map`,
-    ``window``, ``levels``) scaled to [0, 1] by its maximum.
-
-    Args:
-        roi: 2-D uint8, uint16 or float image in [0, 1].
-
-    Returns:
-        float32 (H, W) in [0, 1]; all zeros for a flat ROI.
-    """
-    texture = glcm_variance_map(roi, window=window, levels=levels)
-    peak = float(texture.max())
-    if peak <= 0.0:
-        return np.zeros_like(texture)
-    return (texture / peak).astype(np.float32)
-
-
-def lesion_region(lesion: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """The lesion region on the ROI grid.
-
-    Args:
-        lesion: 2-D Lesion image (H, W).
-        mask: optional lesion mask (H, W), any dtype, > 0 = lesion.
-
-    Returns:
-        bool (H, W): ``mask > 0`` when a non-empty mask is given; else the Otsu threshold of the Lesion
-        image, closed (7 × 7 ellipse: fills the gaps between textured pixels), dilated by one pixel so the
-        region covers the texture's rim, and with its holes filled (a mass's variance peaks on its border).
-        All False for a flat Lesion image.
-    """
-    lesion = np.asarray(lesion)
-    if lesion.ndim != 2:
-        raise ValueError(f"lesion_region needs a 2-D lesion image, got shape {lesion.shape}")
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != lesion.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from the lesion image's {lesion.shape}")
-        region = mask > 0
-        if region.any():
-            return region
-    from skimage.filters import threshold_otsu
-
-    values = np.nan_to_num(lesion.astype(np.float32), nan=0.0)
-    if values.size == 0 or float(values.max()) <= float(values.min()):
-        return np.zeros(lesion.shape, dtype=bool)  # flat: no texture, no lesion
-    region = (values > threshold_otsu(values)).astype(np.uint8)
-    region = cv2.morphologyEx(region, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
-    region = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
-    # the variance peaks on a mass's rim: fill what the rim encloses so the whole lesion is removed
-    return ndimage.binary_fill_holes(region > 0)
-
-
-def background_image(roi: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """The Background image: the ROI with the region's content removed.
-
-    Args:
-        roi: 2-D uint8, uint16 or float image in [0, 1].
-        region: bool-like (H, W), the pixels to remove.
-
-    Returns:
-        float32 (H, W) in [0, 1]: Telea inpainting (radius 5) of the 8-bit ROI inside the region, the ROI
-        itself outside it (so cells away from the lesion are unchanged). A region covering the whole ROI
-        leaves nothing to inpaint from: it is filled with the ROI's median.
-    """
-    grey = _as_grey(roi, "roi")
-    region = np.asarray(region)
-    if region.shape != grey.shape:
-        raise ValueError(f"region shape {region.shape} differs from the ROI's {grey.shape}")
-    inside = region > 0
-    if not inside.any():
-        return grey.copy()
-    if inside.all():
-        return np.full_like(grey, float(np.median(grey)))
-    grey8 = np.rint(grey * 255.0).astype(np.uint8)
-    filled = cv2.inpaint(grey8, inside.astype(np.uint8), 5, cv2.INPAINT_TELEA)
-    return np.where(inside, filled.astype(np.float32) / 255.0, grey).astype(np.float32)
-
-
 def lesion_background(
     model: nn.Module,
     roi: np.ndarray | torch.Tensor,
@@ -265,7 +195,7 @@ def lesion_background(
     levels: int = 16,
     batch_size: int | None = None,
 ) -> LesionBackgroundResult:
-    """Label every cell of ``layer``'s grid as lesion or background for one ROI (METHODS.md §6).
+    """Label every cell of ``layer``'s grid as lesion or background for one ROI (Li & Zwiggelaar, 2024).
 
     Args:
         model: a mammocad MammoNet (run through ``forward_features``; inputs in [0, 1]) or any nn.Module
@@ -291,15 +221,17 @@ def lesion_background(
         isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
     ):
         raise ConfigError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    grey = _as_grey(roi, "roi")
+    grey = as_grey(roi, "roi")
     height, width = grey.shape
     name = resolve_layers(model, None if layer is None else [layer])[0]
 
-    lesion_img = lesion_image(grey, window, levels) if lesion is None else _override(lesion, "lesion", grey.shape)
-    mask_grid = None if mask is None else _mask_on_grid(mask, grey.shape)
+    lesion_img = (
+        lesion_image(grey, window, levels) if lesion is None else checked_override(lesion, "lesion", grey.shape)
+    )
+    mask_grid = None if mask is None else mask_on_grid(mask, grey.shape)
     region = lesion_region(lesion_img, mask_grid)
     background_img = (
-        background_image(grey, region) if background is None else _override(background, "background", grey.shape)
+        background_image(grey, region) if background is None else checked_override(background, "background", grey.shape)
     )
 
     in_chans = int(getattr(model, "in_chans", 1))
@@ -410,55 +342,17 @@ def _cell_boxes(height: int, width: int, gh: int, gw: int) -> list[tuple[int, in
     return [(int(xs[c]), int(ys[r]), int(xs[c + 1]), int(ys[r + 1])) for r in range(gh) for c in range(gw)]
 
 
-def _as_grey(image: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
-    """float32 (H, W) in [0, 1] from (H, W) or (C, H, W) uint8/uint16/float (channels averaged)."""
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    array = np.asarray(image)
-    if array.ndim == 3:
-        if not 1 <= array.shape[0] <= 4:
-            raise ValueError(f"{what} must be (H, W) or (C, H, W) with C ≤ 4 channels, got shape {array.shape}")
-    elif array.ndim != 2:
-        raise ValueError(f"{what} must be (H, W) or (C, H, W), got shape {array.shape}")
-    if array.shape[-1] == 0 or array.shape[-2] == 0:
-        raise ValueError(f"{what} is empty (shape {array.shape})")
-    if array.dtype == np.uint8:
-        values = array.astype(np.float32) / 255.0
-    elif array.dtype == np.uint16:
-        values = array.astype(np.float32) / 65535.0
-    elif np.issubdtype(array.dtype, np.floating):
-        values = array.astype(np.float32)
-        if not np.isfinite(values).all():
-            raise ValueError(f"{what} has NaN or infinite values")
-        values = np.clip(values, 0.0, 1.0)
-    else:
-        raise ValueError(f"{what} must be uint8, uint16 or float in [0, 1], got dtype {array.dtype}")
-    if values.ndim == 3:
-        values = values.mean(axis=0)
-    return np.ascontiguousarray(values, dtype=np.float32)
-
-
-def _override(image: np.ndarray, what: str, shape: tuple[int, int]) -> np.ndarray:
-    values = _as_grey(image, what)
-    if values.shape != shape:
-        raise ValueError(f"{what} image shape {values.shape} differs from the ROI's {shape}")
-    return values
-
-
-def _mask_on_grid(mask: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
-    """The mask as uint8 (0/1) on the ROI grid, nearest-neighbour resized when its shape differs."""
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
-    array = np.asarray(mask)
-    while array.ndim > 2 and array.shape[0] == 1:
-        array = array[0]  # (1, H, W) masks
-    if array.ndim != 2 or array.size == 0:
-        raise ValueError(f"mask must be a non-empty 2-D array, got shape {np.asarray(mask).shape}")
-    binary = (np.nan_to_num(array.astype(np.float64)) > 0).astype(np.uint8)
-    if binary.shape != shape:
-        binary = cv2.resize(binary, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-    return binary
-
-
 def _short(name: str) -> str:
     return name.removeprefix("backbone.")
+
+
+__all__ = [
+    "BACKGROUND_COLOUR",
+    "LESION_COLOUR",
+    "MAX_CELLS",
+    "LesionBackgroundResult",
+    "background_image",
+    "lesion_background",
+    "lesion_image",
+    "lesion_region",
+]

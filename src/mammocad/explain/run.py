@@ -9,71 +9,55 @@ Output directory (new, never overwritten; default ``RUN/explain/<method>``)::
     <name>.<method>.input.png         ... the heatmap over the model input
     <name>.activation.png / .npz      activation maps at every layer group (figure, raw maps by layer)
     <name>.lesion-background.png/.json   Lesion/Background interpretation (figure, dis^L / dis^B per cell)
+
+The folder's fixed file names live in :class:`~mammocad.explain.layout.ExplainDir`. This module
+orchestrates; the pieces live beside it and stay importable from here: the inputs
+(:mod:`~mammocad.explain.subjects`), overlay drawing (:mod:`~mammocad.explain.display`), the
+evaluation's hooks (:mod:`~mammocad.explain.evaluation_hooks`) and the side-by-side comparison
+of runs (:mod:`~mammocad.explain.activation_comparison`).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 
-from mammocad.data.images import read_image
-from mammocad.data.manifest import read_manifest, resolve_path
 from mammocad.errors import ConfigError, ImageReadError, MammocadError
 from mammocad.explain.activation import activation_figure, layer_activation_maps
+from mammocad.explain.activation_comparison import compare_activations
 from mammocad.explain.cam import (
     CAM_METHODS,
     check_method,
     class_activation_maps,
     lesion_heatmaps,
-    localization_maps,
     overlay,
     target_layer,
 )
-from mammocad.explain.overlay import (
-    ALPHA_FLOOR,
-    COLORMAP,
-    colorbar_png,
-    composite,
-    film_overlay,
-    heatmap_meaning,
-    is_class_agnostic,
+from mammocad.explain.display import MAX_OVERLAY_SIDE, display_overlay, overlay_rgba
+from mammocad.explain.evaluation_hooks import (
+    gallery_meaning,
+    gallery_overlays,
+    gallery_pictures_for,
+    localization_maps_for,
 )
+from mammocad.explain.layout import ExplainDir
+from mammocad.explain.overlay import colorbar_png, heatmap_meaning, is_class_agnostic
+from mammocad.explain.subjects import BATCH, Subject, cached_subjects, safe_name, unique_names
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
 from mammocad.parse import parse_int
-from mammocad.preprocess import Geometry, read_sample
 from mammocad.preprocess.pipeline import to_unit
+from mammocad.progress import ProgressFn
 from mammocad.reporting.html import HtmlReport, array_to_png
-from mammocad.training.predict import Box, LoadedRun, load_run, pixels_to_input, prepare_image
+from mammocad.training.predict import Box, LoadedRun, load_run, prepare_image
 
-ProgressFn = Callable[[str], None]
-
-#: Overlays on the original image are drawn at most this many pixels per side (the .npy keeps full size).
-MAX_OVERLAY_SIDE = 2048
-#: Inputs per forward/backward pass.
-BATCH = 8
 #: Lesion/Background inputs sent through the network at once.
 LESION_BACKGROUND_ONE_PASS = 128
-
-
-@dataclass
-class Subject:
-    """One input to explain: the model input, where it came from and how to map back onto it."""
-
-    name: str
-    source: str
-    tensor: torch.Tensor  # (C, H, W) in [0, 1]
-    geometry: Geometry | None = None
-    original: np.ndarray | None = None  # 2-D float [0, 1], the decoded original image
-    mask: np.ndarray | None = None  # lesion mask on the input grid (0/255), if known
-    label: str | None = None
 
 
 @dataclass
@@ -86,6 +70,10 @@ class ExplainResult:
     @property
     def failed(self) -> list[dict[str, Any]]:
         return [item for item in self.items if item["status"] != "ok"]
+
+    @property
+    def report(self) -> Path:
+        return ExplainDir(self.out_dir).report_path
 
 
 def explain_images(
@@ -163,30 +151,6 @@ def explain_split(
     return _explain(run, subjects, failures, method, target, layer, out_dir, opacity, progress)
 
 
-def cached_subjects(
-    run: LoadedRun, part: pd.DataFrame, dataset: str | Path
-) -> tuple[list[Subject], list[dict[str, Any]]]:
-    """Subjects for cached samples (rows of a task frame); originals decoded from the manifest's paths."""
-    manifest = read_manifest(dataset).set_index("image_id")
-    subjects, failures = [], []
-    for row in part.to_dict("records"):
-        try:
-            geometry = Geometry.from_record(row) if "original_height" in row else None
-            mask = read_sample(row["mask"]) if isinstance(row.get("mask"), str) and row["mask"] else None
-            original = None
-            path = resolve_path(dataset, manifest.loc[row["image_id"], "image_path"])
-            if path is not None and path.exists():
-                original = to_unit(read_image(path), run.preprocess)
-            tensor = pixels_to_input(read_sample(row["image"]), run.model.in_chans)
-            label = row.get("target_name")
-            subjects.append(
-                Subject(str(row["sample_id"]), str(row["image_id"]), tensor, geometry, original, mask, label)
-            )
-        except (ImageReadError, MammocadError, KeyError) as exc:
-            failures.append({"source": str(row.get("sample_id")), "status": "error", "reason": str(exc)})
-    return subjects, failures
-
-
 def _check(run: LoadedRun, method: str, layer: str | None) -> str:
     method = check_method(method)
     if method == "lesion" and not callable(getattr(run.model, "lesion_map", None)):
@@ -225,9 +189,10 @@ def _explain(
 ) -> ExplainResult:
     step = progress or (lambda _message: None)
     wanted = _target_index(run, target)
-    out = unique_new_dir(Path(out_dir) if out_dir is not None else run.run_dir / "explain" / method)
+    out = unique_new_dir(Path(out_dir) if out_dir is not None else ExplainDir.default(run.run_dir, method))
+    layout = ExplainDir(out)
     result = ExplainResult(out, list(failures))
-    names = _unique_names([s.name for s in subjects])
+    names = unique_names([s.name for s in subjects])
     report = HtmlReport(f"Explanations · {run.run_dir.name} · {method}")
     gallery: list[tuple[bytes, str]] = []
     for start in range(0, len(subjects), BATCH):
@@ -276,7 +241,7 @@ def _explain(
     if heatmaps is not None or method == "activation":
         document["class_agnostic"] = is_class_agnostic(method)
         document["meaning"] = heatmap_meaning(method, document["target"])
-    atomic_write_json(out / "explanations.json", document)
+    atomic_write_json(layout.explanations_path, document)
     report.paragraph(
         f"Run {run.run_dir} · method {method} · layer {document['layer']} · target {document['target']} · "
         f"{len(gallery)} explained, {len(result.failed)} failed."
@@ -285,13 +250,13 @@ def _explain(
         report.paragraph(f"Colours: {document['meaning']}.")
     if heatmaps is not None:
         bar = colorbar_png(method, document["target"])
-        atomic_write_bytes(out / "colorbar.png", bar)
+        atomic_write_bytes(layout.colorbar_path, bar)
         report.figure(bar, "colour bar", width=520)
     if gallery:
         report.gallery(gallery, width=420 if method in ("activation", "lesion-background") else 260)
     if result.failed:
         report.table(pd.DataFrame(result.failed)[["source", "reason"]], index=False)
-    atomic_write_text(out / "report.html", report.render())
+    atomic_write_text(layout.report_path, report.render())
     return result
 
 
@@ -336,7 +301,7 @@ def _write_one(
         maps = layer_activation_maps(run.model, subject.tensor, None if layer is None else [layer])
         png = activation_figure(grey, maps, title=name)
         atomic_write_bytes(out / f"{name}.activation.png", png)
-        buffer = _npz_bytes({_safe(k): v for k, v in maps.items()})
+        buffer = _npz_bytes({safe_name(k): v for k, v in maps.items()})
         atomic_write_bytes(out / f"{name}.activation.npz", buffer)
         return {"figure": f"{name}.activation.png", "maps": f"{name}.activation.npz", "layers": list(maps)}, png
     from mammocad.explain.lesion_background import lesion_background
@@ -359,7 +324,7 @@ def _write_one(
 
 
 def _lesion_background_batch(run: LoadedRun, layer: str | None) -> int | None:
-    """One forward pass for the 2·g² + 1 inputs (report D's 7×7 grid: 99) unless that is too big for memory
+    """One forward pass for the 2·g² + 1 inputs (Li & Zwiggelaar (2024)'s 7×7 grid: 99) unless that is too big for memory
     (the baseline CNN's 14×14 grid at 224² makes 393 inputs, about 6 GB in one pass)."""
     from mammocad.models.activation_maps import activation_maps
 
@@ -367,28 +332,6 @@ def _lesion_background_batch(run: LoadedRun, layer: str | None) -> int | None:
     probe = torch.zeros(1, run.model.in_chans, *side)
     grid = next(iter(activation_maps(run.model, probe, [target_layer(run.model, layer)]).values())).shape[-2:]
     return None if 2 * grid[0] * grid[1] + 1 <= LESION_BACKGROUND_ONE_PASS else LESION_BACKGROUND_ONE_PASS
-
-
-def display_overlay(original: np.ndarray, geometry: Geometry, on_original: np.ndarray, opacity: float) -> np.ndarray:
-    """RGB uint8: the heatmap (already on the original grid) over the ``original`` image ([0, 1] grey),
-    drawn only inside the breast and the model's crop, transparent where low (see
-    :func:`mammocad.explain.overlay.film_overlay`), at most MAX_OVERLAY_SIDE per side."""
-    return composite(original, overlay_rgba(original, geometry, on_original), opacity)
-
-
-def overlay_rgba(
-    original: np.ndarray, geometry: Geometry, on_original: np.ndarray, max_side: int = MAX_OVERLAY_SIDE
-) -> np.ndarray:
-    """RGBA uint8 of the heatmap (on the original grid) for ``original``: breast and model crop only,
-    at most ``max_side`` per side (the film viewer's overlay; :func:`display_overlay` blends it)."""
-    inside = geometry.map_to_original(np.ones(geometry.output_hw, dtype=np.float32)) > 0.5
-    rgba = film_overlay(original, on_original, max_side=max_side)
-    if inside.shape != rgba.shape[:2]:
-        inside = (
-            cv2.resize(inside.astype(np.uint8), (rgba.shape[1], rgba.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
-        )
-    rgba[..., 3] *= inside
-    return rgba
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -407,134 +350,20 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def _run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
-    """Run names, with their parent folder when the names alone collide (CV folds: ``kt-cv5/fold-0``)."""
-    paths = [Path(r).resolve() for r in run_dirs]
-    names = [p.name for p in paths]
-    if len(set(names)) == len(names):
-        return names
-    return [f"{p.parent.name}/{p.name}" for p in paths]
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def _unique_names(names: list[str], safe: bool = True) -> list[str]:
-    seen: dict[str, int] = {}
-    unique = []
-    for name in names:
-        base = (_safe(name) if safe else name) or "image"
-        count = seen.get(base, 0)
-        seen[base] = count + 1
-        unique.append(base if count == 0 else f"{base}-{count + 1}")
-    return unique
-
-
-def compare_activations(
-    run_dirs: Sequence[str | Path],
-    split: str = "val",
-    *,
-    labels: Sequence[str] | None = None,
-    dataset: str | Path | None = None,
-    limit: int | None = 8,
-    layer: str | None = None,
-    out_dir: str | Path | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """Activation maps of several runs (e.g. knowledge transfer vs plain fine-tuning) on the same inputs.
-
-    The inputs are the first run's ``split`` samples (first ``limit``); every run must be scorable on them
-    (same task classes). Writes ``activation-comparison.png`` and ``activation-comparison.json`` (per run
-    and input: d between the lesion mask's and the input's activation maps, and its mean) into ``out_dir``
-    (new; default ``<first run>/explain/activation-comparison``). Returns (out_dir, the JSON document).
-    """
-    from mammocad.evaluation.predictions import run_config, split_frame
-    from mammocad.explain.activation import compare_activation_maps
-
-    if len(run_dirs) < 2:
-        raise ConfigError("comparing activation maps needs two or more runs")
-    runs = [load_run(r) for r in run_dirs]
-    names = _unique_names(list(labels) if labels else _run_labels(run_dirs), safe=False)
-    if len(names) != len(runs):
-        raise ConfigError(f"{len(names)} labels for {len(runs)} runs")
-    part = split_frame(runs[0], run_config(run_dirs[0]), dataset, split)
-    part = part.head(limit) if limit is not None else part
-    subjects, _failures = cached_subjects(runs[0], part, dataset or run_config(run_dirs[0]).data.dataset)
-    inputs = [(s.name, s.tensor, s.mask) for s in subjects]
-    png, distances = compare_activation_maps(dict(zip(names, (r.model for r in runs), strict=True)), inputs, layer)
-    out = unique_new_dir(
-        Path(out_dir) if out_dir is not None else Path(run_dirs[0]) / "explain" / "activation-comparison"
-    )
-    document = {
-        "runs": dict(zip(names, (str(r) for r in run_dirs), strict=True)),
-        "split": split,
-        "inputs": [s.name for s in subjects],
-        "layer": layer or "each run's last layer group",
-        "distance": distances,
-        "mean_distance": {
-            name: (float(np.mean([d for d in values if d is not None])) if any(d is not None for d in values) else None)
-            for name, values in distances.items()
-        },
-    }
-    atomic_write_bytes(out / "activation-comparison.png", png)
-    atomic_write_json(out / "activation-comparison.json", document)
-    return out, document
-
-
-def gallery_overlays(
-    run: LoadedRun, rows: pd.DataFrame, method: str = "gradcam", opacity: float = 0.45
-) -> list[np.ndarray]:
-    """RGB overlays of each row's heatmap (for its predicted class) on its cached image.
-
-    ``rows``: prediction-table rows (``image`` = cached sample path, ``prediction`` = class index).
-    A lesion-aware run shows its own P(lesion) heatmap whatever ``method`` says.
-    This is the evaluation report's ``gallery_pictures`` hook: ``evaluate_run(..., gallery_pictures=gallery_overlays)``.
-    """
-    lesion_aware = callable(getattr(run.model, "lesion_map", None))
-    if method not in CAM_METHODS and not (method == "lesion" and lesion_aware):
-        raise ConfigError(f"gallery heatmaps need a CAM method ({', '.join(CAM_METHODS)}), got {method!r}")
-    pictures: list[np.ndarray] = []
-    records = rows.to_dict("records")
-    for start in range(0, len(records), BATCH):
-        chunk = records[start : start + BATCH]
-        pixels = [read_sample(r["image"]) for r in chunk]
-        batch = torch.stack([pixels_to_input(p, run.model.in_chans) for p in pixels]).float()
-        if lesion_aware:
-            maps = lesion_heatmaps(run.model, batch)
-        else:
-            maps = class_activation_maps(run.model, batch, method, [int(r["prediction"]) for r in chunk])
-        pictures += [overlay(p, m, opacity) for p, m in zip(pixels, maps, strict=True)]
-    return pictures
-
-
-def gallery_pictures_for(method: str | None) -> Callable[[LoadedRun, pd.DataFrame], list[np.ndarray]] | None:
-    """The evaluation report's gallery hook for a CAM ``method`` (None or "none": plain images)."""
-    if method is None or method.lower() == "none":
-        return None
-    name = check_method(method)
-    if name not in CAM_METHODS and name != "lesion":
-        raise ConfigError(f"gallery heatmaps need a CAM method ({', '.join(CAM_METHODS)}), got {method!r}")
-
-    def draw(run: LoadedRun, rows: pd.DataFrame) -> list[np.ndarray]:
-        return gallery_overlays(run, rows, name)
-
-    draw.meaning = lambda run: gallery_meaning(run, name)  # type: ignore[attr-defined]
-    return draw
-
-
-def gallery_meaning(run: LoadedRun, method: str) -> str:
-    """The galleries' caption: which map, what its colours mean (a lesion-aware run shows its P(lesion) map)."""
-    shown = "lesion" if callable(getattr(run.model, "lesion_map", None)) else method
-    meaning = heatmap_meaning(shown, "the predicted class")
-    return f"Heatmaps: {shown} ({meaning}), {COLORMAP} colours, transparent below {ALPHA_FLOOR:.1f} and outside the breast."
-
-
-def localization_maps_for(method: str | None) -> Callable[[LoadedRun, torch.Tensor], np.ndarray] | None:
-    """The evaluation's localization hook: lesion heatmaps, or CAM ``method`` maps for whole-film models."""
-    if method is None or method.lower() == "none":
-        return None
-    name = check_method(method)
-    if name not in CAM_METHODS and name != "lesion":
-        raise ConfigError(f"localization maps need a CAM method or 'lesion', got {method!r}")
-    cam = name if name in CAM_METHODS else "gradcam"
-    return lambda run, batch: localization_maps(run.model, batch, run.classes, cam)
+__all__ = [
+    "BATCH",
+    "LESION_BACKGROUND_ONE_PASS",
+    "MAX_OVERLAY_SIDE",
+    "ExplainResult",
+    "Subject",
+    "cached_subjects",
+    "compare_activations",
+    "display_overlay",
+    "explain_images",
+    "explain_split",
+    "gallery_meaning",
+    "gallery_overlays",
+    "gallery_pictures_for",
+    "localization_maps_for",
+    "overlay_rgba",
+]

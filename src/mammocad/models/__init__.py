@@ -26,7 +26,14 @@ from mammocad.models.lesion_aware import LesionAwareNet, is_lesion_aware
 from mammocad.models.losses import ClassificationLoss, balanced_class_weights, feature_smoothing_loss
 from mammocad.models.net import MammoNet
 from mammocad.models.pretrained import has_offline_weights, offline_imagenet_model, offline_pretrained_state_dict
-from mammocad.models.registry import create_model, is_timm_model, list_models, register_model
+from mammocad.models.registry import (
+    create_model,
+    default_head,
+    is_timm_model,
+    list_models,
+    model_input_size,
+    register_model,
+)
 from mammocad.models.weights import (
     LoadResult,
     load_net_or_backbone_weights,
@@ -47,6 +54,7 @@ __all__ = [
     "build_head",
     "count_trainable",
     "create_model",
+    "default_head",
     "feature_smoothing_loss",
     "freeze_all_but_last",
     "freeze_all_but_stages",
@@ -57,6 +65,7 @@ __all__ = [
     "list_models",
     "load_net_or_backbone_weights",
     "load_weights",
+    "model_input_size",
     "offline_imagenet_model",
     "offline_pretrained_state_dict",
     "parameterised_layers",

@@ -1,4 +1,4 @@
-"""Activation maps of named layers (METHODS.md §4): ``F = (1/C) Σ_c |A_c|²`` per spatial position.
+"""Activation maps of named layers (Li & Zwiggelaar (2024)): ``F = (1/C) Σ_c |A_c|²`` per spatial position.
 
 :class:`LayerRecorder` captures the outputs of named submodules during a forward pass (forward
 hooks, removed on exit), so knowledge transfer, the explanation stage and the report figures read

@@ -5,9 +5,9 @@ original top removed, returning the un-pooled feature map (for ConvNeXt this inc
 LayerNorm; for VGG16 timm's ``pre_logits`` ConvMlp (the old fc6/fc7) is removed too, so the map is
 the 512-channel conv output, like Keras' ``include_top=False``).
 
-Default heads: the transfer-learned backbones in the reports were topped with Dense(256) + Dropout,
+Default heads: the transfer-learned backbones of Dahes (2025) were topped with Dense(256) + Dropout,
 so the registered backbones default to ``gap_dense``; ``icnt`` (ConvNeXt-Tiny) and ``iiv3``
-(Inception-V3) are report A's improved models with ``gagm_se_dense``; any other timm name gets
+(Inception-V3) are Dahes (2025)'s improved models with ``gagm_se_dense``; any other timm name gets
 ``gap``.
 
 Default input side: 224, except Inception-V3 (299) and EfficientNet-Lite1/Lite2 (240/260: the
@@ -28,9 +28,9 @@ from typing import Any
 from torch import nn
 
 from mammocad.errors import ConfigError
+from mammocad.models.builders import register_model
 from mammocad.models.net import MammoNet, assemble_net, measure_feature_map
 from mammocad.models.pretrained import create_timm_backbone
-from mammocad.models.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,10 @@ def build_timm_net(
     *,
     name: str,
     timm_name: str,
-    default_head: str,
     num_classes: int,
+    head: str,
     in_chans: int = 1,
     pretrained: bool | str = False,
-    head: str | None = None,
     drop_rate: float = 0.5,
     se_reduction: int = 16,
     input_size: int | None = None,
@@ -76,6 +75,7 @@ def build_timm_net(
 ) -> MammoNet:
     """Build a MammoNet on timm backbone ``timm_name`` (see the module docstring for conventions).
 
+    ``head`` is the head name (``create_model`` resolves the registered default).
     ``input_size`` overrides the default side (``registered_input_size`` for registered names,
     else timm's ``pretrained_cfg`` input size); ``timm_kwargs`` go to ``timm.create_model`` and
     into ``config()``.
@@ -104,7 +104,7 @@ def build_timm_net(
         input_size=input_size,
         mean=mean,
         std=std,
-        head=head or default_head,
+        head=head,
         drop_rate=drop_rate,
         se_reduction=se_reduction,
         stage_names=timm_stage_names(backbone),
@@ -164,13 +164,9 @@ def _remove_pre_logits(backbone: nn.Module) -> None:
 
 def _register(alias: str, spec: TimmBackboneSpec) -> None:
     builder = functools.partial(
-        build_timm_net,
-        name=alias,
-        timm_name=spec.timm_name,
-        default_head=spec.default_head,
-        registered_input_size=spec.input_size,
+        build_timm_net, name=alias, timm_name=spec.timm_name, registered_input_size=spec.input_size
     )
-    register_model(alias)(builder)
+    register_model(alias, default_head=spec.default_head)(builder)
 
 
 for _alias, _spec in TIMM_BACKBONES.items():

@@ -1,4 +1,4 @@
-"""Baseline CNNs trained from scratch (METHODS §3).
+"""Baseline CNNs trained from scratch (the baseline CNN of Dahes (2025)).
 
 Blocks: Conv 3x3 (same padding, no bias — BatchNorm follows) -> BatchNorm -> ReLU -> MaxPool 2x2.
 - ``baseline_cnn``: 4 blocks (32, 64, 128, 256 filters), then GAP -> Dropout -> Dense (head ``gap``).
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
 from mammocad.errors import ConfigError
+from mammocad.models.builders import register_model
 from mammocad.models.net import MammoNet, assemble_net
-from mammocad.models.registry import register_model
 
 BASELINE_MEAN = 0.5
 BASELINE_STD = 0.25
@@ -58,11 +59,10 @@ def _build_baseline(
     *,
     name: str,
     widths: Sequence[int],
-    default_head: str,
     num_classes: int,
+    head: str,
     in_chans: int = 1,
     pretrained: bool | str = False,
-    head: str | None = None,
     drop_rate: float = 0.5,
     se_reduction: int = 16,
     input_size: int = 224,
@@ -84,20 +84,20 @@ def _build_baseline(
         input_size=input_size,
         mean=(BASELINE_MEAN,) * in_chans,
         std=(BASELINE_STD,) * in_chans,
-        head=head or default_head,
+        head=head,
         drop_rate=drop_rate,
         se_reduction=se_reduction,
         stage_names=[f"backbone.{block}" for block, _ in backbone.named_children()],
     )
 
 
-@register_model("baseline_cnn")
-def baseline_cnn(**kwargs: object) -> MammoNet:
+@register_model("baseline_cnn", default_head="gap")
+def baseline_cnn(**kwargs: Any) -> MammoNet:
     """4-block baseline CNN (32-64-128-256) with the GAP head."""
-    return _build_baseline(name="baseline_cnn", widths=(32, 64, 128, 256), default_head="gap", **kwargs)
+    return _build_baseline(name="baseline_cnn", widths=(32, 64, 128, 256), **kwargs)
 
 
-@register_model("baseline_cnn_flatten")
-def baseline_cnn_flatten(**kwargs: object) -> MammoNet:
+@register_model("baseline_cnn_flatten", default_head="flatten_dense")
+def baseline_cnn_flatten(**kwargs: Any) -> MammoNet:
     """3-block baseline CNN (32-64-128) with the Flatten -> Dense(256) head, for a fixed input_size."""
-    return _build_baseline(name="baseline_cnn_flatten", widths=(32, 64, 128), default_head="flatten_dense", **kwargs)
+    return _build_baseline(name="baseline_cnn_flatten", widths=(32, 64, 128), **kwargs)

@@ -1,6 +1,6 @@
 """Batch-norm ablation: swap every BatchNorm for a per-channel affine layer (no normalisation).
 
-Report A ablates batch normalisation. Deleting the layers outright would also delete their learned
+Dahes (2025) ablates batch normalisation. Deleting the layers outright would also delete their learned
 scale and shift (convolutions before BatchNorm have no bias), so each BatchNorm becomes a
 :class:`ChannelAffine` that keeps ``weight * x + bias`` and drops only the normalisation by batch
 statistics. Pretrained running statistics are lost, so a pretrained backbone without batch norm is

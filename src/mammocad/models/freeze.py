@@ -1,10 +1,10 @@
 """Partial fine-tuning: freeze the backbone except its last layers or named stages.
 
-- ``freeze_all_but_last(model, n)``: report A's "unfreeze the last 20 layers". A *layer* is a
+- ``freeze_all_but_last(model, n)``: Dahes (2025)'s "unfreeze the last 20 layers". A *layer* is a
   module that directly owns parameters (the analogue of a Keras layer with weights: a conv, a
   BatchNorm, a Linear, a block's layer-scale), counted in definition order (``named_modules``).
   Parameter-free layers (activations, pooling) are not counted, unlike Keras.
-- ``freeze_all_but_stages(model, stages)``: report D's "only the last dense block + classifier";
+- ``freeze_all_but_stages(model, stages)``: Li & Zwiggelaar (2024)'s "only the last dense block + classifier";
   names come from ``model.stage_names()``.
 - The head always stays trainable. Both return the number of trainable parameters.
 

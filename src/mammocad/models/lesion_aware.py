@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from mammocad.errors import ConfigError
+from mammocad.models.builders import register_model
 from mammocad.models.heads.lesion_map import AGGREGATIONS, LesionMapHead, patch_classes
 from mammocad.models.net import MammoNet, measure_feature_map
-from mammocad.models.registry import create_model, register_model
+from mammocad.models.registry import create_model
 
 #: Input level (in [0, 1]) above which a pixel counts as breast; preprocessing fades the rest to 0.
 TISSUE_LEVEL = 8 / 255
@@ -88,7 +89,7 @@ class LesionAwareNet(MammoNet):
         return self.head.classify(features), features
 
 
-@register_model("lesion_aware")
+@register_model("lesion_aware", default_head="lesion_map")
 def lesion_aware(
     *,
     num_classes: int,

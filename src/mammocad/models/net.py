@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mammocad.models.heads import NEEDS_FMAP_SIZE, build_head
+from mammocad.models.heads import NEEDS_FMAP_SIZE, build_head, head_feature_layers
+from mammocad.models.modes import evaluation_mode
 
 
 class MammoNet(nn.Module):
@@ -109,6 +110,15 @@ class MammoNet(nn.Module):
         """
         return list(self._stage_names)
 
+    def latent_layers(self) -> list[str]:
+        """Layers worth a latent-space look, as dotted names for ``self.get_submodule``.
+
+        The backbone's output, then the stages the head declares (``feature_layers()``, the head
+        contract in ``mammocad.models.heads``), e.g. ``["backbone", "head.pool", "head.se",
+        "head.dense.hidden"]``. Raises TypeError when the head declares none.
+        """
+        return ["backbone", *(f"head.{name}" for name in head_feature_layers(self.head))]
+
     def config(self) -> dict[str, Any]:
         """Everything ``create_model(**config)`` needs to rebuild this architecture (not its weights)."""
         return {
@@ -128,15 +138,11 @@ class MammoNet(nn.Module):
 
 def measure_feature_map(backbone: nn.Module, in_chans: int, input_size: int) -> tuple[int, int, int]:
     """(C, H, W) of ``backbone``'s output for one ``input_size`` x ``input_size`` input (a dry run)."""
-    was_training = backbone.training
-    backbone.eval()  # batch-1 BatchNorm in train mode fails on 1x1 maps and would update running stats
-    try:
-        with torch.no_grad():
-            param = next(backbone.parameters(), None)
-            device = param.device if param is not None else torch.device("cpu")
-            out = backbone(torch.zeros(1, in_chans, input_size, input_size, device=device))
-    finally:
-        backbone.train(was_training)
+    # Eval mode: batch-1 BatchNorm in train mode fails on 1x1 maps and would update running stats.
+    with evaluation_mode(backbone), torch.no_grad():
+        param = next(backbone.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        out = backbone(torch.zeros(1, in_chans, input_size, input_size, device=device))
     if out.ndim != 4:
         raise ValueError(f"backbone output has shape {tuple(out.shape)}, not a (B, C, H, W) feature map")
     return int(out.shape[1]), int(out.shape[2]), int(out.shape[3])

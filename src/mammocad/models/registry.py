@@ -1,43 +1,44 @@
-"""Model registry and ``create_model`` (timm's shape: register builders by name, build by name).
+"""``create_model``: build a registered model (or any timm name) by name, as a MammoNet.
 
-A builder is called as ``builder(num_classes=, in_chans=, pretrained=, head=, drop_rate=,
-se_reduction=, **kwargs)`` and returns a MammoNet; ``head=None`` means the model's default head.
-Names not registered here but known to timm (``timm.list_models()``) pass through to timm with
-the ``gap`` head.
+Builders are registered with their default head in ``models/builders.py``
+(``register_model(name, default_head=...)``); a builder is called as ``builder(num_classes=,
+in_chans=, pretrained=, head=, drop_rate=, se_reduction=, **kwargs)`` with ``head`` already resolved
+(the registered default when the caller gave none) and returns a MammoNet. Names not registered
+but known to timm (``timm.list_models()``) pass through to timm with the ``gap`` head.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import operator
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mammocad.errors import ConfigError
+from mammocad.models.backbones import build_timm_net
+from mammocad.models.batch_norm import remove_batch_norm
+from mammocad.models.builders import (
+    TIMM_DEFAULT_HEAD,
+    ModelBuilder,
+    RegisteredModel,
+    list_models,
+    register_model,
+    registered_model,
+)
 from mammocad.models.heads import HEADS, list_heads
 from mammocad.models.net import MammoNet
+from mammocad.models.weights import load_net_or_backbone_weights
 
-ModelBuilder = Callable[..., MammoNet]
-
-_MODELS: dict[str, ModelBuilder] = {}
-
-
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator: register ``builder`` under ``name`` (a duplicate name raises ValueError)."""
-
-    def decorator(builder: ModelBuilder) -> ModelBuilder:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = builder
-        return builder
-
-    return decorator
-
-
-def list_models() -> list[str]:
-    """Names of the registered models, sorted (any timm model name works too)."""
-    return sorted(_MODELS)
+__all__ = [
+    "ModelBuilder",
+    "create_model",
+    "default_head",
+    "is_timm_model",
+    "list_models",
+    "model_input_size",
+    "register_model",
+]
 
 
 def is_timm_model(name: str) -> bool:
@@ -89,34 +90,53 @@ def create_model(
         raise ConfigError(f"unknown head {head!r}; valid heads: {', '.join(list_heads())}")
     if weights is not None:
         pretrained = False  # the local file replaces any download
-    builder = _MODELS.get(name)
-    if builder is None:
-        if not is_timm_model(name):
-            raise ConfigError(_unknown_model_message(name))
-        from mammocad.models.backbones import build_timm_net
-
-        def builder(**args: Any) -> MammoNet:
-            return build_timm_net(name=name, timm_name=name, default_head="gap", **args)
-
-    net = builder(
+    model = _resolve(name)
+    net = model.builder(
         num_classes=num_classes,
         in_chans=in_chans,
         pretrained=pretrained,
-        head=head,
+        head=head or model.default_head,
         drop_rate=drop_rate,
         se_reduction=se_reduction,
         **kwargs,
     )
     if not batch_norm:
-        from mammocad.models.batch_norm import remove_batch_norm
-
         remove_batch_norm(net)
         net._extra_config["batch_norm"] = False  # model.json rebuilds the same architecture
     if weights is not None:
-        from mammocad.models.weights import load_net_or_backbone_weights
-
         load_net_or_backbone_weights(net, weights)
     return net
+
+
+def model_input_size(image_size: int | tuple[int, int] | list[int]) -> int | None:
+    """The model's ``input_size`` for a preprocessing ``image_size`` (an int or ``(h, w)``).
+
+    The one rule every stage uses: a square input gives its side (the Flatten head is built for
+    it); a non-square input gives None (heads that need a fixed size refuse it when built).
+    """
+    if isinstance(image_size, int):
+        return image_size
+    height, width = (int(v) for v in image_size)
+    return height if height == width else None
+
+
+def default_head(name: str, input_size: int | None = None) -> str:
+    """The head ``create_model(name)`` uses when no ``head`` is given (a registry look-up, nothing built).
+
+    ``input_size`` is accepted for callers that pass the model's options; no default depends on it.
+    Raises ConfigError for a name that is neither registered nor a timm model.
+    """
+    return _resolve(name).default_head
+
+
+def _resolve(name: str) -> RegisteredModel:
+    """The registration of ``name``; a timm name that is not registered passes through with the ``gap`` head."""
+    model = registered_model(name)
+    if model is not None:
+        return model
+    if not is_timm_model(name):
+        raise ConfigError(_unknown_model_message(name))
+    return RegisteredModel(functools.partial(build_timm_net, name=name, timm_name=name), TIMM_DEFAULT_HEAD)
 
 
 def _positive_int(field: str, value: Any) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from mammocad.data.images import MammoImage
+from mammocad.data.pixels import colour_saturation
 from mammocad.errors import ImageReadError
 
 MAX_COLOUR_SATURATION = 0.08
@@ -32,17 +33,6 @@ _SAMPLE_SIDE = 256
 
 class InputRefused(ImageReadError):
     """The file decoded, but it is not something the model may be asked about (no breast, not a mammogram)."""
-
-
-def colour_saturation(rgb: np.ndarray) -> float:
-    """Mean HSV saturation of a subsample of an (H, W, 3) image, 0 for grey stored as colour."""
-    step = max(1, max(rgb.shape[:2]) // _SAMPLE_SIDE)
-    sample = rgb[::step, ::step, :3].astype(np.float32)
-    top, bottom = sample.max(axis=2), sample.min(axis=2)
-    lit = top > (0.05 * (65535 if rgb.dtype == np.uint16 else 255))
-    if not lit.any():
-        return 0.0
-    return float(((top - bottom) / np.maximum(top, 1e-6))[lit].mean())
 
 
 def refusal_reason(image: MammoImage) -> str | None:

@@ -1,11 +1,11 @@
-"""Mass-centred regions of interest (METHODS.md §2): ``max(min, w) × max(h, min)`` around the lesion."""
+"""Mass-centred regions of interest (Li & Zwiggelaar (2024)): ``max(min, w) × max(h, min)`` around the lesion."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-Box = tuple[int, int, int, int]
+from mammocad.parse import Box
 
 
 def roi_box(lesion_box: Box, image_shape: tuple[int, int], min_size: int = 224) -> Box:

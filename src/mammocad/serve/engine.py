@@ -47,8 +47,8 @@ from mammocad.data.images import (
 from mammocad.devices import cpu_has_fast_bf16, inference_autocast
 from mammocad.errors import ConfigError, ImageReadError, MammocadError
 from mammocad.explain.cam import CAM_METHODS, cams_and_logits, lesion_heatmaps, target_layer
+from mammocad.explain.display import MAX_OVERLAY_SIDE
 from mammocad.explain.overlay import encode_png, heatmap_meaning, heatmap_picture, is_class_agnostic
-from mammocad.explain.run import MAX_OVERLAY_SIDE
 from mammocad.parse import echo, parse_int
 from mammocad.preprocess import Geometry
 from mammocad.preprocess.pipeline import to_unit

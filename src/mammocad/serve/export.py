@@ -19,43 +19,50 @@ with ``fit`` False when the change is over :data:`PARITY_MAX_AUC_CHANGE` or the 
 :data:`PARITY_MIN_AGREEMENT`. An unfit variant stays on disk (for inspection) and is never served
 (:func:`variant_path` refuses it). fp16 is not offered: ONNX Runtime's CPU provider runs the
 fp16 graph slower than fp32 (it casts around most kernels; measured in docs/serving.md).
+
+This module exports and finds exports; :mod:`~mammocad.serve.onnx_model` converts the model and runs
+ONNX Runtime, :mod:`~mammocad.serve.quantize` writes and checks the variants, and
+:mod:`~mammocad.serve.export_files` names the folder's files. Their public names stay importable from here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import logging
-import tempfile
-import warnings
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mammocad.errors import MammocadError
 from mammocad.io import atomic_write_bytes, atomic_write_json
+from mammocad.progress import ProgressFn
+from mammocad.serve.export_files import (
+    EXPORT_DIR,
+    INT8_FILE,
+    META_FILE,
+    ONNX_FILE,
+    VARIANT_FILES,
+    VARIANTS,
+    default_export_dir,
+    file_digest,
+)
+from mammocad.serve.onnx_model import OPSET, max_difference, onnx_bytes, ort_session
+from mammocad.serve.quantize import (
+    CALIBRATION_IMAGES,
+    PARITY_MAX_AUC_CHANGE,
+    PARITY_MIN_AGREEMENT,
+    check_variants,
+    parity,
+    quantize_int8,
+    write_variants,
+)
 from mammocad.training.predict import LoadedRun, load_run
+from mammocad.training.run_dir import RunDir
 
-EXPORT_DIR = "export"
-ONNX_FILE = "model.onnx"
-META_FILE = "model.json"
 #: The largest |ONNX - PyTorch| logit difference an export may have; larger fails the export.
 TOLERANCE = 1e-4
-OPSET = 17
-#: Model variants an export can hold, and their files in the export folder.
-VARIANTS = ("fp32", "int8")
-VARIANT_FILES = {"fp32": ONNX_FILE, "int8": "model.int8.onnx"}
-#: Validation images (at most) that calibrate the int8 activation ranges.
-CALIBRATION_IMAGES = 64
-#: A variant is fit to serve when, on the run's evaluation split, its macro AUC is within this of fp32's...
-PARITY_MAX_AUC_CHANGE = 0.01
-#: ... and its top class agrees with fp32's on at least this share of the images.
-PARITY_MIN_AGREEMENT = 0.98
 
 
 @dataclass
@@ -77,133 +84,7 @@ def model_version(run: LoadedRun) -> str:
 def weights_digest(run: LoadedRun) -> str:
     """SHA-256 of the weights file the run serves."""
     which = run.meta["weights"].get("final", "best")
-    path = run.run_dir / run.meta["weights"].get(which, f"checkpoints/{which}.safetensors")
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def onnx_bytes(model: torch.nn.Module, example: torch.Tensor, opset: int = OPSET) -> bytes:
-    """The model as ONNX with a dynamic batch axis (TorchScript-based exporter: handles every timm backbone here)."""
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated in favour of dynamo, which is slower and fails on some timm models.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            buffer,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=opset,
-            dynamo=False,
-        )
-    return buffer.getvalue()
-
-
-def ort_session(model: bytes | str | Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session: all graph optimisations (constant folding, Conv+BN+activation fusion,
-    NCHWc layouts), sequential execution, ``threads`` intra-op threads (None: one per physical core,
-    which ONNX Runtime's own default also picks; hyper-threads only slow GEMM-bound convolutions)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if threads:
-        options.intra_op_num_threads = threads
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def quantize_int8(source: str | Path, target: str | Path, calibration: np.ndarray, batch_size: int = 4) -> Path:
-    """Write ``source`` (an fp32 ONNX model) as a static int8 QDQ model at ``target`` (atomically).
-
-    Weights are quantised per output channel (int8, symmetric), activations per tensor (uint8) with
-    ranges from running ``calibration`` (N, C, H, W float32 in [0, 1], preprocessed as the model's
-    inputs are) through the fp32 model (min/max). The model is first run through ONNX Runtime's
-    quantisation pre-processing (shape inference, graph optimisation) so that BatchNorm is folded
-    into the convolutions before their weights are quantised. The node writing the graph's output
-    stays in float (see :func:`_output_nodes`). Returns ``target``.
-    """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    images = np.ascontiguousarray(calibration, dtype=np.float32)
-    if images.ndim != 4 or len(images) == 0:
-        raise MammocadError(f"int8 calibration needs a non-empty (N, C, H, W) batch, got shape {images.shape}")
-
-    class Batches(CalibrationDataReader):
-        """The calibration images a batch at a time; ``set_range`` picks batches (strided calibration)."""
-
-        def __init__(self) -> None:
-            self.all = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
-            self.batches = iter(self.all)
-
-        def __len__(self) -> int:
-            return len(self.all)
-
-        def set_range(self, start_index: int, end_index: int) -> None:
-            self.batches = iter(self.all[start_index:end_index])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {"input": batch}
-
-    target = Path(target)
-    with tempfile.TemporaryDirectory(prefix="mammocad-quant-") as folder:
-        prepared, quantised = Path(folder) / "prepared.onnx", Path(folder) / "int8.onnx"
-        root = logging.getLogger()
-        level = root.level
-        # The quantiser logs "Axis 1 is out-of-range" for every LayerNorm weight (left per-tensor, as it should)
-        # and "please consider pre-processing" (done here) on the root logger: noise for an export.
-        root.setLevel(max(level, logging.ERROR))
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-                quantize_static(
-                    str(prepared),
-                    str(quantised),
-                    Batches(),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=True,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    nodes_to_exclude=_output_nodes(prepared),
-                    # Ranges merged after every batch: the calibrator otherwise keeps every intermediate
-                    # tensor of every image in memory (7 GB for ICNT on 64 images).
-                    extra_options={"CalibStridedMinMax": 1},
-                )
-        finally:
-            root.setLevel(level)
-        atomic_write_bytes(target, quantised.read_bytes())
-    return target
-
-
-def _output_nodes(model_path: Path) -> list[str]:
-    """Names of the nodes that write the graph's outputs (the classifier's last layer), kept in float.
-
-    Quantising the logits would clip them to the calibration images' range: an image unlike those
-    (or more confidently classified) would get logits clipped to the same value, i.e. equal
-    probabilities. One small matmul in fp32 costs nothing measurable.
-    """
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    outputs = {output.name for output in graph.output}
-    return [node.name for node in graph.node if outputs.intersection(node.output) and node.name]
-
-
-def max_difference(run: LoadedRun, session: Any, inputs: torch.Tensor) -> float:
-    """Largest |ONNX - PyTorch| over the logits of ``inputs`` (N, C, H, W)."""
-    with torch.inference_mode():
-        expected = run.model(inputs).float().numpy()
-    got = session.run(["logits"], {"input": inputs.numpy().astype(np.float32)})[0]
-    return float(np.abs(got - expected).max())
+    return file_digest(RunDir(run.run_dir).weights_path(which, run.meta))
 
 
 def export_onnx(
@@ -214,7 +95,7 @@ def export_onnx(
     check_inputs: torch.Tensor | None = None,
     variants: tuple[str, ...] = (),
     calibration_images: int = CALIBRATION_IMAGES,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> ExportResult:
     """Export a run's model to ONNX and verify it against PyTorch (and write and check ``variants``).
 
@@ -235,8 +116,8 @@ def export_onnx(
         more than :data:`TOLERANCE`.
     """
     run = load_run(run_dir, which)
-    _check_variants(run, variants)  # before anything is written
-    out = Path(out_dir) if out_dir is not None else run.run_dir / EXPORT_DIR
+    check_variants(run, variants)  # before anything is written
+    out = Path(out_dir) if out_dir is not None else default_export_dir(run.run_dir)
     if out.exists():
         raise MammocadError(f"{out} already exists; exports are never overwritten (choose another --out)")
     height, width = run.preprocess.image_size
@@ -273,7 +154,7 @@ def export_onnx(
     meta["variants"] = {"fp32": {"file": ONNX_FILE, "sha256": hashlib.sha256(model_bytes).hexdigest(), "fit": True}}
     atomic_write_bytes(out / ONNX_FILE, model_bytes)
     atomic_write_json(out / META_FILE, meta)
-    written = _write_variants(run, out, meta, variants, calibration_images, progress) if variants else {}
+    written = write_variants(run, out, meta, variants, calibration_images, progress) if variants else {}
     return ExportResult(out / ONNX_FILE, out / META_FILE, diff, written)
 
 
@@ -282,7 +163,7 @@ def read_export(run: LoadedRun, export_dir: str | Path | None = None) -> tuple[P
 
     A stale export (the weights changed since) is ignored, so a server never answers with an old model.
     """
-    folder = Path(export_dir) if export_dir is not None else run.run_dir / EXPORT_DIR
+    folder = Path(export_dir) if export_dir is not None else default_export_dir(run.run_dir)
     onnx_path, meta_path = folder / ONNX_FILE, folder / META_FILE
     if not (onnx_path.is_file() and meta_path.is_file()):
         return None
@@ -301,7 +182,7 @@ def add_variants(
     export_dir: str | Path | None = None,
     which: str | None = None,
     calibration_images: int = CALIBRATION_IMAGES,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> ExportResult:
     """Add ``variants`` (``int8``) to a run's current export, each checked for parity against fp32.
 
@@ -311,7 +192,7 @@ def add_variants(
     variants written.
     """
     run = load_run(run_dir, which)
-    folder = Path(export_dir) if export_dir is not None else run.run_dir / EXPORT_DIR
+    folder = Path(export_dir) if export_dir is not None else default_export_dir(run.run_dir)
     current = read_export(run, folder)
     if current is None:
         raise MammocadError(
@@ -319,167 +200,8 @@ def add_variants(
             f"export it first: mammocad export {run.run_dir} --onnx"
         )
     onnx_path, meta = current
-    written = _write_variants(run, folder, meta, variants, calibration_images, progress)
+    written = write_variants(run, folder, meta, variants, calibration_images, progress)
     return ExportResult(onnx_path, folder / META_FILE, float(meta.get("max_abs_diff_vs_pytorch", 0.0)), written)
-
-
-def _write_variants(
-    run: LoadedRun,
-    folder: Path,
-    meta: dict[str, Any],
-    variants: tuple[str, ...],
-    calibration_images: int,
-    progress: Callable[[str], None] | None,
-) -> dict[str, dict[str, Any]]:
-    """Quantise, check and record each of ``variants`` into ``folder`` (``meta``: its model.json, updated)."""
-    step = progress or (lambda _message: None)
-    wanted = _check_variants(run, variants)
-    if not wanted:
-        return {}
-    existing = [folder / VARIANT_FILES[v] for v in wanted if (folder / VARIANT_FILES[v]).exists()]
-    if existing:
-        raise MammocadError(f"{existing[0]} already exists; exports are never overwritten (choose another --out)")
-    step("reading the calibration and parity images from the preprocessing cache")
-    calibration_split, calibration, parity_split, parity_part = _variant_data(run, calibration_images)
-    fp32_session = ort_session(folder / ONNX_FILE)
-    step(f"fp32 on {len(parity_part)} {parity_split} images (the parity reference)")
-    labels = parity_part["target"].to_numpy(dtype=np.int64)
-    reference = _split_probabilities(run, fp32_session, parity_part)
-    written: dict[str, dict[str, Any]] = {}
-    for variant in wanted:
-        target = folder / VARIANT_FILES[variant]
-        step(f"{variant}: quantising (calibrated on {len(calibration)} {calibration_split} images)")
-        quantize_int8(folder / ONNX_FILE, target, calibration)
-        step(f"{variant}: parity check on {len(parity_part)} {parity_split} images")
-        probs = _split_probabilities(run, ort_session(target), parity_part)
-        entry = {
-            "file": target.name,
-            "sha256": file_digest(target),
-            "quantization": {
-                "method": "onnxruntime static quantisation, QDQ format",
-                "weights": "int8, per output channel, symmetric",
-                "activations": "uint8, per tensor, min/max calibration",
-                "calibration": {
-                    "split": calibration_split,
-                    "images": len(calibration),
-                    "preprocessing": "the run's preprocessing cache (as training read it)",
-                },
-            },
-            "parity": {"split": parity_split, **parity(labels, reference, probs, run.classes)},
-        }
-        entry["fit"] = entry["parity"]["passed"]
-        meta.setdefault("variants", {})[variant] = entry
-        atomic_write_json(folder / META_FILE, meta)
-        written[variant] = entry
-    return written
-
-
-def _check_variants(run: LoadedRun, variants: tuple[str, ...]) -> list[str]:
-    """The variants to write besides fp32 (in order, once each); MammocadError for an unknown one or a
-    model that cannot have any."""
-    wanted = [v for v in dict.fromkeys(variants) if v != "fp32"]
-    unknown = [v for v in wanted if v not in VARIANTS]
-    if unknown:
-        raise MammocadError(f"unknown ONNX variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
-    if wanted and getattr(getattr(run.model, "head", None), "bilateral", False):
-        raise MammocadError(
-            f"{run.run_dir}: a bilateral lesion-aware model reads each film with its other breast's; its export "
-            "has no quantised variants (serve the fp32 export)"
-        )
-    return wanted
-
-
-def parity(labels: np.ndarray, reference: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """How a variant's probabilities ``probs`` (N, C) compare with fp32's ``reference`` on images of ``labels``.
-
-    Returns ``n_images``, ``auc_macro_fp32``, ``auc_macro`` (mammocad's evaluation metric: one-vs-rest
-    ROC AUC averaged over the classes where it is defined), ``auc_change`` (variant - fp32; None when
-    the split cannot define an AUC), ``max_abs_prob_diff``, ``argmax_agreement`` (share of images with
-    the same top class), the ``tolerance`` applied, ``passed`` and, when it failed, ``reasons``.
-    """
-    from mammocad.evaluation.metrics import classification_metrics
-
-    auc_fp32 = classification_metrics(labels, reference, classes)["auc_macro"]
-    auc = classification_metrics(labels, probs, classes)["auc_macro"]
-    change = None if auc is None or auc_fp32 is None else float(auc) - float(auc_fp32)
-    agreement = float((probs.argmax(axis=1) == reference.argmax(axis=1)).mean())
-    reasons = []
-    if change is not None and abs(change) > PARITY_MAX_AUC_CHANGE:
-        reasons.append(f"macro AUC changed by {change:+.4f} (limit ±{PARITY_MAX_AUC_CHANGE})")
-    if agreement < PARITY_MIN_AGREEMENT:
-        reasons.append(f"top class agrees with fp32 on {agreement:.1%} of images (limit {PARITY_MIN_AGREEMENT:.0%})")
-    result: dict[str, Any] = {
-        "n_images": len(labels),
-        "auc_macro_fp32": auc_fp32,
-        "auc_macro": auc,
-        "auc_change": change,
-        "max_abs_prob_diff": float(np.abs(probs - reference).max()),
-        "argmax_agreement": agreement,
-        "tolerance": {"max_abs_auc_change": PARITY_MAX_AUC_CHANGE, "min_argmax_agreement": PARITY_MIN_AGREEMENT},
-        "passed": not reasons,
-    }
-    if change is None:
-        result["note"] = "AUC undefined on this split (a class is absent): judged on agreement alone"
-    if reasons:
-        result["reasons"] = reasons
-    return result
-
-
-def _variant_data(run: LoadedRun, calibration_images: int) -> tuple[str, np.ndarray, str, Any]:
-    """(calibration split, calibration images, parity split, parity samples) from the run's own dataset.
-
-    Calibration: at most ``calibration_images`` validation images (seeded sample; the training split
-    when there is no validation split). Parity: the whole test split (validation when there is none).
-    """
-    from mammocad.errors import DatasetError
-    from mammocad.evaluation.predictions import run_config, split_frames
-
-    if calibration_images < 1:
-        raise MammocadError(f"calibration needs at least 1 image, got {calibration_images}")
-    try:
-        parts = split_frames(run, run_config(run.run_dir), None, ("train", "val", "test"))
-    except DatasetError as exc:
-        raise MammocadError(
-            f"{run.run_dir}: quantised variants calibrate on the run's validation images and are checked on its "
-            f"test split, read from its dataset's preprocessing cache, which is unavailable: {exc}"
-        ) from exc
-    calibration_split = "val" if not parts["val"].empty else "train"
-    parity_split = "test" if not parts["test"].empty else "val"
-    if parts[calibration_split].empty or parts[parity_split].empty:
-        raise MammocadError(f"{run.run_dir}: its dataset has no validation or test images to check a variant on")
-    pool = parts[calibration_split]
-    if len(pool) > calibration_images:
-        pool = pool.sample(n=calibration_images, random_state=0).sort_index()
-    calibration = np.concatenate(list(_split_batches(run, pool)))
-    return calibration_split, calibration, parity_split, parts[parity_split]
-
-
-def _split_batches(run: LoadedRun, part: Any, batch_size: int = 32) -> Iterator[np.ndarray]:
-    """The cached images of ``part`` as float32 model inputs (N, C, H, W) in [0, 1], a batch at a time."""
-    from mammocad.training.data import CachedImageDataset
-
-    dataset = CachedImageDataset(part, run.model.in_chans, None, in_memory=False)
-    for start in range(0, len(dataset), batch_size):
-        stop = min(start + batch_size, len(dataset))
-        yield torch.stack([dataset[i][0] for i in range(start, stop)]).float().numpy()
-
-
-def _split_probabilities(run: LoadedRun, session: Any, part: Any) -> np.ndarray:
-    """Served probabilities (the run's temperature applied) of a session on the cached images of ``part``."""
-    logits = np.concatenate([session.run(["logits"], {"input": batch})[0] for batch in _split_batches(run, part)])
-    shifted = logits / run.temperature
-    shifted -= shifted.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def variant_path(folder: str | Path, meta: dict[str, Any], variant: str) -> Path:
@@ -512,3 +234,32 @@ def variant_path(folder: str | Path, meta: dict[str, Any], variant: str) -> Path
     if "sha256" in entry and file_digest(path) != entry["sha256"]:
         raise MammocadError(f"{path} changed since its parity check (SHA-256 differs); export the variant again")
     return path
+
+
+__all__ = [
+    "CALIBRATION_IMAGES",
+    "EXPORT_DIR",
+    "INT8_FILE",
+    "META_FILE",
+    "ONNX_FILE",
+    "OPSET",
+    "PARITY_MAX_AUC_CHANGE",
+    "PARITY_MIN_AGREEMENT",
+    "TOLERANCE",
+    "VARIANTS",
+    "VARIANT_FILES",
+    "ExportResult",
+    "add_variants",
+    "default_export_dir",
+    "export_onnx",
+    "file_digest",
+    "max_difference",
+    "model_version",
+    "onnx_bytes",
+    "ort_session",
+    "parity",
+    "quantize_int8",
+    "read_export",
+    "variant_path",
+    "weights_digest",
+]

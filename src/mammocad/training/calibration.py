@@ -10,7 +10,8 @@ negative log-likelihood over log T with LBFGS) and stored in ``RUN/calibration.j
 
 Every path that produces probabilities from a run (``predict``, ``evaluate``, the API, the dashboard,
 the ONNX export) applies it; a run without ``calibration.json`` uses T = 1 and says so
-(:func:`read_calibration` returns a ``note``). ``mammocad calibrate RUN`` (re)fits it.
+(:func:`read_calibration` returns a ``note``). ``mammocad calibrate RUN`` (re)fits it
+(:mod:`mammocad.training.recalibration` scores the val images for both fits).
 
 Indeterminate: a prediction whose top probability is below ``min_probability`` or whose margin over
 the second class is below ``min_margin`` is labelled ``indeterminate`` (the probabilities are still
@@ -24,7 +25,6 @@ This module imports no torch at import time (the model card and the API read it 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Sequence
 from datetime import datetime
@@ -33,13 +33,15 @@ from typing import Any
 
 import numpy as np
 
-CALIBRATION_NAME = "calibration.json"
+from mammocad.io import read_json_object
+from mammocad.training.run_dir import RunDir
+
 INDETERMINATE = "indeterminate"
 #: Default thresholds of the indeterminate answer.
 DEFAULT_MIN_PROBABILITY = 0.5
 DEFAULT_MIN_MARGIN = 0.1
 NO_CALIBRATION_NOTE = (
-    "uncalibrated: this run has no calibration.json (temperature 1); fit one with `mammocad calibrate RUN`"
+    f"uncalibrated: this run has no {RunDir.CALIBRATION} (temperature 1); fit one with `mammocad calibrate RUN`"
 )
 
 
@@ -48,16 +50,8 @@ def default_thresholds() -> dict[str, float]:
 
 
 def _thresholds_from_config(run_dir: Path) -> dict[str, float] | None:
-    """The ``predict:`` section of the run's config.yaml, if it has one (read without pydantic)."""
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return None
-    try:
-        import yaml
-
-        section = (yaml.safe_load(path.read_text()) or {}).get("predict") or {}
-    except Exception:  # an unreadable config: the defaults
-        return None
+    """The thresholds in the ``predict:`` section of the run's config, if it has them (read without pydantic)."""
+    section = RunDir(run_dir).read_config_dict().get("predict") or {}  # missing or unreadable: the defaults
     found = {k: float(section[k]) for k in ("min_probability", "min_margin") if k in section}
     return found or None
 
@@ -66,13 +60,7 @@ def read_calibration(run_dir: str | Path) -> dict[str, Any]:
     """The run's calibration: ``temperature``, ``indeterminate`` thresholds, ``calibrated`` (bool), and a
     ``note`` when the run has none (T = 1). Never raises for a missing or unreadable file."""
     run_dir = Path(run_dir)
-    data: dict[str, Any] = {}
-    path = run_dir / CALIBRATION_NAME
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            data = {}
+    data = read_json_object(RunDir(run_dir).calibration_path)
     temperature = data.get("temperature")
     ok = isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0
     thresholds = default_thresholds() | (_thresholds_from_config(run_dir) or {}) | (data.get("indeterminate") or {})
@@ -188,31 +176,8 @@ def calibration_document(
     return document
 
 
-def calibrate_run(run_dir: str | Path, thresholds: dict[str, float] | None = None) -> dict[str, Any]:
-    """(Re)fit the temperature of a finished run on its validation split; writes ``calibration.json``.
-
-    ``thresholds`` override the indeterminate thresholds (default: those stored, else the config's, else
-    the defaults)."""
-    from mammocad.evaluation.predictions import frame_logits, run_config, split_frames
-    from mammocad.io import atomic_write_json
-    from mammocad.training.predict import load_run
-
-    run_dir = Path(run_dir)
-    run = load_run(run_dir)
-    config = run_config(run_dir)
-    part = split_frames(run, config, None, ("val",))["val"]
-    logits = frame_logits(run, part)[0] if len(part) else np.zeros((0, len(run.classes)))
-    labels = part["target"].to_numpy() if len(part) else np.zeros(0, dtype=np.int64)
-    stored = read_calibration(run_dir)["indeterminate"]
-    document = calibration_document(logits, labels, stored | (thresholds or {}))
-    atomic_write_json(run_dir / CALIBRATION_NAME, document)
-    return document
-
-
 __all__ = [
-    "CALIBRATION_NAME",
     "INDETERMINATE",
-    "calibrate_run",
     "calibration_document",
     "decide",
     "ece",

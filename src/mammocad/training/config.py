@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -13,7 +13,9 @@ from mammocad.io import read_config_file
 from mammocad.parse import echo, parse_int
 from mammocad.preprocess import PreprocessConfig
 
-TASKS = ("3class", "benign-malignant", "normal-abnormal", "birads", "label")
+#: The classification tasks a run can learn (``training.data.task_classes`` maps each to its classes).
+Task = Literal["3class", "benign-malignant", "normal-abnormal", "birads", "label"]
+TASKS: tuple[str, ...] = get_args(Task)
 
 
 class _Strict(BaseModel):
@@ -27,7 +29,7 @@ class DataConfig(_Strict):
     fold: int | None = Field(
         None, description="Cross-validation fold held out for validation (uses the split's `fold` column)."
     )
-    task: Literal["3class", "benign-malignant", "normal-abnormal", "birads", "label"] = Field(
+    task: Task = Field(
         "3class",
         description="3class: normal/benign/malignant; benign-malignant and normal-abnormal: binary; "
         "birads: BI-RADS classes; label: the dataset's own label_name classes.",
@@ -90,13 +92,13 @@ class TrainConfig(_Strict):
     kt_beta: float = Field(
         0.0,
         ge=0,
-        description="Mask-guided knowledge transfer weight β (report D): adds (β/2) Σ_j d^j between the activation "
+        description="Mask-guided knowledge transfer weight β (Li & Zwiggelaar, 2024): adds (β/2) Σ_j d^j between the activation "
         "maps of each image's lesion mask and of the image; 0 = off. Needs a dataset with lesion masks.",
     )
     kt_layers: list[str] | None = Field(
         None,
         description="Layer groups Ω for knowledge transfer (names from the model's stage_names(), with or without "
-        "'backbone.', or indices such as -1); None = the last layer group, as report D.",
+        "'backbone.', or indices such as -1); None = the last layer group, as in Li & Zwiggelaar (2024).",
     )
     class_weights: bool = Field(True, description="Balanced class weights in the cross-entropy.")
     sampler: Literal["none", "weighted"] = Field(

@@ -219,7 +219,7 @@ def oversampled_indices(
 ) -> np.ndarray:
     """Indices of one training epoch where each named class reaches its target share by repetition.
 
-    Repeated images differ through the on-the-fly augmentation (report A raised "normal" from 7.6%
+    Repeated images differ through the on-the-fly augmentation (Dahes (2025) raised "normal" from 7.6%
     to 33.1% of the training set this way). Unnamed classes keep their images once.
     """
     unknown = set(target_share) - set(classes)

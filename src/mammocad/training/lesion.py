@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from mammocad.models.lesion_aware import LesionAwareNet
 from mammocad.models.losses import balanced_class_weights
+from mammocad.models.modes import evaluation_mode
 from mammocad.preprocess import read_sample
 from mammocad.training.config import LesionConfig, RunConfig
 from mammocad.training.data import TaskData
@@ -120,14 +121,13 @@ def _film_batches(pixels: list[np.ndarray], in_chans: int) -> list[torch.Tensor]
 @torch.no_grad()
 def lesion_maps(model: LesionAwareNet, pixels: list[np.ndarray], in_chans: int, tta: bool = False) -> np.ndarray:
     """P(any lesion) maps (N, h, w) of cached films (all the same size), model in eval mode meanwhile."""
-    was_training, was_tta = model.training, model.tta_flip
-    model.eval()
+    was_tta = model.tta_flip
     model.tta_flip = tta
     try:
-        device = next(model.parameters()).device
-        maps = [model.lesion_map(batch.to(device)).float().cpu() for batch in _film_batches(pixels, in_chans)]
+        with evaluation_mode(model):
+            device = next(model.parameters()).device
+            maps = [model.lesion_map(batch.to(device)).float().cpu() for batch in _film_batches(pixels, in_chans)]
     finally:
-        model.train(was_training)
         model.tta_flip = was_tta
     return torch.cat(maps).numpy() if maps else np.zeros((0, 1, 1), np.float32)
 
@@ -166,17 +166,13 @@ def paired_features(head: torch.nn.Module, own: torch.Tensor, pairs: np.ndarray)
 @torch.no_grad()
 def film_features(model: LesionAwareNet, frame: pd.DataFrame, in_chans: int) -> torch.Tensor:
     """The head's penultimate vectors (N, 4K; 8K when bilateral, paired within ``frame``) for its films."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         device = next(model.parameters()).device
         pixels = [read_sample(path) for path in frame["image"]]
         features = [
             model.head.own_features(model.heatmap(batch.to(device))).float().cpu()
             for batch in _film_batches(pixels, in_chans)
         ]
-    finally:
-        model.train(was_training)
     if not features:
         return torch.zeros((0, 0))
     return paired_features(model.head, torch.cat(features), contralateral_index(frame))

@@ -34,8 +34,7 @@ from typing import Any
 
 from mammocad.io import read_json_object
 from mammocad.training.calibration import read_calibration
-
-PROVENANCE_NAME = "provenance.json"
+from mammocad.training.run_dir import RunDir
 
 SYNTHETIC_WARNING = "Trained on synthetic phantoms only: not validated on real mammograms; do not use for patients."
 RESEARCH_WARNING = "Research software: not a medical device; no prediction is a diagnosis."
@@ -57,10 +56,7 @@ def _fmt(value: float | None) -> str:
 
 def latest_evaluation_file(run_dir: Path) -> Path | None:
     """The newest ``evaluation/*/metrics.json`` of the run, preferring test-split evaluations."""
-    root = run_dir / "evaluation"
-    if not root.is_dir():
-        return None
-    found = [p for p in root.glob("*/metrics.json") if p.is_file()]
+    found = [e.metrics_path for e in RunDir(run_dir).evaluations() if e.metrics_path.is_file()]
     if not found:
         return None
     tests = [p for p in found if read_json_object(p).get("split") == "test"]
@@ -151,7 +147,7 @@ def chance_flag(metrics: dict[str, Any]) -> str | None:
 
 
 def _trained_on(run_dir: Path, run: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    provenance = read_json_object(run_dir / PROVENANCE_NAME)
+    provenance = read_json_object(RunDir(run_dir).provenance_path)
     if provenance:
         return provenance | {"recorded": True}
     # A run from before provenance.json: what run.json and the config say; the dataset (if still there)
@@ -182,27 +178,16 @@ def _trained_on(run_dir: Path, run: dict[str, Any], config: dict[str, Any]) -> d
     }
 
 
-def _config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return {}
-    try:
-        import yaml
-
-        return yaml.safe_load(path.read_text()) or {}
-    except Exception:
-        return {}
-
-
 def model_card(run_dir: str | Path, evaluation: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run's model card (see the module docstring for the keys). Never raises for missing files.
 
     ``evaluation``: a ``metrics.json`` document to describe instead of the run's latest evaluation
     (``evaluate`` passes the one it is writing)."""
     run_dir = Path(run_dir)
-    run = read_json_object(run_dir / "run.json")
-    meta = read_json_object(run_dir / "model.json")
-    config = _config(run_dir)
+    files = RunDir(run_dir)
+    run = files.read_state()
+    meta = files.read_model()
+    config = files.read_config_dict()
     spec = meta.get("model") or {}
     preprocess = meta.get("preprocess") or config.get("preprocess") or {}
     size = preprocess.get("image_size")
@@ -241,7 +226,7 @@ def model_card(run_dir: str | Path, evaluation: dict[str, Any] | None = None) ->
         if (evaluation.get("n") or 0) and evaluation["n"] < 100:
             warnings.append(f"Evaluated on only {evaluation['n']} images: its confidence intervals are wide.")
     if not calibration.get("calibrated"):
-        warnings.append("Its probabilities are not calibrated (no calibration.json; temperature 1).")
+        warnings.append(f"Its probabilities are not calibrated (no {RunDir.CALIBRATION}; temperature 1).")
     warnings.append(RESEARCH_WARNING)
 
     if trained_on.get("synthetic"):
@@ -281,7 +266,6 @@ def prediction_caveat(card: dict[str, Any]) -> str | None:
 
 
 __all__ = [
-    "PROVENANCE_NAME",
     "at_chance",
     "chance_flag",
     "latest_evaluation_file",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from mammocad.models.weights import load_weights
 from mammocad.preprocess import PreprocessConfig, Preprocessed, preprocess_image, preprocess_roi
 from mammocad.preprocess.checks import check_input
 from mammocad.training.calibration import decide, read_calibration
+from mammocad.training.run_dir import WEIGHT_KINDS, RunDir
 
 
 @dataclass
@@ -53,9 +53,9 @@ def run_weights(run_dir: Path, meta: dict[str, Any], which: str | None = None) -
     ``which``: ``best``/``last``; None = the weights the run ended with.
     """
     which = which or meta["weights"].get("final", "best")
-    if which not in ("best", "last"):
+    if which not in WEIGHT_KINDS:
         raise MammocadError(f"unknown weights {which!r}; choose best or last")
-    weights = run_dir / meta["weights"].get(which, f"checkpoints/{which}.safetensors")
+    weights = RunDir(run_dir).weights_path(which, meta)
     if not weights.exists():
         from mammocad.training.status import no_checkpoint_message
 
@@ -76,10 +76,7 @@ def load_run(run_dir: str | Path, which: str | None = None) -> LoadedRun:
     with (``best`` unless it was trained with ``train.restore_best_weights: false``).
     """
     run_dir = Path(run_dir)
-    meta_path = run_dir / "model.json"
-    if not meta_path.exists():
-        raise MammocadError(f"{run_dir}: not a run directory (no model.json)")
-    meta = json.loads(meta_path.read_text())
+    meta = RunDir(run_dir).require_model()
     from mammocad.training.status import reconcile_status
 
     reconcile_status(run_dir, "predict/evaluate")  # a run whose training process was killed is marked so

@@ -16,7 +16,7 @@ import contextlib
 import copy
 import random
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,9 @@ from lightning.pytorch.callbacks import Callback
 from mammocad.errors import MammocadError
 from mammocad.io import Leftover, find_leftovers, remove_stale
 from mammocad.procs import run_owner_state
-from mammocad.training.status import CHECKPOINT, read_run_json, reconcile_status
+from mammocad.progress import ProgressFn
+from mammocad.training.run_dir import RunDir
+from mammocad.training.status import reconcile_status
 
 #: Config fields a resumed run may change: how long it trains and where/how fast it runs, never
 #: what it learns (data, model, augmentation, optimisation).
@@ -45,8 +47,6 @@ RESUMABLE_FIELDS = (
     "output.",
     "predict.",  # how predictions are reported: not part of training
 )
-
-Notify = Callable[[str], None]
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -208,16 +208,17 @@ class ResumePlan:
     kept: list[Leftover] = field(default_factory=list)
 
 
-def prepare_resume(run_dir: Path, config: dict[str, Any], epochs: int, notify: Notify) -> ResumePlan:
+def prepare_resume(run_dir: Path, config: dict[str, Any], epochs: int, notify: ProgressFn) -> ResumePlan:
     """Check that ``run_dir`` can be resumed with ``config`` and clear what its killed process left.
 
     Raises :class:`MammocadError` (nothing written) when it cannot: not a run, still running,
     completed with nothing left to train, or its config changed in a field other than
     :data:`RESUMABLE_FIELDS`. ``epochs``: ``train.epochs`` of the resumed run.
     """
-    if not (run_dir / "run.json").exists() or not (run_dir / "config.yaml").exists():
-        raise MammocadError(f"{run_dir}: not a run directory (no run.json/config.yaml); nothing to resume")
-    state = read_run_json(run_dir)
+    run = RunDir(run_dir)
+    if not run.has_state() or not run.has_config():
+        raise MammocadError(f"{run_dir}: not a run directory (no {run.STATE}/{run.CONFIG}); nothing to resume")
+    state = run.read_state()
     status = state.get("status")
     if status == "running":
         owner = run_owner_state(state)
@@ -235,9 +236,9 @@ def prepare_resume(run_dir: Path, config: dict[str, Any], epochs: int, notify: N
         why = "stopped early" if state.get("early_stopped") else f"all {done} epochs trained"
         raise MammocadError(
             f"{run_dir}: already completed ({why}); nothing to resume. To train it longer raise train.epochs "
-            f"in {run_dir / 'config.yaml'} (or --set train.epochs=N), or start a new run"
+            f"in {run.config_path} (or --set train.epochs=N), or start a new run"
         )
-    ckpt = run_dir / CHECKPOINT
+    ckpt = run.trainer_state_path
     plan = ResumePlan(ckpt if ckpt.exists() else None)
     if plan.checkpoint is not None:
         saved = _read_checkpoint(plan.checkpoint)
@@ -281,7 +282,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 def _remove_run_leftovers(run_dir: Path) -> list[Leftover]:
     """Stale temporary files in the run (the training process is gone), incl. an unfinished checkpoint."""
     removed = remove_stale(find_leftovers(run_dir))
-    legacy = run_dir / "checkpoints" / "last.ckpt.partial"  # the name before owner tokens
+    legacy = RunDir(run_dir).legacy_trainer_state_partial_path
     if legacy.exists():
         legacy.unlink()
         removed.append(Leftover(legacy, "partial", None, "gone"))
@@ -290,8 +291,9 @@ def _remove_run_leftovers(run_dir: Path) -> list[Leftover]:
 
 def _clear_training_files(run_dir: Path) -> None:
     """What a run that starts again from epoch 0 must not keep: history, weights, checkpoints."""
-    (run_dir / "history.csv").unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    run = RunDir(run_dir)
+    run.history_path.unlink(missing_ok=True)
+    shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
 
 
 __all__ = [

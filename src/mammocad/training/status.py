@@ -6,22 +6,12 @@ No Lightning here: predict, evaluate, serve and the dashboard read runs through 
 from __future__ import annotations
 
 import contextlib
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mammocad.io import update_json
 from mammocad.procs import run_owner_state
-
-CHECKPOINT = Path("checkpoints") / "last.ckpt"
-
-
-def read_run_json(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
+from mammocad.training.run_dir import RunDir
 
 
 def reconcile_status(run_dir: str | Path, found_by: str, write: bool = True) -> dict[str, Any]:
@@ -31,7 +21,7 @@ def reconcile_status(run_dir: str | Path, found_by: str, write: bool = True) -> 
     (``found_by``) records what happened. ``write=False`` only reports it.
     """
     run_dir = Path(run_dir)
-    state = read_run_json(run_dir)
+    state = RunDir(run_dir).read_state()
     if state.get("status") != "running" or run_owner_state(state) != "gone":
         return state
     epochs = int(state.get("epochs_done") or 0)
@@ -45,7 +35,7 @@ def reconcile_status(run_dir: str | Path, found_by: str, write: bool = True) -> 
     }
     if write:
         with contextlib.suppress(OSError):  # a read-only run directory is still readable
-            update_json(run_dir / "run.json", updates)
+            RunDir(run_dir).update_state(updates)
     return {**state, **updates}
 
 
@@ -62,16 +52,17 @@ def no_checkpoint_message(run_dir: str | Path, which: str) -> str | None:
         if state.get("pid") is not None:
             return f"{run_dir}: no checkpoint yet: it is training on host {state.get('host')} (PID {state.get('pid')})"
         return (
-            f"{run_dir}: no checkpoint: run.json says running but names no process (an older mammocad); "
+            f"{run_dir}: no checkpoint: {RunDir.STATE} says running but names no process (an older mammocad); "
             f"if it is no longer training, {restart}"
         )
-    if status == "interrupted" and not (run_dir / CHECKPOINT).exists():
+    resumable = RunDir(run_dir).can_resume()
+    if status == "interrupted" and not resumable:
         return f"{run_dir}: no checkpoint: training was interrupted before its first epoch finished; {restart}"
-    if status == "failed" and not (run_dir / CHECKPOINT).exists():
+    if status == "failed" and not resumable:
         return f"{run_dir}: no checkpoint: training failed before its first epoch finished ({state.get('error')}); {restart}"
     if status in ("interrupted", "failed", "stopped"):
         return f"{run_dir}: no {which} weights: training {status} before writing them; {restart}"
     return None
 
 
-__all__ = ["CHECKPOINT", "no_checkpoint_message", "read_run_json", "reconcile_status"]
+__all__ = ["no_checkpoint_message", "reconcile_status"]

@@ -2,7 +2,11 @@
 
 An importer is a function ``importer(ctx: ImportContext, **options) -> None`` that walks its
 source and calls ``ctx.add(record)`` for each image and ``ctx.skip(item, reason)`` for each thing
-it cannot use. The runner does everything common: it checks every image file (readable, not
+it cannot use. Its options are keyword parameters with defaults and type hints (the runner checks
+and converts command-line values with them); a source that is not its format at all raises
+:class:`~mammocad.errors.DatasetError`. A format is registered in
+:data:`mammocad.data.importers.IMPORTERS` (or with ``register_importer``); ``docs/contributing.md``
+("Adding an importer") lists every file a new format touches. The runner does everything common: it checks every image file (readable, not
 truncated, sane size), drops duplicates, assigns labels, writes the manifest, ``classes.json`` and
 the import summary, and commits the dataset directory atomically (all or nothing, never over an
 existing one).
@@ -41,8 +45,10 @@ from mammocad.data.privacy import pseudonymous_id as pseudonymous_id  # importer
 from mammocad.data.provenance import source_marker
 from mammocad.errors import DatasetError, ImageReadError
 from mammocad.io import atomic_write_json, atomic_write_png, atomic_write_text, staging_dir
+from mammocad.progress import CountProgressFn
 
-ProgressFn = Callable[[int, int], None]
+#: The old name of :data:`~mammocad.progress.CountProgressFn`, kept importable from here.
+ProgressFn = CountProgressFn
 # Importers probe files for their size and for corruption; the runner applies the size policy.
 NO_SIZE_LIMIT = 10**12
 
@@ -191,6 +197,14 @@ def skipped_lines(
     return lines
 
 
+def cell_text(value: Any) -> str | None:
+    """A table cell as stripped text: None when it is missing, NaN (pandas' empty cell) or blank."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
 def compile_patient_regex(patient_regex: str | None) -> re.Pattern[str] | None:
     """The ``patient_regex`` option compiled; its group ``patient`` (else group 1) is the patient key."""
     if not patient_regex:
@@ -231,7 +245,7 @@ def run_import(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     keep_duplicates: bool = False,
     workers: int = 4,
-    progress: ProgressFn | None = None,
+    progress: CountProgressFn | None = None,
     **options: Any,
 ) -> ImportSummary:
     """Run ``importer`` on ``source`` and write a complete dataset directory at ``out``."""
@@ -260,7 +274,9 @@ def run_import(
     return summary
 
 
-def _check_files(ctx: ImportContext, max_pixels: int, workers: int, progress: ProgressFn | None) -> list[ImageRecord]:
+def _check_files(
+    ctx: ImportContext, max_pixels: int, workers: int, progress: CountProgressFn | None
+) -> list[ImageRecord]:
     """Check every image (and mask): header, size, decode budget, and a full decode of compressed
     data (what a header cannot show is corrupt, see ``verify_image``); skip the unreadable ones with the reason."""
     records = ctx.records

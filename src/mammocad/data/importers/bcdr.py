@@ -52,12 +52,14 @@ The outlines CSV has ``patient_id``, ``study_id``, ``series``, ``lesion_id``, ``
   ``microcalcification``, ``architectural_distortion``, ``stroma_distortion``,
   ``axillary_adenopathy``); ``density`` and ``age`` (in ``meta``) from the outline row, else
   from the img CSV.
+
+Reading the two CSVs lives in :mod:`~mammocad.data.importers.bcdr_tables`. The rest stays in this
+module. Why one module: BCDR's view codes, outline polygons and image records are one
+dataset's format quirks, and they belong together.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -67,8 +69,17 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mammocad.data.importers.base import ImportContext
+from mammocad.data.importers.base import ImportContext, cell_text
+from mammocad.data.importers.bcdr_tables import (
+    Table,
+    file_key,
+    find_img_csv,
+    find_outlines_csv,
+    read_table,
+    rows_by_image,
+)
 from mammocad.data.manifest import ImageRecord, Lesion
+from mammocad.data.masks import mask_bounding_box
 from mammocad.errors import DatasetError
 
 SOURCE_NAME = "bcdr"
@@ -96,15 +107,6 @@ FINDINGS = {
 }
 # Outline points may sit on the far border (x == width); farther out means the outline is wrong.
 EDGE_TOLERANCE = 1
-
-
-@dataclass
-class Table:
-    """A CSV read as text: normalised column names, and each data row with its real line number."""
-
-    path: Path
-    columns: list[str]
-    rows: list[tuple[int, dict[str, str]]]
 
 
 @dataclass
@@ -159,22 +161,22 @@ def import_bcdr(
         raise DatasetError(f"{root}: image folder does not exist")
     table = read_table(csv_path, REQUIRED)
     img_path = find_img_csv(csv_path, img_csv, ctx)
-    img_rows = _img_rows(ctx, read_table(img_path, IMG_REQUIRED)) if img_path else {}
+    img_rows = rows_by_image(ctx, read_table(img_path, IMG_REQUIRED)) if img_path else {}
     finder = ImageFinder(root)
 
     images: dict[str, ImageRows] = {}
     for line, record in table.rows:
-        filename = _cell(record.get("image_filename"))
-        if filename is None or _cell(record.get("patient_id")) is None:
+        filename = cell_text(record.get("image_filename"))
+        if filename is None or cell_text(record.get("patient_id")) is None:
             ctx.skip(f"{csv_path.name} line {line}", "no image_filename or patient_id")
             continue
-        entry = images.setdefault(_file_key(filename), ImageRows(filename, record))
-        lesion_key = _cell(record.get("lesion_id")) or f"line{line}"
+        entry = images.setdefault(file_key(filename), ImageRows(filename, record))
+        lesion_key = cell_text(record.get("lesion_id")) or f"line{line}"
         entry.outlines.append(
             Outline(
                 line=line,
                 lesion_key=lesion_key,
-                pathology=parse_classification(_cell(record.get("classification"))),
+                pathology=parse_classification(cell_text(record.get("classification"))),
                 xs=str(record.get("lw_x_points") or ""),
                 ys=str(record.get("lw_y_points") or ""),
                 lesion_type="+".join(name for column, name in FINDINGS.items() if _flag(record.get(column))) or None,
@@ -187,8 +189,8 @@ def import_bcdr(
         img = img_rows.get(key, (0, {}))[1]
         views[key] = info = resolve_view(entry.filename, entry.first, img)
         if info.side is not None:
-            patient = _cell(entry.first.get("patient_id")) or ""
-            study = _cell(entry.first.get("study_id")) or "?"
+            patient = cell_text(entry.first.get("patient_id")) or ""
+            study = cell_text(entry.first.get("study_id")) or "?"
             where = lesion_breasts.setdefault((patient, info.side), [])
             where += [
                 f"study {study} lesion {k} ({_view_name(info)})"
@@ -253,9 +255,9 @@ def _import_unoutlined(
     """Views of the img CSV without an outline: ``normal`` records where that is safe; returns how many."""
     imported = 0
     for _key, (line, row) in rows:
-        filename = _cell(row.get("image_filename")) or ""
+        filename = cell_text(row.get("image_filename")) or ""
         item = f"{filename} ({img_name} line {line})"
-        patient = _cell(row.get("patient_id")) or ""
+        patient = cell_text(row.get("patient_id")) or ""
         info = resolve_view(filename, {}, row)
         if info.side is None:
             ctx.skip(
@@ -278,7 +280,7 @@ def _import_unoutlined(
         if path is None:
             ctx.skip(item, problem)
             continue
-        study = _cell(row.get("study_id"))
+        study = cell_text(row.get("study_id"))
         image_id = _image_id(path, used_ids)
         meta: dict[str, Any] = {"no_outline": True, "img_csv_line": line}
         meta.update(_common_meta(row, {}))
@@ -288,7 +290,7 @@ def _import_unoutlined(
                 image_path=str(path.resolve()),
                 label_name="normal",
                 pathology="normal",
-                density=_cell(row.get("density")),
+                density=cell_text(row.get("density")),
                 patient_id=f"bcdr-{patient}",
                 study_id=f"bcdr-{patient}-{study}" if study else f"bcdr-{patient}",
                 laterality=info.side,
@@ -303,111 +305,8 @@ def _import_unoutlined(
     return imported
 
 
-def find_outlines_csv(source: Path) -> Path:
-    """The outlines CSV: ``source`` itself, or the single ``*outline*.csv`` in it."""
-    if source.is_file():
-        return source
-    found = sorted(p for p in source.iterdir() if p.suffix.lower() == ".csv" and "outline" in p.name.lower())
-    if not found:
-        raise DatasetError(f"{source}: no BCDR outlines CSV (*outlines*.csv) found")
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise DatasetError(f"{source}: several outlines CSVs ({names}); pass the one to import as the source")
-    return found[0]
-
-
-def find_img_csv(outlines: Path, given: str | Path | None, ctx: ImportContext | None = None) -> Path | None:
-    """The per-image CSV: ``given``, else ``<prefix>_img.csv`` next to the outlines CSV, else the single ``*_img.csv``."""
-    if given:
-        path = Path(given).expanduser()
-        if not path.is_file():
-            raise DatasetError(f"{path}: img CSV (img_csv=) does not exist")
-        return path
-    twin = outlines.with_name(re.sub("outlines?", "img", outlines.name, flags=re.IGNORECASE))
-    if twin != outlines and twin.is_file():
-        return twin
-    found = sorted(
-        p for p in outlines.parent.iterdir() if p.is_file() and re.search(r"(^|_)img\.csv$", p.name, re.IGNORECASE)
-    )
-    if len(found) == 1:
-        return found[0]
-    if found and ctx is not None:
-        ctx.warn(
-            f"several img CSVs next to {outlines.name} ({', '.join(p.name for p in found)}): none used; pass --set img_csv=PATH"
-        )
-    return None
-
-
-def read_table(path: Path, required: tuple[str, ...]) -> Table:
-    """Read a BCDR CSV as text with normalised column names; check the needed columns.
-
-    The separator is decided from the header alone (the point lists are full of spaces); spaces
-    after it are dropped (the ``, `` spelling). Each row keeps the number of its first line.
-    """
-    try:
-        text = path.read_text(encoding="utf-8-sig", errors="replace")
-    except OSError as exc:
-        raise DatasetError(f"{path}: not a readable CSV ({exc.strerror or exc})") from exc
-    header_line = text.split("\n", 1)[0]
-    sep = max((",", ";", "\t"), key=header_line.count)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True)
-    columns: list[str] = []
-    rows: list[tuple[int, dict[str, str]]] = []
-    try:
-        while True:
-            line = reader.line_num + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            if not any(c.strip() for c in cells):
-                continue
-            if not columns:
-                columns = [_column_name(c) for c in cells]
-                continue
-            rows.append((line, dict(zip(columns, cells, strict=False))))
-    except csv.Error as exc:
-        raise DatasetError(f"{path}: not a readable CSV (line {reader.line_num}: {exc})") from exc
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise DatasetError(f"{path}: lacks the columns {missing} (found: {columns})")
-    return Table(path, columns, rows)
-
-
-def _column_name(text: str) -> str:
-    name = re.sub(r"\s+", "_", text.strip().lower())
-    return name.replace("axiliary", "axillary")
-
-
-def _img_rows(ctx: ImportContext, table: Table) -> dict[str, tuple[int, dict[str, str]]]:
-    """The img CSV's rows by image file; a repeated file is listed and its first row kept."""
-    rows: dict[str, tuple[int, dict[str, str]]] = {}
-    for line, row in table.rows:
-        filename = _cell(row.get("image_filename"))
-        if filename is None or _cell(row.get("patient_id")) is None:
-            ctx.skip(f"{table.path.name} line {line}", "no image_filename or patient_id")
-            continue
-        key = _file_key(filename)
-        if key in rows:
-            ctx.skip(f"{filename} ({table.path.name} line {line})", f"listed twice (first on line {rows[key][0]})")
-            continue
-        rows[key] = (line, row)
-    return rows
-
-
-def _file_key(filename: str) -> str:
-    return "/".join(part.strip() for part in filename.replace("\\", "/").split("/") if part.strip()).lower()
-
-
-def _cell(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
 def _flag(value: Any) -> bool:
-    return (_cell(value) or "0").lower() in ("1", "1.0", "true", "yes", "y")
+    return (cell_text(value) or "0").lower() in ("1", "1.0", "true", "yes", "y")
 
 
 def _truthy(value: Any) -> bool:
@@ -418,7 +317,7 @@ def _truthy(value: Any) -> bool:
 
 def _view_code(value: Any, numeric: dict[str, str] | None = None) -> str | None:
     """``RCC``/``LCC``/``RO``/``LO``/... from a text code, or from an integer code via ``numeric``."""
-    code = re.sub(r"\s+", "", (_cell(value) or "").upper())
+    code = re.sub(r"\s+", "", (cell_text(value) or "").upper())
     if numeric is not None and re.fullmatch(r"\d+(\.0+)?", code):
         return numeric.get(str(int(float(code))))
     return code if code in VIEWS else None
@@ -544,10 +443,10 @@ def _common_meta(row: dict[str, Any], fallback: dict[str, Any]) -> dict[str, Any
     """``series``, ``mammography_type``, the view codes and ``age`` from ``row``, else ``fallback``."""
     meta: dict[str, Any] = {}
     for name in ("series", "mammography_type", "image_view", "image_type_name", "image_type_id"):
-        value = _cell(row.get(name)) or _cell(fallback.get(name))
+        value = cell_text(row.get(name)) or cell_text(fallback.get(name))
         if value:
             meta[name] = value
-    age = _cell(row.get("age")) or _cell(fallback.get("age"))
+    age = cell_text(row.get("age")) or cell_text(fallback.get("age"))
     if age is not None and re.fullmatch(r"\d{1,3}(\.0+)?", age):
         meta["age"] = int(float(age))
     return meta
@@ -604,14 +503,9 @@ def _image_record(
             mask |= polygon_mask(points, width, height)
         types = [o.lesion_type for o in outlines if o.lesion_type]
         lesion = Lesion(lesion_type=types[0] if types else None, pathology=pathology)
-        if mask.any():
-            ys, xs = np.nonzero(mask)
-            lesion.x0, lesion.y0, lesion.x1, lesion.y1 = (
-                int(xs.min()),
-                int(ys.min()),
-                int(xs.max()) + 1,
-                int(ys.max()) + 1,
-            )
+        box = mask_bounding_box(mask)
+        if box is not None:
+            lesion.x0, lesion.y0, lesion.x1, lesion.y1 = box
             lesion.center_x, lesion.center_y = (lesion.x0 + lesion.x1) / 2, (lesion.y0 + lesion.y1) / 2
             lesion.mask_path = ctx.write_mask(f"{image_id}_{k}", mask)
             union |= mask
@@ -619,8 +513,8 @@ def _image_record(
 
     first = entry.first
     img_line, img_row = img if img is not None else (None, {})
-    patient = _cell(first.get("patient_id"))
-    study = _cell(first.get("study_id")) or _cell(img_row.get("study_id"))
+    patient = cell_text(first.get("patient_id"))
+    study = cell_text(first.get("study_id")) or cell_text(img_row.get("study_id"))
     meta: dict[str, Any] = {"csv_lines": lines, "lesion_ids": list(lesions_by_key)}
     if img_line is not None:
         meta["img_csv_line"] = img_line
@@ -632,7 +526,7 @@ def _image_record(
         image_path=str(path.resolve()),
         label_name=label,
         pathology=label,
-        density=_cell(first.get("density")) or _cell(img_row.get("density")),
+        density=cell_text(first.get("density")) or cell_text(img_row.get("density")),
         patient_id=f"bcdr-{patient}",
         study_id=f"bcdr-{patient}-{study}" if study else f"bcdr-{patient}",
         laterality=view_info.side,
@@ -642,3 +536,18 @@ def _image_record(
         mask_path=ctx.write_mask(image_id, union) if union.any() else None,
         meta=meta,
     )
+
+
+# Names callers and tests import from here, though the CSV readers live in bcdr_tables now.
+__all__ = [
+    "SOURCE_NAME",
+    "Table",
+    "find_img_csv",
+    "find_outlines_csv",
+    "import_bcdr",
+    "parse_classification",
+    "parse_points",
+    "polygon_mask",
+    "read_table",
+    "resolve_view",
+]

@@ -25,6 +25,9 @@
 - Masks: read, checked against the image size, re-written as 0/255 PNG under ``masks/``, and turned
   into one :class:`Lesion` with the bounding box of the nonzero pixels.
 - Bad rows are skipped with their row number (the header is row 1, as in a spreadsheet).
+
+Why one module: its column matching, row checks and file resolution all read
+the same user table, and splitting them would scatter one format's rules over several files.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mammocad.data.images import probe_image, read_image
 from mammocad.data.importers.base import ImportContext, compile_patient_regex, patient_key, pseudonymous_id
 from mammocad.data.manifest import PATHOLOGIES, ImageRecord, Lesion
+from mammocad.data.masks import mask_bounding_box
 from mammocad.data.privacy import Redactor
+from mammocad.data.sheets import listed_names
+from mammocad.data.sheets import read_csv_table as read_table  # its old home: kept importable
 from mammocad.errors import DatasetError, ImageReadError
 
 SOURCE_NAME = "csv"
@@ -98,7 +103,6 @@ AGE_PATTERN = re.compile(r"^\s*(\d{1,3})(?:\.0+)?\s*(?:y|yr|yrs|years?)?\s*$", r
 BIRADS_PATTERN = re.compile(r"^(?:bi-?rads)?[\s_-]*([0-6])(?:\.0+)?([a-c])?$", re.IGNORECASE)
 LATERALITIES = {"l": "L", "left": "L", "r": "R", "right": "R"}
 SPLITS = {"training": "train", "testing": "test", "val": "validation", "valid": "validation"}
-SNIFF_BYTES = 64 * 1024
 
 
 def import_csv(
@@ -133,7 +137,7 @@ def import_csv(
     required = {"path": path_column, "label": label_column}
     missing = [name for name in required.values() if _normalise(name) not in columns]
     if missing:
-        raise DatasetError(f"{csv_path}: missing required column(s) {missing}; columns found: {_short(found)}")
+        raise DatasetError(f"{csv_path}: missing required column(s) {missing}; columns found: {listed_names(found)}")
     chosen: dict[str, str | None] = {
         "path": columns[_normalise(path_column)],
         "label": columns[_normalise(label_column)],
@@ -153,7 +157,7 @@ def import_csv(
     dropped = [c for c in table.columns if c not in used and c not in extras]
     if dropped:
         ctx.warn(
-            f"{len(dropped)} column(s) not copied into meta, as they may hold personal data: {_short(dropped)}; "
+            f"{len(dropped)} column(s) not copied into meta, as they may hold personal data: {listed_names(dropped)}; "
             "keep_columns=NAME[,NAME] keeps a column you know is safe"
         )
     # Identifier values: never in an output; a path or message holding one gets the pseudonym instead.
@@ -199,41 +203,8 @@ class _BadRow(Exception):
     """A row that cannot become a record; the message is the reason."""
 
 
-def read_table(csv_path: Path) -> pd.DataFrame:
-    """Read a CSV as strings (empty cells as ``""``), with a clear error for anything that is not one."""
-    if csv_path.is_dir():
-        raise DatasetError(f"{csv_path}: is a folder; the csv format expects the CSV file itself")
-    with csv_path.open("rb") as handle:
-        head = handle.read(SNIFF_BYTES)
-    if not head.strip():
-        raise DatasetError(f"{csv_path}: file is empty, not a CSV table")
-    if b"\x00" in head:
-        raise DatasetError(f"{csv_path}: binary content, not a CSV text table")
-    encoding = "utf-8-sig"
-    try:
-        head.decode(encoding)
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # a cut multi-byte character at the sniff boundary is fine
-            encoding = "latin-1"  # spreadsheets often export Windows-1252/Latin-1
-    first_line = head.decode(encoding, errors="replace").splitlines()[0]
-    separator = max([",", ";", "\t"], key=first_line.count)
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, sep=separator, encoding=encoding)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise DatasetError(f"{csv_path}: not a readable CSV table ({exc})") from exc
-    table.columns = [str(c).strip() for c in table.columns]
-    if table.empty:
-        raise DatasetError(f"{csv_path}: CSV has a header but no rows; columns found: {_short(list(table.columns))}")
-    return table
-
-
 def _normalise(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
-
-
-def _short(names: list[str], limit: int = 20) -> str:
-    shown = [str(n)[:40] for n in names[:limit]]
-    return repr(shown) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _usable_patient_column(
@@ -268,7 +239,7 @@ def _kept_columns(csv_path: Path, columns: dict[str, str], keep_columns: str | N
         actual = columns.get(_normalise(name))
         if actual is None:
             raise DatasetError(
-                f"{csv_path}: keep_columns: column {name.strip()!r} not found; columns found: {_short(found)}"
+                f"{csv_path}: keep_columns: column {name.strip()!r} not found; columns found: {listed_names(found)}"
             )
         if IDENTIFIER_COLUMN.search(_normalise(actual)):
             raise DatasetError(
@@ -287,7 +258,7 @@ def _optional_column(
         return None
     actual = columns.get(_normalise(wanted))
     if actual is None and _normalise(wanted) != _normalise(default):
-        raise DatasetError(f"{csv_path}: column {wanted!r} not found; columns found: {_short(found)}")
+        raise DatasetError(f"{csv_path}: column {wanted!r} not found; columns found: {listed_names(found)}")
     return actual
 
 
@@ -485,19 +456,19 @@ def _attach_mask(ctx: ImportContext, record: ImageRecord, mask_path: Path, lesio
         )
     name = _safe_name(record.image_id)
     record.mask_path = ctx.write_mask(name, mask)
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    box = mask_bounding_box(mask)
+    if box is None:
         record.meta["mask_empty"] = True  # a valid "no lesion" mask: keep it, no box
         return
+    x0, y0, x1, y1 = box
     record.lesions.append(
         Lesion(
             lesion_type=lesion_type,
             pathology=record.pathology,
-            x0=int(cols[0]),
-            y0=int(rows[0]),
-            x1=int(cols[-1]) + 1,
-            y1=int(rows[-1]) + 1,
+            x0=x0,
+            y0=y0,
+            x1=x1,
+            y1=y1,
             mask_path=record.mask_path,
         )
     )

@@ -55,6 +55,9 @@ Cleaning, step by step:
   no mask. Points more than one pixel outside the image (or an ROI with no points) cost that lesion
   its geometry (listed as skipped ``<File Name> ROI k``); the lesion itself is kept; points up to
   one pixel outside are clipped to the border.
+
+Why one module: INbreast's workbook, file naming and OsiriX outlines are its
+format quirks, and they belong together.
 """
 
 from __future__ import annotations
@@ -71,10 +74,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from mammocad.data.importers.base import ImportContext, pseudonymous_id
-from mammocad.data.importers.csv_table import read_table
+from mammocad.data.importers.base import ImportContext, cell_text, pseudonymous_id
 from mammocad.data.manifest import ImageRecord, Lesion
-from mammocad.data.sheets import WORKBOOK_SUFFIXES, read_workbook_table
+from mammocad.data.masks import mask_bounding_box
+from mammocad.data.sheets import WORKBOOK_SUFFIXES, read_csv_table, read_workbook_table
 from mammocad.errors import DatasetError
 
 SOURCE_NAME = "inbreast"
@@ -178,7 +181,7 @@ def import_inbreast(
     for position, row in enumerate(table.to_dict("records")):
         row_no = position + 2
         item = f"{table_name} row {row_no}"
-        cells = {key: _cell(row.get(name)) for key, name in columns.items()}
+        cells = {key: cell_text(row.get(name)) for key, name in columns.items()}
         if not any(cells.values()):
             continue  # a blank spreadsheet row
         file_name = _file_name(cells.get("file_name"))
@@ -299,7 +302,7 @@ def read_inbreast_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DatasetError(f"{path}: INbreast table not found")
     if path.suffix.lower() not in WORKBOOK_SUFFIXES:
-        return read_table(path)
+        return read_csv_table(path)
 
     def missing(header: list[str]) -> list[str]:
         names = {re.sub(r"[\s_-]+", " ", h).strip().lower() for h in header}
@@ -365,13 +368,6 @@ def index_xmls(folder: Path) -> dict[str, Path]:
 def _column_key(name: str) -> str:
     key = re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
     return {"birads": "bi_rads", "filename": "file_name", "patientid": "patient_id"}.get(key, key)
-
-
-def _cell(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 def _file_name(value: str | None) -> str | None:
@@ -522,8 +518,9 @@ def _add_lesions(ctx: ImportContext, record: ImageRecord, image: Path, xml_path:
             continue
         mask = np.zeros((height, width), dtype=np.uint8)
         cv2.fillPoly(mask, [points.astype(np.int32).reshape(-1, 1, 2)], 1)
-        ys, xs = np.nonzero(mask)
-        lesion.x0, lesion.y0, lesion.x1, lesion.y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+        box = mask_bounding_box(mask)
+        assert box is not None  # fillPoly marks the outline's own pixels, all clipped into the image
+        lesion.x0, lesion.y0, lesion.x1, lesion.y1 = box
         lesion.center_x, lesion.center_y = (lesion.x0 + lesion.x1) / 2, (lesion.y0 + lesion.y1) / 2
         lesion.mask_path = ctx.write_mask(f"{record.image_id}_{k}", mask)
         union |= mask

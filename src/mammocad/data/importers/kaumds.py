@@ -8,8 +8,8 @@ The sheet (one row per image) has the columns ``Study date``, ``PatientID``, ``P
   a few spellings accepted (``Assesment``/``Assessment``, ``PatientID``/``Patient ID`` ...).
 - BI-RADS from ``Assesment``: ``BIRAD 3``, ``BI-RADS 4``, ``4``, ``4.0``, ``BIRADS4a`` (-> 4);
   ``NAN``/empty -> the row is skipped ("no BI-RADS assessment"). BI-RADS 2 rows are skipped by
-  default (report B excluded the class; most of its images are missing) unless
-  ``include_birads2``. A row whose file sits in a ``BIRAD k`` folder that disagrees with its sheet
+  default (the KAU-BCMD study, Alsolami et al. (2021), excluded the class; most of its images are
+  missing) unless ``include_birads2``. A row whose file sits in a ``BIRAD k`` folder that disagrees with its sheet
   assessment is skipped as a label conflict (never guess a label).
 - ``Image path`` names ``.dcm`` files while the images are ``.jpg``, and has stray spaces
   (``2019_BC007741_ CC_R``): paths are matched on a key that ignores the extension, case and all
@@ -139,7 +139,11 @@ def import_kaumds(
             skip(item, "no BI-RADS assessment" if assessment is None else f"unrecognised BI-RADS {assessment!r}")
             continue
         if birads == 2 and not include_birads2:
-            skip(item, "BI-RADS 2 excluded (as in report B; pass --include-birads2 to keep it)")
+            skip(
+                item,
+                "BI-RADS 2 excluded (as in the KAU-BCMD study, Alsolami et al., 2021; "
+                "pass --include-birads2 to keep it)",
+            )
             continue
         if raw_id is None:
             skip(item, "no PatientID (patient-level splits need one)")

@@ -1,6 +1,6 @@
 """Dense(256, ReLU) -> Dropout -> Linear: the classifier block every "dense" head ends in.
 
-Report A's head: ``v -> Dense(256, ReLU) -> Dropout -> Dense(n_classes, softmax)`` (softmax lives in
+Dahes (2025)'s head: ``v -> Dense(256, ReLU) -> Dropout -> Dense(n_classes, softmax)`` (softmax lives in
 the loss / at inference). The penultimate vector (``features``) is the 256-unit ReLU activation
 *before* dropout, so the Feature Smoothing Loss sees the deterministic features, not dropout noise.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DENSE_UNITS = 256  # report A and the baseline CNNs: Dense(256, ReLU)
+DENSE_UNITS = 256  # Dahes (2025) and the baseline CNNs: Dense(256, ReLU)
 
 
 class DenseClassifier(nn.Module):
@@ -65,6 +65,12 @@ class PooledDenseHead(nn.Module):
         self.se = squeeze_excite if squeeze_excite is not None else nn.Identity()
         self.dense = DenseClassifier(pooled_features, num_classes, drop_rate)
 
+    def feature_layers(self) -> list[str]:
+        """Latent stages (the head contract): the pooled vector, the SEVector output (when present)
+        and the Dense(256) layer."""
+        squeeze_excite = [] if isinstance(self.se, nn.Identity) else ["se"]
+        return ["pool", *squeeze_excite, "dense.hidden"]
+
     def features(self, fmap: torch.Tensor) -> torch.Tensor:
         """Penultimate (B, 256) vector: Dense(256, ReLU) of the (re-weighted) pooled vector."""
         return self.dense.features(self.se(self.pool(fmap)))
@@ -92,6 +98,10 @@ class FlattenDenseHead(nn.Module):
             raise ValueError(f"FlattenDenseHead needs a non-empty feature map, got {fmap_shape}")
         self.fmap_shape = (int(channels), int(height), int(width))
         self.dense = DenseClassifier(channels * height * width, num_classes, drop_rate)
+
+    def feature_layers(self) -> list[str]:
+        """Latent stages (the head contract): the Dense(256) layer (the flattened map is just the input)."""
+        return ["dense.hidden"]
 
     def features(self, fmap: torch.Tensor) -> torch.Tensor:
         """Penultimate (B, 256) vector from the flattened map."""

@@ -1,4 +1,4 @@
-"""GAGM: global average + global max pooling fusion (report A's improved head, first step).
+"""GAGM: global average + global max pooling fusion (Xia et al. (2025)'s improved head, first step).
 
 For a feature map F (B x C x H x W): ``u = [GAP(F); GMP(F)]`` in R^{2C} — the average summarises
 the whole map, the max keeps the strongest local response (a small lesion that averaging dilutes).

@@ -31,6 +31,10 @@ class GapHead(nn.Module):
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_channels, num_classes)
 
+    def feature_layers(self) -> list[str]:
+        """Latent stages (the head contract): the pooled vector; dropout and the final Linear are not."""
+        return ["pool"]
+
     def features(self, fmap: torch.Tensor) -> torch.Tensor:
         """Penultimate vector: the pooled (B, C) features."""
         return self.pool(fmap)

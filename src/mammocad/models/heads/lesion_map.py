@@ -64,9 +64,6 @@ class LesionMapHead(nn.Module):
             difference is zero (the film is read alone).
     """
 
-    #: Stages of this head worth a latent-space look (evaluation): the per-window patch scores.
-    latent_children: tuple[str, ...] = ("patch_classifier",)
-
     def __init__(
         self,
         in_channels: int,
@@ -102,6 +99,10 @@ class LesionMapHead(nn.Module):
         # patch class k (k >= 1) -> task class index
         lesion_task = [i for i in range(self.num_classes) if i != negative_class]
         self.register_buffer("lesion_to_task", torch.tensor(lesion_task, dtype=torch.long), persistent=False)
+
+    def feature_layers(self) -> list[str]:
+        """Latent stages (the head contract): the per-window patch scores."""
+        return ["patch_classifier"]
 
     # -- dense patch scores -------------------------------------------------------------------
     def cell_logits(self, fmap: torch.Tensor) -> torch.Tensor:

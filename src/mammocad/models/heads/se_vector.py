@@ -1,4 +1,4 @@
-"""SEVector: squeeze-and-excitation on a pooled vector (report A's improved head, second step).
+"""SEVector: squeeze-and-excitation on a pooled vector (Xia et al. (2025)'s improved head, second step).
 
 ``w = sigmoid(W2 · ReLU(W1 · u))``, ``v = u ⊙ w`` with W1: C -> max(floor, C // r), W2: -> C.
 Both are Dense layers with bias, as Keras' ``Dense`` has by default.

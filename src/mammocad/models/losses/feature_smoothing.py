@@ -1,4 +1,4 @@
-"""Feature Smoothing Loss (report A, after Xia et al.): pull each class's feature vectors together.
+"""Feature Smoothing Loss (Xia et al. (2025), as applied by Dahes (2025)): pull each class's feature vectors together.
 
 On a batch of penultimate vectors f (B x D) with integer labels, for each class c present:
 ``f̄_c = mean_i f_ci`` and ``L_fs = (1/C_b) Σ_c (1/N_c) Σ_i ||f_ci − f̄_c||²`` (squared L2 norm),

@@ -1,4 +1,4 @@
-"""Mask-guided knowledge transfer (report D, METHODS.md §4).
+"""Mask-guided knowledge transfer (Li & Zwiggelaar (2024)).
 
 The lesion's binary mask M and the ROI image R both go through the network. For each chosen layer
 j, with activation maps ``F^j = (1/C) Σ_c |A_c|²``::
