@@ -43,6 +43,7 @@ RUN_FILE_NAMES = (
     "last.safetensors",
     "metrics.json",
     "predictions.parquet",
+    "checkpoints",
 )
 RUN_DIR_MODULE = "mammocad.training.run_dir"
 LONG_MODULE_LINES = 450

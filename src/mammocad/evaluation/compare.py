@@ -29,6 +29,7 @@ from mammocad.errors import MammocadError
 from mammocad.evaluation import figures
 from mammocad.evaluation.evaluate import evaluate_run
 from mammocad.evaluation.significance import delong_test, mcnemar_test
+from mammocad.folders import Folder
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
 from mammocad.progress import ProgressFn
 from mammocad.reporting.html import HtmlReport, figure_to_png
@@ -54,11 +55,8 @@ RADAR_GROUPS = {
 }
 
 
-@dataclass(frozen=True)
-class ComparisonDir:
+class ComparisonDir(Folder):
     """One ``mammocad compare`` output folder (see the module docstring)."""
-
-    path: Path
 
     TABLE1 = "table1"
     TABLE2 = "table2"
@@ -66,9 +64,6 @@ class ComparisonDir:
     DOCUMENT = "comparison.json"
     FIGURES = "figures"
     REPORT = "report.html"
-
-    def __init__(self, path: str | Path) -> None:
-        object.__setattr__(self, "path", Path(path))
 
     def table_path(self, table: str, suffix: str) -> Path:
         """``<table>.csv`` or ``<table>.md`` (``suffix`` "csv" or "md") of TABLE1, TABLE2 or SIGNIFICANCE."""

@@ -31,12 +31,12 @@ Kept free of pandas at import time: the CLI reads these folders before anything 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mammocad.errors import MammocadError
+from mammocad.folders import Folder
 from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, update_json
 from mammocad.training.run_dir import EvaluationDir, RunDir
 
@@ -55,24 +55,11 @@ def _now() -> str:
     return datetime.now().isoformat(timespec="seconds")
 
 
-@dataclass(frozen=True)
-class ReportFolder:
+class ReportFolder(Folder):
     """What every folder here has: an HTML report and its figures."""
-
-    path: Path
 
     REPORT = EvaluationDir.REPORT
     FIGURES = EvaluationDir.FIGURES
-
-    def __init__(self, path: str | Path) -> None:
-        object.__setattr__(self, "path", Path(path))
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
     @property
     def report_path(self) -> Path:
@@ -90,7 +77,6 @@ class ReportFolder:
         return atomic_write_bytes(self.figure_path(name), png)
 
 
-@dataclass(frozen=True, init=False)
 class ExperimentDir(ReportFolder):
     """A resumable experiment (CV or ablation): its base config, a JSON state file and a work queue."""
 
@@ -145,7 +131,6 @@ class ExperimentDir(ReportFolder):
         return load_run_config(self.config_path)
 
 
-@dataclass(frozen=True, init=False)
 class CVDir(ExperimentDir):
     """A cross-validation directory (see the module docstring); fold runs are :class:`RunDir`."""
 
@@ -255,7 +240,6 @@ def is_cv_dir(path: str | Path) -> bool:
     return CVDir(path).exists()
 
 
-@dataclass(frozen=True, init=False)
 class ComparisonTables(ReportFolder):
     """The paired-test tables a CV comparison and an ablation both write."""
 
@@ -286,7 +270,6 @@ class ComparisonTables(ReportFolder):
             return pd.DataFrame()
 
 
-@dataclass(frozen=True, init=False)
 class CVComparisonDir(ComparisonTables):
     """``compare`` of CV directories: ``table``, ``fold_tests``, ``significance`` (.csv/.md), comparison.json."""
 
@@ -301,7 +284,6 @@ class CVComparisonDir(ComparisonTables):
         return atomic_write_json(self.comparison_path, document)
 
 
-@dataclass(frozen=True, init=False)
 class AblationDir(ExperimentDir, ComparisonTables):
     """An ablation directory (see the module docstring); each variant's folder is a :class:`CVDir`."""
 

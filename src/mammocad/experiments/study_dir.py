@@ -20,15 +20,14 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from mammocad.folders import Folder
+
 #: The error shown for a trial the heartbeat marked FAIL (Optuna records none).
 STALE_ERROR = "its worker stopped (killed, crashed or lost the database) and the heartbeat marked the trial FAIL"
 
 
-@dataclass(frozen=True)
-class StudyDir:
+class StudyDir(Folder):
     """A study directory's paths (see the module docstring): every file name is spelled here once."""
-
-    path: Path
 
     DATABASE = "study.db"
     TRIALS = "trials"
@@ -36,9 +35,6 @@ class StudyDir:
     BEST_CONFIG = "best_config.yaml"
     SUMMARY = "study.json"
     REPORT = "report.html"
-
-    def __init__(self, path: str | Path) -> None:
-        object.__setattr__(self, "path", Path(path))
 
     @property
     def database_path(self) -> Path:

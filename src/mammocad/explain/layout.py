@@ -8,24 +8,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from mammocad.folders import Folder
 
-@dataclass(frozen=True)
-class ExplainDir:
+
+class ExplainDir(Folder):
     """One ``mammocad explain`` output folder."""
-
-    path: Path
 
     #: Below the run: ``RUN/explain/<method>``.
     ROOT = "explain"
     EXPLANATIONS = "explanations.json"
     COLORBAR = "colorbar.png"
     REPORT = "report.html"
-
-    def __init__(self, path: str | Path) -> None:
-        object.__setattr__(self, "path", Path(path))
 
     @classmethod
     def default(cls, run_dir: str | Path, method: str) -> Path:
@@ -45,18 +40,12 @@ class ExplainDir:
         return self.path / self.REPORT
 
 
-@dataclass(frozen=True)
-class ActivationComparisonDir:
+class ActivationComparisonDir(Folder):
     """One ``mammocad explain --compare`` output folder: the side-by-side figure and its distances."""
-
-    path: Path
 
     NAME = "activation-comparison"
     FIGURE = f"{NAME}.png"
     DOCUMENT = f"{NAME}.json"
-
-    def __init__(self, path: str | Path) -> None:
-        object.__setattr__(self, "path", Path(path))
 
     @classmethod
     def default(cls, run_dir: str | Path) -> Path:

@@ -18,7 +18,6 @@ and :func:`read_sample`, never the DICOMs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mammocad.errors import DatasetError, ImageReadError
+from mammocad.folders import Folder
 from mammocad.preprocess.config import PreprocessConfig
 
 #: The folder of a dataset that holds one cache folder per preprocessing config.
@@ -66,14 +66,8 @@ SAMPLE_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class CacheDir:
+class CacheDir(Folder):
     """One config's cache folder (``<dataset>/cache/<key>``): the paths of its files."""
-
-    path: Path
-
-    def __init__(self, path: str | Path) -> None:
-        object.__setattr__(self, "path", Path(path))
 
     @classmethod
     def of(cls, dataset_dir: str | Path, config: PreprocessConfig) -> CacheDir:

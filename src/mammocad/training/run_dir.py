@@ -24,11 +24,11 @@ Reads never import Lightning or torch: the server and the dashboard use this mod
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mammocad.errors import MammocadError
+from mammocad.folders import Folder
 from mammocad.io import atomic_write_json, atomic_write_text, read_json_object, update_json
 
 if TYPE_CHECKING:
@@ -47,23 +47,13 @@ def mlflow_database(runs_dir: str | Path) -> Path:
     return Path(runs_dir) / MLFLOW_DATABASE
 
 
-@dataclass(frozen=True)
-class EvaluationDir:
+class EvaluationDir(Folder):
     """One evaluation's folder (``RUN/evaluation/<split>[-k]`` or ``evaluate --out DIR``)."""
-
-    path: Path
 
     METRICS = "metrics.json"
     PREDICTIONS = "predictions.parquet"
     REPORT = "report.html"
     FIGURES = "figures"
-
-    def __init__(self, path: str | Path) -> None:
-        object.__setattr__(self, "path", Path(path))
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
     @property
     def metrics_path(self) -> Path:
@@ -105,15 +95,12 @@ class EvaluationDir:
         return atomic_write_text(self.report_path, html)
 
 
-@dataclass(frozen=True)
-class RunDir:
+class RunDir(Folder):
     """A training run's directory (see the module docstring for its layout).
 
     ``RunDir(path)`` does not check anything; :meth:`require_model` raises when the folder is not
     a trained run.
     """
-
-    path: Path
 
     CONFIG = "config.yaml"
     STATE = "run.json"
@@ -125,16 +112,6 @@ class RunDir:
     TRAINER_STATE = "last.ckpt"
     EVALUATION = "evaluation"
     EXPORT = "export"
-
-    def __init__(self, path: str | Path) -> None:
-        object.__setattr__(self, "path", Path(path))
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
     # --- paths ---------------------------------------------------------------------------------
 

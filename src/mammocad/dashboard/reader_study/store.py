@@ -24,6 +24,7 @@ import pandas as pd
 
 from mammocad.dashboard.blind_test import stratified_positions
 from mammocad.errors import ConfigError, MammocadError
+from mammocad.folders import Folder
 from mammocad.io import atomic_write_text
 from mammocad.training.run_dir import RunDir
 
@@ -55,11 +56,8 @@ ANSWER_FIELDS = (
 EXPORT_FIELDS = (*ANSWER_FIELDS, "truth")
 
 
-@dataclass(frozen=True)
-class StudyLayout:
+class StudyLayout(Folder):
     """The files of a study folder (see :mod:`mammocad.dashboard.reader_study`); no other code spells them."""
-
-    path: Path
 
     META = "study.json"
     CASES = "cases.csv"
@@ -71,9 +69,6 @@ class StudyLayout:
     ANSWERS = ".jsonl"
     #: The export name of every reader's answers together (one reader's is their slug).
     ALL_READERS = "all-readers"
-
-    def __init__(self, path: str | Path) -> None:
-        object.__setattr__(self, "path", Path(path))
 
     @property
     def meta_path(self) -> Path:
