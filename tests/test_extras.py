@@ -100,3 +100,4 @@ def test_training_without_mlflow_is_unlogged_with_a_notice(tmp_path, monkeypatch
     with caplog.at_level("WARNING"):
         assert mlflow_logger(config, RunDir(tmp_path / "run")) is False
     assert "mammocad[mlflow]" in caplog.text
+    assert RunDir(tmp_path / "run").read_state()["mlflow"].startswith("not installed")

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 #: Larger than any full-field mammogram (CBIS-DDSM scans reach ~25 MP); guards against decompression bombs.
 DEFAULT_MAX_PIXELS = 60_000_000
-#: Memory one decode (with its preprocessing) may need, in MiB (see :mod:`mammocad.data.images`).
+#: Memory one decode (with its preprocessing) may need, in MiB (see :mod:`mammocad.data.decode_budget`); the
+#: API also admits decodes and heatmaps at once only while their estimates fit into it together. Every image
+#: under the pixel limit fits, with its heatmap: a 60-megapixel 16-bit grey DICOM is estimated at ~690 MB to
+#: decode (+ ~650 MB for a heatmap), a 16-bit RGB PNG at ~800 MB.
 DEFAULT_DECODE_BUDGET_MB = 1536
 #: Images held out by ``mammocad data split --blind``.
 DEFAULT_BLIND_SIZE = 150

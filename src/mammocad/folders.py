@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mammocad.io import atomic_write_bytes
+
 
 @dataclass(frozen=True)
 class Folder:
@@ -32,4 +34,26 @@ class Folder:
         return self.path.name
 
 
-__all__ = ["Folder"]
+class ReportFolder(Folder):
+    """A folder with an HTML report and its figures (an evaluation, a comparison, a CV, a study...)."""
+
+    REPORT = "report.html"
+    FIGURES = "figures"
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / self.REPORT
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / self.FIGURES
+
+    def figure_path(self, name: str) -> Path:
+        """``figures/<name>.png``."""
+        return self.figures_dir / f"{name}.png"
+
+    def write_figure(self, name: str, png: bytes) -> Path:
+        return atomic_write_bytes(self.figure_path(name), png)
+
+
+__all__ = ["Folder", "ReportFolder"]

@@ -33,6 +33,13 @@ FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
 
 
+def now_iso() -> str:
+    """The local time as state files record it (``2026-11-30T01:45:47``)."""
+    from datetime import datetime
+
+    return datetime.now().isoformat(timespec="seconds")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)

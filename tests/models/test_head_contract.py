@@ -162,3 +162,19 @@ def test_ablation_declarations_name_registered_heads() -> None:
             assert component in HEAD_COMPONENTS and other in HEADS and other != head
             assert head_without(other, component) is None  # removing it twice is not possible
     assert head_without("gap", "gagm") is None
+
+
+def test_a_model_registered_without_a_default_head_picks_its_own(monkeypatch):
+    """A plug-in builder may leave the default to itself: it gets head=None, and default_head builds to learn it."""
+    from mammocad.models import builders, create_model, default_head
+    from mammocad.models.baseline import _build_baseline
+
+    monkeypatch.setattr(builders, "_MODELS", dict(builders._MODELS))  # the registration ends with the test
+
+    @builders.register_model("plugin_cnn")
+    def plugin_cnn(head: str | None = None, **kwargs):
+        return _build_baseline(name="plugin_cnn", widths=(8, 16), head=head or "gap_dense", **kwargs)
+
+    assert default_head("plugin_cnn", 64) == "gap_dense"
+    assert create_model("plugin_cnn", num_classes=2, input_size=64).head_name == "gap_dense"
+    assert create_model("plugin_cnn", num_classes=2, input_size=64, head="gap").head_name == "gap"

@@ -188,3 +188,18 @@ def test_restore_best_weights_off_keeps_the_last_epoch(dataset, tmp_path):
     assert all(torch.equal(loaded[k], last[k]) for k in last)
     best = load_run(run.run_dir, "best")  # still reachable by name
     assert best.meta["weights"]["final"] == "last"
+
+
+def test_flatten_dotted_is_the_inverse_of_set_dotted():
+    """One flattener serves resume (config changes), ablate (variant overrides) and MLflow (parameters)."""
+    from mammocad.training.config import flatten_dotted, set_dotted
+
+    nested = {"train": {"lr": 1e-3, "target_share": {"normal": 0.3}, "extra": {}}, "model": {"name": "icnt"}}
+    flat = flatten_dotted(nested)
+    assert flat == {"train.lr": 1e-3, "train.target_share.normal": 0.3, "train.extra": {}, "model.name": "icnt"}
+    rebuilt: dict = {}
+    for key, value in flat.items():
+        set_dotted(rebuilt, key, value)
+    assert rebuilt == nested
+    assert flatten_dotted(nested, keep=("target_share",))["train.target_share"] == {"normal": 0.3}
+    assert "train.extra" not in flatten_dotted(nested, empty_as_value=False)

@@ -389,7 +389,7 @@ def bench_fuzz(
 
     with user_errors():
         if run is not None:
-            require("serve", "fastapi", "httpx", command="mammocad bench fuzz --run")
+            require("serve", command="mammocad bench fuzz --run")
         columns = (TextColumn("fuzz"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("fuzz", total=cases)

@@ -160,7 +160,9 @@ def _print_leftovers(dataset: Path) -> None:
 def _cleaned_by(item: Leftover, dataset: Path) -> str:
     if item.path.parent == dataset.parent:
         return "removed by the next `mammocad data import` into this folder"
-    if (dataset / "cache") in item.path.parents:
+    from mammocad.preprocess.cache_dir import CACHE_DIR
+
+    if (dataset / CACHE_DIR) in item.path.parents:
         return "removed by the next `mammocad preprocess` (or training) with that cache's config"
     return "safe to delete"
 

@@ -1,7 +1,8 @@
 """Everything the clinician dashboard computes, with no Streamlit in sight, under its old single name.
 
 The code lives in modules named after what they are; this module re-exports their public names so
-``from mammocad.dashboard import logic`` keeps working (the Streamlit app and the tests use it):
+``from mammocad.dashboard import logic`` keeps working (kept for existing scripts and the tests; the app
+imports the modules themselves):
 
 - :mod:`~mammocad.dashboard.settings`: what ``mammocad dashboard`` hands the app (environment variables);
 - :mod:`~mammocad.dashboard.runs`: :func:`load_runs` checks that each run is trained and evaluated on a

@@ -127,6 +127,8 @@ def viewer_html(film: np.ndarray, overlay_rgba: np.ndarray | None = None, **opti
     unknown = set(options) - set(ViewerOptions.__annotations__)
     if unknown:  # what a keyword-only signature would refuse
         raise TypeError(f"unknown film viewer option(s): {', '.join(sorted(unknown))}")
+    if "key" not in options:
+        raise TypeError("film viewer: missing required option 'key'")
     payload = viewer_payload(film, overlay_rgba)
     key = options["key"]
     height = options.get("height", DEFAULT_HEIGHT)

@@ -21,11 +21,6 @@ from mammocad.defaults import DEFAULT_DECODE_BUDGET_MB
 from mammocad.errors import ConfigError, ImageReadError
 
 MIB = 1 << 20
-#: Memory one decode (with its preprocessing) may need, in MiB; the API also admits decodes and
-#: heatmaps at once only while their estimates fit into it together. Every image under the pixel
-#: limit fits, with its heatmap: a 60-megapixel 16-bit grey DICOM is estimated at ~690 MB to decode
-#: (+ ~650 MB for a heatmap), a 16-bit RGB PNG at ~800 MB.
-#: That is DEFAULT_DECODE_BUDGET_MB, defined in mammocad.defaults (the command line's help reads it from there).
 #: Environment variable that overrides :data:`DEFAULT_DECODE_BUDGET_MB` (a number of MiB).
 DECODE_BUDGET_ENV = "MAMMOCAD_DECODE_BUDGET_MB"
 #: Bytes per pixel that decoding and preprocessing allocate on top of the file's bytes and the decoded

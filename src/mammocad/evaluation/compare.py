@@ -29,8 +29,8 @@ from mammocad.errors import MammocadError
 from mammocad.evaluation import figures
 from mammocad.evaluation.evaluate import evaluate_run
 from mammocad.evaluation.significance import delong_test, mcnemar_test
-from mammocad.folders import Folder
-from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, unique_new_dir
+from mammocad.folders import ReportFolder
+from mammocad.io import atomic_write_json, atomic_write_text, unique_new_dir
 from mammocad.progress import ProgressFn
 from mammocad.reporting.html import HtmlReport, figure_to_png
 from mammocad.training.run_dir import EvaluationDir, RunDir
@@ -55,31 +55,21 @@ RADAR_GROUPS = {
 }
 
 
-class ComparisonDir(Folder):
+class ComparisonDir(ReportFolder):
     """One ``mammocad compare`` output folder (see the module docstring)."""
 
     TABLE1 = "table1"
     TABLE2 = "table2"
     SIGNIFICANCE = "significance"
     DOCUMENT = "comparison.json"
-    FIGURES = "figures"
-    REPORT = "report.html"
 
-    def table_path(self, table: str, suffix: str) -> Path:
-        """``<table>.csv`` or ``<table>.md`` (``suffix`` "csv" or "md") of TABLE1, TABLE2 or SIGNIFICANCE."""
-        return self.path / f"{table}.{suffix}"
+    def table_path(self, table: str, suffix: str = ".csv") -> Path:
+        """``<table>.csv`` or ``<table>.md`` (``suffix`` ".csv" or ".md") of TABLE1, TABLE2 or SIGNIFICANCE."""
+        return self.path / f"{table}{suffix}"
 
     @property
     def document_path(self) -> Path:
         return self.path / self.DOCUMENT
-
-    @property
-    def figures_dir(self) -> Path:
-        return self.path / self.FIGURES
-
-    @property
-    def report_path(self) -> Path:
-        return self.path / self.REPORT
 
 
 @dataclass
@@ -262,8 +252,8 @@ def compare_runs(
     out = ComparisonDir(unique_new_dir(out_dir))
     written = {ComparisonDir.TABLE1: table1, ComparisonDir.TABLE2: table2, ComparisonDir.SIGNIFICANCE: significance}
     for name, frame in written.items():
-        atomic_write_text(out.table_path(name, "csv"), frame.to_csv(index=name != ComparisonDir.SIGNIFICANCE))
-        atomic_write_text(out.table_path(name, "md"), markdown_table(frame))
+        atomic_write_text(out.table_path(name, ".csv"), frame.to_csv(index=name != ComparisonDir.SIGNIFICANCE))
+        atomic_write_text(out.table_path(name, ".md"), markdown_table(frame))
     atomic_write_json(
         out.document_path,
         {
@@ -280,7 +270,7 @@ def compare_runs(
     step("figures and report")
     pngs = _figures(evaluations, table1, table2, classes)
     for name, png in pngs.items():
-        atomic_write_bytes(out.figures_dir / f"{name}.png", png)
+        out.write_figure(name, png)
     _report(evaluations, table1, table2, significance, pngs, split).write(out.report_path)
     return ComparisonResult(out.path, table1, table2, significance)
 

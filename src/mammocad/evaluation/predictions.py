@@ -64,7 +64,6 @@ def predict_frame(
     return probs, features
 
 
-@torch.inference_mode()
 def predict_split(
     run_dir: str | Path,
     dataset: str | Path | None = None,

@@ -55,7 +55,7 @@ from mammocad.experiments.ablation_variants import (
     TOGGLES,
     AblationSpec,
     CustomAblation,
-    _flat,
+    flat_config,
     load_ablations,
     variants,
 )
@@ -79,7 +79,7 @@ from mammocad.experiments.work_queue import (
     start_queue_work,
     work_until_done,
 )
-from mammocad.io import unique_new_dir
+from mammocad.io import now_iso, unique_new_dir
 from mammocad.progress import ProgressFn
 from mammocad.training.config import RunConfig, load_run_config
 
@@ -129,7 +129,7 @@ def ablate(
             "n_resamples": n_resamples,
             "reference": REFERENCE,
             "variants": {v: {"overrides": o, "cv_dir": None} for v, o in found.items()},
-            "started": datetime.now().isoformat(timespec="seconds"),
+            "started": now_iso(),
             **({"queue": record} if record is not None else {}),
         },
     )
@@ -164,7 +164,7 @@ def resume_ablation(
 def _create_variant_cvs(out: AblationDir, step: ProgressFn) -> dict[str, Any]:
     """Make the CV directory of every variant that has none yet (before workers start); ablate.json's state."""
     state = out.read_state()
-    base = _flat(out.read_config().model_dump(mode="json"))
+    base = flat_config(out.read_config().model_dump(mode="json"))
     made = False
     for variant, entry in state["variants"].items():
         if entry["cv_dir"] is not None and out.variant(entry["cv_dir"]).exists():
@@ -281,7 +281,7 @@ def _load_variant_cvs(out: AblationDir, state: dict[str, Any]) -> list[LoadedCV]
 def _run(out: AblationDir, step: ProgressFn) -> AblationResult:
     state = out.update_state({"status": "running"})
     config = out.read_config()
-    base = _flat(config.model_dump(mode="json"))
+    base = flat_config(config.model_dump(mode="json"))
     try:
         for variant, entry in state["variants"].items():
             cv = out.variant(entry["cv_dir"] or variant)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mammocad.errors import ConfigError
 from mammocad.io import read_config_file
 from mammocad.models.heads import head_without, heads_with
-from mammocad.training.config import RunConfig, load_run_config
+from mammocad.training.config import RunConfig, flatten_dotted, load_run_config
 
 #: The full model's variant name (every other variant is compared with it).
 REFERENCE = "full"
@@ -193,7 +193,7 @@ def variants(config: RunConfig, spec: AblationSpec) -> dict[str, dict[str, Any]]
         if name in found:
             raise ConfigError(f"ablation {name!r} is listed twice")
         try:
-            variant = load_run_config(None, {**_flat(base), **overrides})
+            variant = load_run_config(None, {**flat_config(base), **overrides})
         except ConfigError as exc:
             raise ConfigError(f"ablation {name!r}: {exc}") from exc
         if variant == config:
@@ -202,14 +202,9 @@ def variants(config: RunConfig, spec: AblationSpec) -> dict[str, dict[str, Any]]
     return found
 
 
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value and key != "target_share":
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def flat_config(values: dict[str, Any]) -> dict[str, Any]:
+    """A config as dotted keys, ``train.target_share`` kept as one mapping (what a variant overrides)."""
+    return flatten_dotted(values, keep=("target_share",))
 
 
 __all__ = [
@@ -217,6 +212,7 @@ __all__ = [
     "TOGGLES",
     "AblationSpec",
     "CustomAblation",
+    "flat_config",
     "load_ablations",
     "variants",
 ]

@@ -65,7 +65,7 @@ from mammocad.experiments.work_queue import (
     start_queue_work,
     work_until_done,
 )
-from mammocad.io import unique_new_dir
+from mammocad.io import now_iso, unique_new_dir
 from mammocad.procs import run_owner_state
 from mammocad.progress import ProgressFn
 from mammocad.training.config import RunConfig
@@ -266,7 +266,7 @@ def create_cv(
             "task": base.data.task,
             "classes": classes,
             "n_resamples": n_resamples,
-            "started": datetime.now().isoformat(timespec="seconds"),
+            "started": now_iso(),
             "runs": {},
             **({"queue": queue} if queue is not None else {}),
         },

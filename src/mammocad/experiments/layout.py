@@ -1,4 +1,4 @@
-"""The folders ``cv``, ``ablate`` and ``compare`` (of CVs) write: every path, read and write of them.
+"""The folders ``cv``, ``ablate``, ``compare`` (of CVs) and ``tune`` write: every path, read and write of them.
 
 No other module spells these file names. CV directory (:class:`CVDir`)::
 
@@ -25,19 +25,27 @@ Ablation directory (:class:`AblationDir`)::
 CV comparison (:class:`CVComparisonDir`): ``table``, ``fold_tests`` and ``significance`` as
 ``.csv`` and ``.md``, ``comparison.json``, ``figures/``, ``report.html``.
 
+Tune study directory (:class:`StudyDir`; files written atomically, rewritten after every invocation)::
+
+    study.db             the Optuna study (default storage)
+    trials/trial-<n>/    one training run directory per trial
+    trials.csv           one row per trial: state, value, params, error, run_dir, host ...
+    best_config.yaml     the base config with the best trial's params (omitted until a trial completes)
+    study.json           summary: storage (password masked), metric, direction, counts per state, best
+    report.html          summary, best params, trials, Optuna's interactive plots (opens offline)
+
 Kept free of pandas at import time: the CLI reads these folders before anything heavy is loaded.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mammocad.errors import MammocadError
-from mammocad.folders import Folder
-from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, update_json
+from mammocad.folders import ReportFolder
+from mammocad.io import atomic_write_bytes, atomic_write_json, atomic_write_text, now_iso, update_json
 from mammocad.training.run_dir import EvaluationDir, RunDir
 
 if TYPE_CHECKING:
@@ -49,32 +57,6 @@ if TYPE_CHECKING:
 QUEUE_DB = "queue.db"
 #: The validation split every fold run is scored on (its out-of-fold predictions).
 FOLD_SPLIT = "val"
-
-
-def _now() -> str:
-    return datetime.now().isoformat(timespec="seconds")
-
-
-class ReportFolder(Folder):
-    """What every folder here has: an HTML report and its figures."""
-
-    REPORT = EvaluationDir.REPORT
-    FIGURES = EvaluationDir.FIGURES
-
-    @property
-    def report_path(self) -> Path:
-        return self.path / self.REPORT
-
-    @property
-    def figures_dir(self) -> Path:
-        return self.path / self.FIGURES
-
-    def figure_path(self, name: str) -> Path:
-        """``figures/<name>.png``."""
-        return self.figures_dir / f"{name}.png"
-
-    def write_figure(self, name: str, png: bytes) -> Path:
-        return atomic_write_bytes(self.figure_path(name), png)
 
 
 class ExperimentDir(ReportFolder):
@@ -92,10 +74,6 @@ class ExperimentDir(ReportFolder):
     @property
     def state_path(self) -> Path:
         return self.path / self.STATE
-
-    @property
-    def queue_db_path(self) -> Path:
-        return self.path / self.QUEUE_DB
 
     def exists(self) -> bool:
         """The folder holds this kind of experiment (its state file)."""
@@ -115,7 +93,7 @@ class ExperimentDir(ReportFolder):
         return update_json(self.state_path, updates)
 
     def mark_completed(self) -> dict[str, Any]:
-        return self.update_state({"status": "completed", "ended": _now(), "error": None})
+        return self.update_state({"status": "completed", "ended": now_iso(), "error": None})
 
     def mark_interrupted(self, exc: BaseException) -> dict[str, Any]:
         return self.update_state({"status": "interrupted", "error": f"{type(exc).__name__}: {exc}"})
@@ -249,14 +227,6 @@ class ComparisonTables(ReportFolder):
     def table_path(self, name: str, suffix: str = ".csv") -> Path:
         return self.path / f"{name}{suffix}"
 
-    @property
-    def fold_tests_path(self) -> Path:
-        return self.table_path(self.FOLD_TESTS)
-
-    @property
-    def significance_path(self) -> Path:
-        return self.table_path(self.SIGNIFICANCE)
-
     def write_table(self, name: str, text: str, suffix: str = ".csv") -> Path:
         return atomic_write_text(self.table_path(name, suffix), text)
 
@@ -293,10 +263,6 @@ class AblationDir(ExperimentDir, ComparisonTables):
     FIGURE = "ablation"
 
     @property
-    def table_csv_path(self) -> Path:
-        return self.table_path(self.TABLE)
-
-    @property
     def table_markdown_path(self) -> Path:
         return self.table_path(self.TABLE, ".md")
 
@@ -310,6 +276,46 @@ class AblationDir(ExperimentDir, ComparisonTables):
         return CVDir(self.path / cv_dir)
 
 
+class StudyDir(ReportFolder):
+    """A study directory's paths (see the module docstring): every file name is spelled here once."""
+
+    DATABASE = "study.db"
+    TRIALS = "trials"
+    TRIALS_TABLE = "trials.csv"
+    BEST_CONFIG = "best_config.yaml"
+    SUMMARY = "study.json"
+
+    @property
+    def database_path(self) -> Path:
+        return self.path / self.DATABASE
+
+    @property
+    def default_storage(self) -> str:
+        """The study's own SQLite database as a storage URL (absolute: workers may start elsewhere)."""
+        return f"sqlite:///{self.database_path.resolve()}"
+
+    @property
+    def trials_dir(self) -> Path:
+        """Where trials' run directories go (``trial_config``'s ``output.runs_dir``)."""
+        return self.path / self.TRIALS
+
+    def trial_dir(self, number: int) -> Path:
+        """The run directory trial ``number`` is meant to write (``-2``... when it already exists)."""
+        return self.trials_dir / f"trial-{number}"
+
+    @property
+    def trials_table_path(self) -> Path:
+        return self.path / self.TRIALS_TABLE
+
+    @property
+    def best_config_path(self) -> Path:
+        return self.path / self.BEST_CONFIG
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / self.SUMMARY
+
+
 __all__ = [
     "FOLD_SPLIT",
     "QUEUE_DB",
@@ -319,5 +325,6 @@ __all__ = [
     "ComparisonTables",
     "ExperimentDir",
     "ReportFolder",
+    "StudyDir",
     "is_cv_dir",
 ]

@@ -1,14 +1,5 @@
-"""A tune study's directory: its layout (:class:`StudyDir`), the result of a study, the trials table.
-
-Study directory (files written atomically, rewritten after every invocation)::
-
-    study.db             the Optuna study (default storage)
-    trials/trial-<n>/    one training run directory per trial
-    trials.csv           one row per trial: state, value, params, error, run_dir, host ...
-    best_config.yaml     the base config with the best trial's params (omitted until a trial completes)
-    study.json           summary: storage (password masked), metric, direction, counts per state, best
-    report.html          summary, best params, trials, Optuna's interactive plots (opens offline)
-"""
+"""A tune study's result and its trials table (the study folder's layout is
+:class:`~mammocad.experiments.layout.StudyDir`, re-exported here)."""
 
 from __future__ import annotations
 
@@ -20,55 +11,10 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from mammocad.folders import Folder
+from mammocad.experiments.layout import StudyDir
 
 #: The error shown for a trial the heartbeat marked FAIL (Optuna records none).
 STALE_ERROR = "its worker stopped (killed, crashed or lost the database) and the heartbeat marked the trial FAIL"
-
-
-class StudyDir(Folder):
-    """A study directory's paths (see the module docstring): every file name is spelled here once."""
-
-    DATABASE = "study.db"
-    TRIALS = "trials"
-    TRIALS_TABLE = "trials.csv"
-    BEST_CONFIG = "best_config.yaml"
-    SUMMARY = "study.json"
-    REPORT = "report.html"
-
-    @property
-    def database_path(self) -> Path:
-        return self.path / self.DATABASE
-
-    @property
-    def default_storage(self) -> str:
-        """The study's own SQLite database as a storage URL (absolute: workers may start elsewhere)."""
-        return f"sqlite:///{self.database_path.resolve()}"
-
-    @property
-    def trials_dir(self) -> Path:
-        """Where trials' run directories go (``trial_config``'s ``output.runs_dir``)."""
-        return self.path / self.TRIALS
-
-    def trial_dir(self, number: int) -> Path:
-        """The run directory trial ``number`` is meant to write (``-2``... when it already exists)."""
-        return self.trials_dir / f"trial-{number}"
-
-    @property
-    def trials_table_path(self) -> Path:
-        return self.path / self.TRIALS_TABLE
-
-    @property
-    def best_config_path(self) -> Path:
-        return self.path / self.BEST_CONFIG
-
-    @property
-    def summary_path(self) -> Path:
-        return self.path / self.SUMMARY
-
-    @property
-    def report_path(self) -> Path:
-        return self.path / self.REPORT
 
 
 @dataclass

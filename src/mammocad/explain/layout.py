@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mammocad.folders import Folder
+from mammocad.folders import Folder, ReportFolder
 
 
-class ExplainDir(Folder):
+class ExplainDir(ReportFolder):
     """One ``mammocad explain`` output folder."""
 
     #: Below the run: ``RUN/explain/<method>``.
     ROOT = "explain"
     EXPLANATIONS = "explanations.json"
     COLORBAR = "colorbar.png"
-    REPORT = "report.html"
 
     @classmethod
     def default(cls, run_dir: str | Path, method: str) -> Path:
@@ -34,10 +33,6 @@ class ExplainDir(Folder):
     @property
     def colorbar_path(self) -> Path:
         return self.path / self.COLORBAR
-
-    @property
-    def report_path(self) -> Path:
-        return self.path / self.REPORT
 
 
 class ActivationComparisonDir(Folder):

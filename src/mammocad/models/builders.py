@@ -24,20 +24,21 @@ class RegisteredModel:
     """A registered model: its builder and the head it uses when the caller names none."""
 
     builder: ModelBuilder
-    default_head: str
+    default_head: str | None
 
 
 _MODELS: dict[str, RegisteredModel] = {}
 
 
-def register_model(name: str, *, default_head: str) -> Callable[[ModelBuilder], ModelBuilder]:
+def register_model(name: str, *, default_head: str | None = None) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator: register ``builder`` under ``name`` with its ``default_head`` (a registered head).
 
     ``create_model`` passes the resolved head to the builder (``default_head`` when the caller gave
-    none), so the registry is the one place a model's default head is declared. A duplicate name
-    or an unknown head raises ValueError.
+    none), so the registry is the one place a model's default head is declared. A builder registered
+    without one receives ``head=None`` and picks its own (``default_head(name)`` then has to build the
+    model, on the meta device, to learn it). A duplicate name or an unknown head raises ValueError.
     """
-    if default_head not in HEADS:
+    if default_head is not None and default_head not in HEADS:
         raise ValueError(f"model {name!r}: unknown default head {default_head!r}; heads: {', '.join(list_heads())}")
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:

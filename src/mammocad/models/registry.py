@@ -123,10 +123,18 @@ def model_input_size(image_size: int | tuple[int, int] | list[int]) -> int | Non
 def default_head(name: str, input_size: int | None = None) -> str:
     """The head ``create_model(name)`` uses when no ``head`` is given (a registry look-up, nothing built).
 
-    ``input_size`` is accepted for callers that pass the model's options; no default depends on it.
-    Raises ConfigError for a name that is neither registered nor a timm model.
+    Only a model registered without a ``default_head`` is built to learn it, on the meta device (no
+    weights allocated), with ``input_size`` if given. Raises ConfigError for a name that is neither
+    registered nor a timm model.
     """
-    return _resolve(name).default_head
+    declared = _resolve(name).default_head
+    if declared is not None:
+        return declared
+    import torch
+
+    extra: dict[str, Any] = {} if input_size is None else {"input_size": input_size}
+    with torch.device("meta"):
+        return create_model(name, num_classes=2, in_chans=1, **extra).head_name
 
 
 def _resolve(name: str) -> RegisteredModel:

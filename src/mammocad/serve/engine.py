@@ -11,12 +11,12 @@ Thread safety: model calls are serialised by one lock (a CAM hooks the shared mo
 CPU inference only oversubscribes the cores); decoding and preprocessing run in parallel.
 
 Memory: each upload's decode reserves, from its header, an estimate of what decoding and
-preprocessing it allocate (:func:`~mammocad.data.images.decode_estimate`) plus, when its original
+preprocessing it allocate (:func:`~mammocad.data.decode_budget.decode_estimate`) plus, when its original
 is kept for a heatmap, what the heatmap allocates (:func:`explain_estimate`); the image holds that
 share until :meth:`InferenceEngine.explain` is done with it (or it is dropped). One upload over the
 decode budget is refused (ImageReadError "too large to decode", a 413 in the API); decodes waiting
 for room go on when the reservations fit into the budget together
-(:class:`~mammocad.data.images.DecodeGate`), so N large uploads cost at most the budget, not N times it.
+(:class:`~mammocad.data.decode_budget.DecodeGate`), so N large uploads cost at most the budget, not N times it.
 """
 
 from __future__ import annotations

@@ -27,13 +27,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mammocad.io import read_json_object
+from mammocad.io import now_iso, read_json_object
 from mammocad.training.run_dir import RunDir
 
 INDETERMINATE = "indeterminate"
@@ -159,7 +158,7 @@ def calibration_document(
         "fitted_on": fitted_on,
         "n_val": len(labels),
         "indeterminate": {k: float(thresholds[k]) for k in ("min_probability", "min_margin")},
-        "fitted": datetime.now().isoformat(timespec="seconds"),
+        "fitted": now_iso(),
     }
     if len(labels) == 0:
         return document | {"temperature": 1.0, "note": f"no {fitted_on} images: temperature left at 1"}

@@ -284,6 +284,25 @@ def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def flatten_dotted(
+    values: dict[str, Any], prefix: str = "", *, keep: tuple[str, ...] = (), empty_as_value: bool = True
+) -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys (``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``); the
+    inverse of :func:`set_dotted`.
+
+    ``keep``: keys whose dict value stays one value (``target_share``: a class -> share mapping).
+    ``empty_as_value``: an empty dict is a value of its own (False: it disappears).
+    """
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in keep and (value or not empty_as_value):
+            flat.update(flatten_dotted(value, f"{name}.", keep=keep, empty_as_value=empty_as_value))
+        else:
+            flat[name] = value
+    return flat
+
+
 def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML/JSON run config and apply dotted overrides; errors name the field and why."""
     values: dict[str, Any] = read_config_file(path) if path is not None else {}

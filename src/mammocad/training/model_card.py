@@ -2,7 +2,7 @@
 
 :func:`model_card` reads only small JSON/YAML files of the run directory (``run.json``, ``model.json``,
 ``provenance.json``, ``calibration.json``, the latest ``evaluation/*/metrics.json``); it never re-reads
-the dataset (its provenance is recorded at training time, see ``training/run.py``) and imports no
+the dataset (its provenance is recorded at training time, see ``training/run_records.py``) and imports no
 torch. The result is a plain JSON-able dict, shown by ``mammocad predict``, the reports, the API's
 ``/model`` and the dashboard banner::
 

@@ -121,7 +121,7 @@ def prepare_image(
     """:func:`prepare`, also returning the preprocessing result (pixels, geometry) and the decoded image.
 
     Images over ``max_pixels``, or needing more memory than the decode budget ``budget_mb`` (see
-    :func:`~mammocad.data.images.decode_budget_mb`), are refused from their header, before decoding."""
+    :func:`~mammocad.data.decode_budget.decode_budget_mb`), are refused from their header, before decoding."""
     image = read_image(path, max_pixels=max_pixels, budget_mb=budget_mb)
     check_input(image, str(path))  # no breast, not a mammogram: refused (InputRefused), never classified
     if run.preprocess.mode == "roi":

@@ -30,6 +30,7 @@ from mammocad.errors import MammocadError
 from mammocad.io import Leftover, find_leftovers, remove_stale
 from mammocad.procs import run_owner_state
 from mammocad.progress import ProgressFn
+from mammocad.training.config import flatten_dotted
 from mammocad.training.run_dir import RunDir
 from mammocad.training.status import reconcile_status
 
@@ -49,19 +50,9 @@ RESUMABLE_FIELDS = (
 )
 
 
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``field: saved -> current`` for each field that differs, leaving out :data:`RESUMABLE_FIELDS`."""
-    old, new = _flat(saved), _flat(current)
+    old, new = flatten_dotted(saved), flatten_dotted(current)
     changes = []
     for key in sorted(set(old) | set(new)):
         if any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUMABLE_FIELDS):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mammocad.errors import MammocadError
-from mammocad.folders import Folder
+from mammocad.folders import Folder, ReportFolder
 from mammocad.io import atomic_write_json, atomic_write_text, read_json_object, update_json
 
 if TYPE_CHECKING:
@@ -47,13 +47,11 @@ def mlflow_database(runs_dir: str | Path) -> Path:
     return Path(runs_dir) / MLFLOW_DATABASE
 
 
-class EvaluationDir(Folder):
+class EvaluationDir(ReportFolder):
     """One evaluation's folder (``RUN/evaluation/<split>[-k]`` or ``evaluate --out DIR``)."""
 
     METRICS = "metrics.json"
     PREDICTIONS = "predictions.parquet"
-    REPORT = "report.html"
-    FIGURES = "figures"
 
     @property
     def metrics_path(self) -> Path:
@@ -62,14 +60,6 @@ class EvaluationDir(Folder):
     @property
     def predictions_path(self) -> Path:
         return self.path / self.PREDICTIONS
-
-    @property
-    def report_path(self) -> Path:
-        return self.path / self.REPORT
-
-    @property
-    def figures_dir(self) -> Path:
-        return self.path / self.FIGURES
 
     def is_complete(self) -> bool:
         """Both the metrics and the per-image predictions were written (the evaluation finished)."""

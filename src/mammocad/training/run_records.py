@@ -8,14 +8,13 @@ re-reads a dataset that moved.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 import pandas as pd
 import torch
 
 from mammocad.errors import MammocadError
-from mammocad.io import _json_default
+from mammocad.io import _json_default, now_iso
 from mammocad.training.config import RunConfig
 from mammocad.training.data import TaskData
 from mammocad.training.run_dir import RunDir
@@ -90,7 +89,7 @@ def write_provenance(run: RunDir, config: RunConfig, task: TaskData) -> None:
             "n_patients": int(everything["patient_id"].nunique()) if everything is not None else 0,
             "per_class": {c: sum(s["per_class"][c] for s in per_split.values()) for c in task.classes},
             "per_split": per_split,
-            "recorded_at": datetime.now().isoformat(timespec="seconds"),
+            "recorded_at": now_iso(),
         }
     )
 

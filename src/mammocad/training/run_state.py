@@ -7,12 +7,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mammocad.errors import MammocadError
+from mammocad.io import now_iso
 from mammocad.procs import run_owner_fields
 from mammocad.training.config import RunConfig
 from mammocad.training.data import TaskData
@@ -30,10 +30,6 @@ class StopTraining(MammocadError):
     The run is marked ``stopped`` (not ``failed``) with the message as its reason; the exception
     propagates to the caller of :func:`~mammocad.training.run.train`.
     """
-
-
-def _now() -> str:
-    return datetime.now().isoformat(timespec="seconds")
 
 
 def update_run_state(run: RunDir, updates: dict[str, Any], drop: tuple[str, ...] = ()) -> None:
@@ -60,7 +56,7 @@ def record_start(
     again at epoch 0. ``masked``: training images with a lesion mask (knowledge transfer);
     ``patch_stage``: the lesion-aware model's patch summary.
     """
-    now = _now()
+    now = now_iso()
     update_run_state(
         run,
         {
@@ -83,7 +79,7 @@ def record_start(
 
 def record_failure(run: RunDir, exc: BaseException) -> None:
     """How the fit ended when it raised: ``stopped``, ``interrupted`` (resumable like a kill) or ``failed``."""
-    ended = {"ended": _now()}
+    ended = {"ended": now_iso()}
     if isinstance(exc, StopTraining):
         update_run_state(run, {"status": "stopped", "reason": str(exc), **ended})
     elif isinstance(exc, KeyboardInterrupt | SystemExit | SIGTERMException):
@@ -97,7 +93,7 @@ def record_failure(run: RunDir, exc: BaseException) -> None:
 def record_completion(run: RunDir, stopped_early: bool) -> None:
     """``completed``, and whether early stopping ended it."""
     update_run_state(
-        run, {"status": "completed", "ended": _now(), **({"early_stopped": True} if stopped_early else {})}
+        run, {"status": "completed", "ended": now_iso(), **({"early_stopped": True} if stopped_early else {})}
     )
 
 

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from mammocad.extras import is_installed
-from mammocad.training.config import RunConfig
+from mammocad.training.config import RunConfig, flatten_dotted
 from mammocad.training.run_dir import RunDir, mlflow_database
 from mammocad.training.run_state import update_run_state
 
@@ -28,6 +28,7 @@ def mlflow_logger(config: RunConfig, run: RunDir) -> Any:
             "output.mlflow is on but MLflow is not installed (pip install 'mammocad[mlflow]'): "
             "this run is not logged to MLflow"
         )
+        update_run_state(run, {"mlflow": "not installed: pip install 'mammocad[mlflow]'"})
         return False
     from lightning.pytorch.loggers import MLFlowLogger
 
@@ -49,16 +50,9 @@ def log_run_config(logger: Any, config: RunConfig, run: RunDir) -> None:
     update_run_state(run, {"mlflow_run_id": logger.run_id, "mlflow_tracking_uri": logger._tracking_uri})
 
 
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as one level of dotted keys (``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``)."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
+def flatten(values: dict[str, Any]) -> dict[str, Any]:
+    """The config as MLflow parameters: dotted keys, empty sections left out."""
+    return flatten_dotted(values, empty_as_value=False)
 
 
 __all__ = ["flatten", "log_run_config", "mlflow_logger"]

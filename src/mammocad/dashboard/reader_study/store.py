@@ -268,7 +268,7 @@ class Study:
 
     def readers(self) -> list[str]:
         """The readers with answers on disk (file names), sorted."""
-        return [p.stem for p in self.layout.reader_files()]
+        return sorted(p.stem for p in self.layout.reader_files())
 
     def answers(self, reader: str) -> list[dict[str, Any]]:
         """A reader's answers, one per case (the first given; a torn last line from a crash is skipped)."""

@@ -1,7 +1,7 @@
 """Importers: one module per dataset format, each turning its source into manifest records.
 
-:data:`IMPORTERS` is the one registry of formats: ``mammocad data import`` (and its help),
-:func:`import_dataset` and the tests all read it. Built-in formats are listed there as
+:data:`IMPORTERS` is the one registry of formats: ``mammocad data import``, :func:`import_dataset`
+and the tests all read it (the command's ``--help`` lists the formats registered when the CLI loads). Built-in formats are listed there as
 ``module:function`` and load lazily, so a missing optional dependency of one format never breaks
 the others; code outside this package adds a format with :func:`register_importer`. What an
 importer must do: see :mod:`mammocad.data.importers.base` and ``docs/contributing.md``

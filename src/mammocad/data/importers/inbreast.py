@@ -519,7 +519,8 @@ def _add_lesions(ctx: ImportContext, record: ImageRecord, image: Path, xml_path:
         mask = np.zeros((height, width), dtype=np.uint8)
         cv2.fillPoly(mask, [points.astype(np.int32).reshape(-1, 1, 2)], 1)
         box = mask_bounding_box(mask)
-        assert box is not None  # fillPoly marks the outline's own pixels, all clipped into the image
+        if box is None:  # unreachable: fillPoly marks the outline's own pixels, all clipped into the image
+            raise ValueError(f"{record.image_id} ROI {k}: the outline filled no pixel")
         lesion.x0, lesion.y0, lesion.x1, lesion.y1 = box
         lesion.center_x, lesion.center_y = (lesion.x0 + lesion.x1) / 2, (lesion.y0 + lesion.y1) / 2
         lesion.mask_path = ctx.write_mask(f"{record.image_id}_{k}", mask)

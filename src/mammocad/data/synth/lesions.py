@@ -271,7 +271,8 @@ def _lesion(kind: str, shape: str, pathology: str, mask: np.ndarray, center: tup
         mask[round(center[1]), round(center[0])] = True
     ys, xs = np.nonzero(mask)
     box = mask_bounding_box(mask)
-    assert box is not None  # the mask holds at least its centre pixel
+    if box is None:  # unreachable: the mask holds at least its centre pixel
+        raise ValueError(f"synthetic {kind} lesion has an empty mask")
     radius = float(np.sqrt(((xs - center[0]) ** 2 + (ys - center[1]) ** 2).max())) + 0.5
     return SynthLesion(kind, shape, pathology, box, center, radius, mask)
 
