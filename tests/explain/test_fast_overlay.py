@@ -21,19 +21,11 @@ from mammocad.explain.overlay import (
 )
 from mammocad.explain.run import display_overlay, overlay_rgba
 from mammocad.preprocess import Geometry
+from tests.explain.test_overlay import film
 
 #: Colour levels (out of 255) the fast picture may differ by: the map is quantised to the colour map's
 #: 256 levels before the alpha ramp, and smoothed on its own grid before it is resampled.
 LEVELS = 3
-
-
-def film(height: int = 300, width: int = 160) -> np.ndarray:
-    """A half-ellipse 'breast' against the left edge, air (0) elsewhere, a label blob in the corner."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    inside = (xx / (0.8 * width)) ** 2 + ((yy - height / 2) / (0.45 * height)) ** 2 <= 1
-    pixels = np.where(inside, 0.55 + 0.1 * np.sin(yy / 7.0), 0.0).astype(np.float32)
-    pixels[5:15, width - 20 : width - 6] = 1.0  # a film label: bright, but not breast
-    return pixels
 
 
 def blob(size: int = 64, centre: tuple[float, float] = (0.4, 0.6)) -> np.ndarray:
